@@ -1,0 +1,55 @@
+# The README's commands. Each target installs what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: help install demo test lint typecheck pytest bench sandbox clean
+
+help:
+	@echo "make demo   - start the sandbox and run detection, notification and a customer creation"
+	@echo "make test   - ruff, mypy --strict, infra checks and the pytest suite"
+	@echo "make bench  - the benchmark scenarios (not part of make test)"
+	@echo "make sandbox - serve the sandbox stand-ins until Ctrl-C"
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt
+	touch $@
+
+# checkov pins many libraries of its own, so it gets a virtual environment of its own.
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) 'checkov>=3.2,<4'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy --strict shared sandbox
+
+pytest: install
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m sandbox.demo
+
+sandbox: $(BIN)/.installed
+	$(BIN)/python -m sandbox
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .state .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,11 @@
+"""The Functions entry point: logging, the app, and each feature's blueprint. Nothing else."""
+
+import azure.functions as func
+
+from shared.abandoned_carts.blueprint import bp as abandoned_carts
+from shared.logging_setup import configure_logging
+
+configure_logging()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(abandoned_carts)

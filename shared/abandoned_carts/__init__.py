@@ -1,0 +1,1 @@
+"""Abandoned-cart recovery: detection (timer) and notification (queue)."""

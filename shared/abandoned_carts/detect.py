@@ -1,0 +1,254 @@
+"""Detection: find carts nobody touched inside the window, record them, queue one message each.
+
+Per channel, the window runs from the channel's watermark (never earlier than now minus
+``LOOKBACK_MINUTES``) to now minus ``ABANDONED_AFTER_MINUTES``. Carts come sorted by
+``ModifiedDateTime`` then ``Id``; the watermark keeps the last instant processed and the ids seen at
+exactly that instant, and is saved after every page with a conditional write, so a run that stops
+anywhere (cap, crash, a concurrent run) loses and repeats nothing.
+
+Many carts can share one instant (bulk updates); keyset paging alone would then fetch the same
+first page forever, so while the cursor sits on such an instant the query also skips the carts
+already seen there, minus a small overlap that tolerates carts leaving the group between pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.abandoned_carts.messages import CartMessage
+from shared.retail_server.client import CartSearchCriteria, RetailServerClient
+from shared.retail_server.models import Cart, CartStatus, CartType
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus
+from shared.state.records import RunSummaryStore, Watermark, WatermarkConflictError, WatermarkStore
+from shared.state.store import DocumentStore
+from shared.timeutil import sortable
+
+logger = logging.getLogger(__name__)
+
+_SAME_INSTANT_OVERLAP = 10
+# A pending entry queued this long ago and still unclaimed has lost its message: queue it again.
+REQUEUE_AFTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    operating_unit_numbers: list[str]
+    lookback: timedelta
+    abandoned_after: timedelta
+    max_carts_per_run: int
+    page_size: int
+    due_sweep_limit: int = 500
+
+
+@dataclass
+class ChannelOutcome:
+    window_from: datetime
+    window_to: datetime
+    found: int = 0
+    queued: int = 0
+    pages: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    stopped: str = "complete"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window": {"from": sortable(self.window_from), "to": sortable(self.window_to)},
+            "found": self.found,
+            "queued": self.queued,
+            "pages": self.pages,
+            "skipped": dict(sorted(self.skipped.items())),
+            "stopped": self.stopped,
+        }
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    channels: dict[str, ChannelOutcome]
+    requeued: int
+    messages: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        skipped: Counter[str] = Counter()
+        for outcome in self.channels.values():
+            skipped.update(outcome.skipped)
+        return {
+            "runId": self.run_id,
+            "startedAt": sortable(self.started_at),
+            "finishedAt": sortable(self.finished_at),
+            "durationMs": self.duration_ms,
+            "found": sum(o.found for o in self.channels.values()),
+            "queued": sum(o.queued for o in self.channels.values()),
+            "requeued": self.requeued,
+            "skipped": dict(sorted(skipped.items())),
+            "channels": {oun: outcome.as_dict() for oun, outcome in self.channels.items()},
+        }
+
+
+def skip_reason(cart: Cart) -> str | None:
+    """Why a cart found in the window gets no reminder, or None when it should get one."""
+    if cart.cart_type_value != CartType.SHOPPING:
+        return "not_shopping_cart"
+    if cart.cart_status_value == CartStatus.VOIDED:
+        return "voided"
+    if not cart.customer_id:
+        return "anonymous"
+    if not cart.cart_lines:
+        return "no_lines"
+    if not cart.active_lines:
+        return "only_voided_lines"
+    if cart.modified_date_time is None:
+        return "no_modified_time"
+    return None
+
+
+class Detector:
+    def __init__(self, retail: RetailServerClient, store: DocumentStore, config: DetectionConfig) -> None:
+        self._retail = retail
+        self._config = config
+        self._ledger = Ledger(store)
+        self._watermarks = WatermarkStore(store)
+        self._runs = RunSummaryStore(store)
+
+    async def run(self, now: datetime) -> RunResult:
+        started = time.monotonic()
+        run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        messages: list[str] = []
+        budget = self._config.max_carts_per_run
+        channels: dict[str, ChannelOutcome] = {}
+        for oun in self._config.operating_unit_numbers:
+            outcome = await self._detect_channel(oun, now, budget, messages)
+            channels[oun] = outcome
+            budget -= outcome.found
+        requeued = await self._queue_due_entries(now, messages)
+        result = RunResult(
+            run_id=run_id,
+            started_at=now,
+            finished_at=now + timedelta(seconds=time.monotonic() - started),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            channels=channels,
+            requeued=requeued,
+            messages=messages,
+        )
+        summary = result.summary()
+        await self._runs.save(run_id, summary)
+        logger.info("abandoned-cart detection run %s", json.dumps(summary, separators=(",", ":")))
+        return result
+
+    async def _detect_channel(
+        self, oun: str, now: datetime, budget: int, messages: list[str]
+    ) -> ChannelOutcome:
+        floor = now - self._config.lookback
+        window_to = now - self._config.abandoned_after
+        watermark, etag = await self._watermarks.load(oun)
+        if watermark is None or watermark.modified_at < floor:
+            cursor, seen = floor, set[str]()
+        else:
+            cursor, seen = watermark.modified_at, set(watermark.ids_at_modified)
+        outcome = ChannelOutcome(window_from=cursor, window_to=window_to)
+        if budget <= 0:
+            outcome.stopped = "cap_reached"
+            return outcome
+        if cursor >= window_to:
+            return outcome
+        page_size = self._config.page_size
+        overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
+        while True:
+            skip = max(0, len(seen) - overlap)
+            page = await self._retail.search_carts(
+                oun,
+                CartSearchCriteria(last_modified_from=cursor, last_modified_to=window_to),
+                top=page_size,
+                skip=skip,
+            )
+            outcome.pages += 1
+            progressed = False
+            capped = False
+            for cart in page:
+                modified = cart.modified_date_time
+                if modified is None or modified < cursor or (modified == cursor and cart.id in seen):
+                    continue
+                progressed = True
+                outcome.found += 1
+                await self._consider(oun, cart, now, outcome, messages)
+                if modified > cursor:
+                    cursor, seen = modified, {cart.id}
+                else:
+                    seen.add(cart.id)
+                if outcome.found >= budget:
+                    capped = True
+                    break
+            if progressed:
+                try:
+                    etag = await self._watermarks.save(
+                        oun, Watermark(modified_at=cursor, ids_at_modified=sorted(seen), updated_at=now), etag
+                    )
+                except WatermarkConflictError:
+                    outcome.stopped = "concurrent_run"
+                    logger.warning(
+                        "channel %s: another detection run moved the watermark; stopping here", oun
+                    )
+                    return outcome
+            if capped:
+                outcome.stopped = "cap_reached"
+                return outcome
+            if not page or not progressed:
+                return outcome
+
+    async def _consider(
+        self, oun: str, cart: Cart, now: datetime, outcome: ChannelOutcome, messages: list[str]
+    ) -> None:
+        reason = skip_reason(cart)
+        if reason is not None:
+            outcome.skipped[reason] += 1
+            return
+        assert cart.customer_id is not None
+        assert cart.modified_date_time is not None
+        entry = LedgerEntry(
+            cart_id=cart.id,
+            cart_version=cart.version,
+            step=1,
+            oun=oun,
+            customer_id=cart.customer_id,
+            modified_at=cart.modified_date_time,
+            due_at=now,
+            queued_at=now,
+            updated_at=now,
+        )
+        if not await self._ledger.record(entry):
+            outcome.skipped["already_recorded"] += 1
+            return
+        latest = await self._ledger.register_latest_cart(
+            oun, cart.customer_id, cart.id, cart.version, cart.modified_date_time, now=now
+        )
+        if not latest:
+            outcome.skipped["superseded"] += 1
+            return
+        messages.append(CartMessage(cart_id=cart.id, cart_version=cart.version, oun=oun, step=1).encode())
+        outcome.queued += 1
+
+    async def _queue_due_entries(self, now: datetime, messages: list[str]) -> int:
+        """Queue pending entries that came due, or whose message was queued long ago and never claimed."""
+        requeued = 0
+        for entry in await self._ledger.due_pending(now=now, limit=self._config.due_sweep_limit):
+            if entry.queued_at is not None and entry.queued_at > now - REQUEUE_AFTER:
+                continue
+            if entry.status is not LedgerStatus.PENDING or not await self._ledger.mark_queued(entry, now=now):
+                continue
+            messages.append(
+                CartMessage(
+                    cart_id=entry.cart_id, cart_version=entry.cart_version, oun=entry.oun, step=entry.step
+                ).encode()
+            )
+            requeued += 1
+        return requeued

@@ -1,0 +1,286 @@
+"""The process's one HTTP client: an aiohttp session, one retry policy and typed upstream errors.
+
+Every adapter (Retail Server, F&O, email providers) sends through :class:`HttpClient`, so timeouts,
+retries and error reporting behave the same everywhere. Errors carry the upstream status and the
+correlation id, never the request's headers or body, which may hold tokens or personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A non-idempotent call (creating a customer) is retried only when the upstream says it did not
+# process the request at all; a 500 or a timeout may hide a completed creation.
+RETRYABLE_STATUSES_NON_IDEMPOTENT = frozenset({429, 503})
+_CORRELATION_HEADERS = ("request-id", "x-ms-request-id", "ms-cv", "x-correlation-id", "x-request-id")
+_BODY_EXCERPT = 300
+
+
+class UpstreamError(Exception):
+    """An upstream call failed. ``str()`` is safe to log: no secrets, no request data."""
+
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        status: int | None = None,
+        correlation_id: str,
+        upstream_request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.service = service
+        self.status = status
+        self.correlation_id = correlation_id
+        self.upstream_request_id = upstream_request_id
+        self.retry_after = retry_after
+        status_part = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{service}{status_part}: {message} [correlation id {correlation_id}]")
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with a status the caller did not expect."""
+
+    def __init__(self, service: str, response: UpstreamResponse, message: str | None = None) -> None:
+        self.response = response
+        super().__init__(
+            service,
+            message or f"unexpected status {response.status}",
+            status=response.status,
+            correlation_id=response.correlation_id,
+            upstream_request_id=response.upstream_request_id,
+            retry_after=response.retry_after(),
+        )
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer in time, on every attempt."""
+
+
+class UpstreamConnectionError(UpstreamError):
+    """The upstream could not be reached (refused, reset, TLS failure), on every attempt."""
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    correlation_id: str
+    upstream_request_id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def retry_after(self, now: float | None = None) -> float | None:
+        return retry_delay_from_headers(self.headers, now=now)
+
+    def raise_for_status(self, service: str, expected: tuple[int, ...] = (200,)) -> UpstreamResponse:
+        if self.status not in expected:
+            raise UpstreamStatusError(service, self)
+        return self
+
+
+def retry_delay_from_headers(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the upstream asked us to wait, from ``Retry-After`` or ``X-RateLimit-Reset``."""
+    now = time.time() if now is None else now
+    value = _header(headers, "retry-after")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, when.timestamp() - now)
+    reset = _header(headers, "x-ratelimit-reset")
+    if reset:
+        try:
+            number = float(reset.strip())
+        except ValueError:
+            return None
+        # Emarsys sends an epoch timestamp; some APIs send seconds-until-reset. Tell them apart by size.
+        return max(0.0, number - now) if number > 1_000_000_000 else max(0.0, number)
+    return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    # The longest wait an upstream may ask for before we give up instead of sleeping.
+    max_server_delay: float = 60.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for the given 1-based attempt that just failed."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return self.rng.uniform(0, ceiling)
+
+    def delay(self, attempt: int, server_delay: float | None) -> float:
+        if server_delay is not None:
+            return min(server_delay, self.max_server_delay)
+        return self.backoff(attempt)
+
+
+def build_ssl_context(extra_ca_bundle: Path | None) -> ssl.SSLContext:
+    """System trust store, plus one extra CA when configured (the local sandbox). Never less."""
+    context = ssl.create_default_context()
+    if extra_ca_bundle is not None:
+        context.load_verify_locations(cafile=str(extra_ca_bundle))
+    return context
+
+
+class HttpClient:
+    """Sends requests with the shared retry policy. One instance (and one session) per process."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: RetryPolicy,
+        *,
+        sleep: Any = asyncio.sleep,
+    ) -> None:
+        self.session = session
+        self.policy = policy
+        self._sleep = sleep
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        service: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        idempotent: bool = True,
+        correlation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # per-call override of the session's timeout
+    ) -> UpstreamResponse:
+        """Send with retries. Retryable statuses are retried, then the last response is returned as is."""
+        correlation_id = correlation_id or str(uuid.uuid4())
+        retry_statuses = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_NON_IDEMPOTENT
+        request_headers = {"x-ms-client-request-id": correlation_id, **(headers or {})}
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.session.request(
+                    method,
+                    url,
+                    headers=request_headers,
+                    params=params,
+                    json=json_body,
+                    data=data,
+                    **extra,
+                ) as resp:
+                    body = await resp.read()
+                    response = UpstreamResponse(
+                        status=resp.status,
+                        headers=dict(resp.headers),
+                        body=body,
+                        correlation_id=correlation_id,
+                        upstream_request_id=_first_header(resp.headers, _CORRELATION_HEADERS),
+                    )
+            except TimeoutError as exc:
+                if not idempotent or attempt >= self.policy.max_attempts:
+                    raise UpstreamTimeoutError(
+                        service,
+                        f"no answer in time after {attempt} attempt(s)",
+                        correlation_id=correlation_id,
+                    ) from exc
+                await self._wait(service, attempt, None, "timeout")
+                continue
+            except aiohttp.ClientConnectorError as exc:
+                # The connection was never made, so even a non-idempotent request can be sent again.
+                if attempt >= self.policy.max_attempts:
+                    raise UpstreamConnectionError(
+                        service, f"cannot connect ({type(exc).__name__})", correlation_id=correlation_id
+                    ) from exc
+                await self._wait(service, attempt, None, "connect error")
+                continue
+            except aiohttp.ClientError as exc:
+                if not idempotent or attempt >= self.policy.max_attempts:
+                    raise UpstreamConnectionError(
+                        service, f"connection failed ({type(exc).__name__})", correlation_id=correlation_id
+                    ) from exc
+                await self._wait(service, attempt, None, type(exc).__name__)
+                continue
+
+            if response.status in retry_statuses and attempt < self.policy.max_attempts:
+                server_delay = response.retry_after()
+                if server_delay is not None and server_delay > self.policy.max_server_delay:
+                    return response
+                await self._wait(service, attempt, server_delay, f"HTTP {response.status}")
+                continue
+            return response
+
+    async def _wait(self, service: str, attempt: int, server_delay: float | None, reason: str) -> None:
+        delay = self.policy.delay(attempt, server_delay)
+        logger.warning(
+            "retrying %s call after %s (attempt %d of %d, waiting %.2fs)",
+            service,
+            reason,
+            attempt,
+            self.policy.max_attempts,
+            delay,
+        )
+        await self._sleep(delay)
+
+
+def _first_header(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = _header(headers, name)
+        if value:
+            return value
+    return None
+
+
+def new_session(
+    *, total_timeout: float, connect_timeout: float, ssl_context: ssl.SSLContext, limit: int = 100
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=limit, limit_per_host=50, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        raise_for_status=False,
+        headers={"User-Agent": "d365-commerce-connector/0.1"},
+    )

@@ -1,0 +1,187 @@
+"""Entra ID client-credential tokens through MSAL, cached and shared, never blocking the event loop.
+
+MSAL Python is synchronous (it uses ``requests``), so every call into it runs on a worker thread.
+Tokens are kept in memory until shortly before they expire, so MSAL runs about once an hour per
+scope; concurrent callers that need a new token wait for one shared request instead of each
+asking Entra ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import certifi
+import msal
+import requests
+
+from shared.secrets import CachedSecrets
+
+logger = logging.getLogger(__name__)
+
+_PUBLIC_CLOUD_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
+
+
+class TokenError(Exception):
+    """Entra ID refused or failed to issue a token. Carries Entra's error code, never the secret."""
+
+    def __init__(self, message: str, *, error: str | None = None, correlation_id: str | None = None) -> None:
+        self.error = error
+        self.correlation_id = correlation_id
+        super().__init__(message)
+
+
+class _PinnedVerifySession(requests.Session):
+    """A requests session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
+
+    requests lets those variables win over ``session.verify``; pinning keeps the trust decision
+    with the app's own ``EXTRA_CA_BUNDLE`` setting.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+
+def scope_for(audience: str) -> str:
+    """``<audience>/.default``: Entra's scope for an app-only token to a resource."""
+    return audience.rstrip("/") + "/.default"
+
+
+@dataclass
+class _CachedToken:
+    value: str
+    expires_at: float
+
+
+class TokenProvider:
+    """Client-credential tokens for one (authority, client id); one instance per process."""
+
+    def __init__(
+        self,
+        *,
+        authority: str,
+        client_id: str,
+        secret_name: str,
+        secrets: CachedSecrets,
+        extra_ca_bundle: Path | None = None,
+        refresh_margin_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.authority = authority.rstrip("/")
+        self.client_id = client_id
+        self._secret_name = secret_name
+        self._secrets = secrets
+        self._extra_ca_bundle = extra_ca_bundle
+        self._margin = refresh_margin_seconds
+        self._clock = clock
+        self._tokens: dict[str, _CachedToken] = {}
+        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._app_secret: str | None = None
+        self._http: _PinnedVerifySession | None = None
+        self.requests_made = 0
+
+    async def get_token(self, scope: str) -> str:
+        cached = self._tokens.get(scope)
+        if cached is not None and cached.expires_at - self._margin > self._clock():
+            return cached.value
+        pending = self._pending.get(scope)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[scope] = future
+        try:
+            token = await self._acquire(scope)
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Retrieve it here so a failure nobody else awaited is not reported as unhandled.
+            future.exception()
+            raise
+        else:
+            future.set_result(token)
+            return token
+        finally:
+            del self._pending[scope]
+
+    def invalidate(self, scope: str) -> None:
+        """Drop a cached token, e.g. after the upstream answered 401 to it."""
+        self._tokens.pop(scope, None)
+
+    async def _acquire(self, scope: str) -> str:
+        secret = await self._secrets.get(self._secret_name)
+        app = self._application(secret)
+        self.requests_made += 1
+        result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
+        if "access_token" not in result:
+            error = str(result.get("error", "unknown_error"))
+            if error in {"invalid_client", "unauthorized_client"}:
+                # The secret may have been rotated in Key Vault: read it again next time.
+                self._secrets.invalidate(self._secret_name)
+            raise TokenError(
+                f"Entra ID refused a token for {scope} to client {self.client_id}: {error}: "
+                f"{_first_line(str(result.get('error_description', '')))}",
+                error=error,
+                correlation_id=_str_or_none(result.get("correlation_id")),
+            )
+        expires_in = float(result.get("expires_in", 3600))
+        token = str(result["access_token"])
+        self._tokens[scope] = _CachedToken(token, self._clock() + expires_in)
+        logger.info("acquired an app token for %s (valid %ds)", scope, int(expires_in))
+        return token
+
+    def _application(self, secret: str) -> msal.ConfidentialClientApplication:
+        if self._app is None or self._app_secret != secret:
+            if self._http is None:
+                self._http = _PinnedVerifySession()
+                self._http.verify = (
+                    _bundle_with_system_roots(self._extra_ca_bundle) if self._extra_ca_bundle else True
+                )
+            host = self.authority.split("/")[2].lower()
+            self._app = msal.ConfidentialClientApplication(
+                self.client_id,
+                client_credential=secret,
+                authority=self.authority,
+                http_client=self._http,
+                # Only Microsoft's own hosts are in the instance-discovery catalogue.
+                instance_discovery=host in _PUBLIC_CLOUD_HOSTS,
+            )
+            self._app_secret = secret
+        return self._app
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+
+def _bundle_with_system_roots(extra: Path) -> str:
+    """A CA file holding the public roots plus the extra CA, so both kinds of host verify."""
+    handle, name = tempfile.mkstemp(prefix="ca-bundle-", suffix=".pem")
+    with os.fdopen(handle, "wb") as bundle:
+        bundle.write(Path(certifi.where()).read_bytes() + b"\n" + extra.read_bytes())
+    return name
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None

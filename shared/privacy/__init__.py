@@ -1,0 +1,1 @@
+"""Privacy: log redaction (and, with later features, consent and suppression)."""

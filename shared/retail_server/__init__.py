@@ -1,0 +1,1 @@
+"""Retail Server (Commerce Scale Unit) OData client and its entity models."""

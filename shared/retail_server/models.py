@@ -1,0 +1,147 @@
+"""Retail Server entities, as far as the connector uses them.
+
+PascalCase wire names are aliases; unknown fields are ignored (newer Commerce versions add them),
+while the fields we rely on are typed and validated, so a changed contract fails loudly here
+rather than deep inside an email.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import IntEnum
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_pascal
+
+
+class CartType(IntEnum):
+    NONE = 0
+    SHOPPING = 1
+    CHECKOUT = 2
+    CUSTOMER_ORDER = 3
+    INCOME_EXPENSE = 4
+    ACCOUNT_DEPOSIT = 5
+
+
+class CartStatus(IntEnum):
+    NONE = 0
+    CREATED = 1
+    SUSPENDED = 2
+    VOIDED = 3
+
+
+class ContactType(IntEnum):
+    """``AddressTypeValue`` of a customer's contact (the subset used here)."""
+
+    NONE = 0
+    PHONE = 1
+    EMAIL = 2
+    URL = 3
+
+
+class RetailModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_pascal, serialization_alias=to_pascal),
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+class CartLine(RetailModel):
+    line_id: str = ""
+    product_id: int | None = None
+    item_id: str | None = None
+    description: str | None = None
+    quantity: Decimal = Decimal(0)
+    price: Decimal = Decimal(0)
+    extended_price: Decimal | None = None
+    total_amount: Decimal | None = None
+    discount_amount: Decimal | None = None
+    is_voided: bool = False
+    is_gift_card_line: bool = False
+    line_number: int | None = None
+
+
+class Cart(RetailModel):
+    id: str = Field(min_length=1)
+    customer_id: str | None = None
+    channel_id: int | None = None
+    cart_type_value: int = CartType.NONE
+    cart_status_value: int = CartStatus.NONE
+    version: int = 0
+    modified_date_time: datetime | None = None
+    subtotal_amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    discount_amount: Decimal | None = None
+    cart_lines: list[CartLine] = Field(default_factory=list)
+
+    @field_validator("modified_date_time")
+    @classmethod
+    def _must_be_aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("ModifiedDateTime must carry a UTC offset")
+        return value
+
+    @property
+    def active_lines(self) -> list[CartLine]:
+        return [line for line in self.cart_lines if not line.is_voided]
+
+
+class ContactInfo(RetailModel):
+    address_type_value: int = ContactType.NONE
+    value: str | None = None
+    is_primary: bool = False
+    is_opted_in_marketing: bool = False
+    is_mobile_phone: bool = False
+
+
+class Customer(RetailModel):
+    account_number: str = Field(min_length=1)
+    record_id: int | None = None
+    first_name: str | None = None
+    middle_name: str | None = None
+    last_name: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    language: str | None = None
+    currency_code: str | None = None
+    blocked: bool = False
+    opt_out_personalization: bool = False
+    opt_out_web_activity_tracking: bool = False
+    contacts: list[ContactInfo] = Field(default_factory=list)
+
+
+class SimpleProduct(RetailModel):
+    record_id: int
+    item_id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    product_type_value: int | None = None
+    base_price: Decimal | None = None
+    price: Decimal | None = None
+    adjusted_price: Decimal | None = None
+    master_product_id: int | None = None
+    primary_image_url: str | None = None
+
+
+class MediaLocation(RetailModel):
+    uri: str
+    alt_text: str | None = None
+    is_default: bool = False
+    is_self_hosted: bool = False
+    priority: int | None = None
+
+
+class ChannelConfiguration(RetailModel):
+    record_id: int
+    currency: str = Field(min_length=3, max_length=3)
+    default_language_id: str | None = None
+    time_zone_info_id: str | None = None
+    channel_natural_id: str | None = None
+    country_region_id: str | None = None
+    company_currency: str | None = None
+    price_includes_sales_tax: bool | None = None

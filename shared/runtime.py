@@ -1,0 +1,118 @@
+"""Process-wide resources, created lazily once on first use and shared by every invocation.
+
+The Functions worker owns the event loop and imports ``function_app.py`` before it runs, so
+nothing asynchronous may happen at import time: the first invocation builds the runtime under a
+lock, and every later one reuses the same HTTP session, token provider and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
+from shared.identity import TokenProvider
+from shared.retail_server.client import RetailServerClient
+from shared.secrets import CachedSecrets, secret_source
+from shared.settings import Settings, get_settings
+from shared.state.cosmos import CosmosStore
+from shared.state.sqlite import SqliteStore
+from shared.state.store import DocumentStore
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: HttpClient,
+        secrets: CachedSecrets,
+        tokens: TokenProvider,
+        store: DocumentStore,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.secrets = secrets
+        self.tokens = tokens
+        self.store = store
+        self.retail = RetailServerClient(
+            http,
+            tokens,
+            base_url=settings.retail_server_url,
+            audience=settings.retail_server_audience,
+            api_version=settings.retail_server_api_version,
+        )
+        # Feature-owned, lazily built singletons (email provider, F&O client, caches) live here.
+        self.extras: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        session = new_session(
+            total_timeout=settings.http_timeout_seconds,
+            connect_timeout=settings.http_connect_timeout_seconds,
+            ssl_context=build_ssl_context(settings.extra_ca_bundle),
+        )
+        http = HttpClient(
+            session,
+            RetryPolicy(
+                max_attempts=settings.http_max_attempts,
+                backoff_base=settings.http_backoff_base_seconds,
+                backoff_max=settings.http_backoff_max_seconds,
+            ),
+        )
+        secrets = secret_source(settings.key_vault_url, settings.secret_cache_ttl_seconds)
+        tokens = TokenProvider(
+            authority=settings.authority,
+            client_id=settings.entra_client_id,
+            secret_name=settings.entra_client_secret_name,
+            secrets=secrets,
+            extra_ca_bundle=settings.extra_ca_bundle,
+        )
+        return cls(settings, http=http, secrets=secrets, tokens=tokens, store=create_store(settings))
+
+    async def close(self) -> None:
+        await self.http.session.close()
+        await self.store.close()
+        await self.secrets.close()
+        self.tokens.close()
+
+
+def create_store(settings: Settings) -> DocumentStore:
+    if settings.state_store == "cosmos":
+        assert settings.cosmos_endpoint is not None  # checked by Settings
+        return CosmosStore.connect(
+            settings.cosmos_endpoint,
+            settings.cosmos_database,
+            {"ledger": settings.cosmos_ledger_container, "state": settings.cosmos_state_container},
+        )
+    return SqliteStore(settings.sqlite_path)
+
+
+_runtime: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+async def get_runtime() -> Runtime:
+    global _runtime, _lock
+    if _runtime is not None:
+        return _runtime
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _runtime is None:
+            _runtime = Runtime.create(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Replace the process runtime (tests, the demo)."""
+    global _runtime, _lock
+    _runtime = runtime
+    _lock = None
+
+
+async def close_runtime() -> None:
+    global _runtime
+    if _runtime is not None:
+        await _runtime.close()
+    set_runtime(None)

@@ -1,0 +1,161 @@
+"""The app-settings contract: one typed object read from app settings (environment), validated once.
+
+Every field maps to the app setting of the same name in upper case (``retail_server_url`` is
+``RETAIL_SERVER_URL``). Each one is documented in the README, has a safe local value in
+``local.settings.sample.json`` and, where Azure needs it, is wired in ``infra/app/api.bicep``.
+Secrets are never settings: a setting only *names* a secret (see ``shared/secrets.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_NCRONTAB_FIELDS = 6
+_OUN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class SettingsError(ValueError):
+    """A missing or invalid app setting, named in the message."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- core -------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    key_vault_url: str | None = None
+    secret_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
+
+    entra_tenant_id: str = Field(min_length=1)
+    entra_authority_host: str = "https://login.microsoftonline.com"
+    entra_client_id: str = Field(min_length=1)
+    entra_client_secret_name: str = Field(default="entra-client-secret", min_length=1)
+
+    http_timeout_seconds: float = Field(default=30.0, gt=0, le=230)
+    http_connect_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    http_max_attempts: int = Field(default=4, ge=1, le=10)
+    http_backoff_base_seconds: float = Field(default=0.5, ge=0, le=30)
+    http_backoff_max_seconds: float = Field(default=30.0, ge=0, le=300)
+    extra_ca_bundle: Path | None = None
+
+    state_store: Literal["sqlite", "cosmos"] = "sqlite"
+    sqlite_path: Path = Path(".state/connector.sqlite3")
+    cosmos_endpoint: str | None = None
+    cosmos_database: str = "commerce-connector"
+    cosmos_ledger_container: str = "ledger"
+    cosmos_state_container: str = "state"
+
+    # --- Retail Server (Commerce Scale Unit) ----------------------------------------------
+    retail_server_url: str = Field(min_length=1)
+    retail_server_audience: str = "https://commerce.dynamics.com"
+    retail_server_api_version: str = "7.3"
+    operating_unit_numbers: Annotated[list[str], NoDecode] = Field(min_length=1)
+
+    # --- abandoned-cart detection -----------------------------------------------------------
+    detect_schedule: str = "0 */15 * * * *"
+    lookback_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
+    abandoned_after_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
+    max_carts_per_run: int = Field(default=2000, ge=1, le=100_000)
+    cart_page_size: int = Field(default=100, ge=1, le=1000)
+    detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+    # --- notify (issue 3) -------------------------------------------------------------------
+    # --- customers (issue 4) ----------------------------------------------------------------
+
+    @field_validator("operating_unit_numbers", mode="before")
+    @classmethod
+    def _parse_ouns(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("operating_unit_numbers")
+    @classmethod
+    def _check_ouns(cls, value: list[str]) -> list[str]:
+        for oun in value:
+            if not _OUN.match(oun):
+                raise ValueError(f"{oun!r} is not an operating unit number")
+        if len(set(value)) != len(value):
+            raise ValueError("operating unit numbers must not repeat")
+        return value
+
+    @field_validator("detect_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        if len(value.split()) != _NCRONTAB_FIELDS:
+            raise ValueError(
+                "must be a six-field NCRONTAB expression (second minute hour day month weekday), in UTC"
+            )
+        return value
+
+    @field_validator(
+        "retail_server_url",
+        "entra_authority_host",
+        "key_vault_url",
+        "cosmos_endpoint",
+        "retail_server_audience",
+    )
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.abandoned_after_minutes >= self.lookback_minutes:
+            raise ValueError(
+                "ABANDONED_AFTER_MINUTES must be smaller than LOOKBACK_MINUTES, or the window is empty"
+            )
+        if self.state_store == "cosmos" and not self.cosmos_endpoint:
+            raise ValueError("COSMOS_ENDPOINT is required when STATE_STORE is cosmos")
+        if self.extra_ca_bundle is not None and not self.extra_ca_bundle.is_file():
+            raise ValueError(f"EXTRA_CA_BUNDLE names {self.extra_ca_bundle}, which is not a file")
+        return self
+
+    @property
+    def authority(self) -> str:
+        return f"{self.entra_authority_host}/{self.entra_tenant_id}"
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings, turning pydantic's report into one that names app settings."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems: list[str] = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"] if not isinstance(part, int)]
+        name = location[0].upper() if location else "settings"
+        message = error["msg"]
+        if error["type"] == "missing":
+            message = "is required but not set"
+        # The input is deliberately left out: it may be a connection string or another secret.
+        problems.append(f"{name} {message}" if location else message)
+    return "invalid app settings: " + "; ".join(problems)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,234 @@
+"""The ledger: one entry per (cart id, cart version, reminder step), moved through its states
+with conditional writes so that nothing is sent twice and nothing is lost.
+
+    pending -> claimed -> sent | skipped(reason) | failed(reason)
+    pending -> superseded (a newer cart of the same customer was recorded)
+    failed  -> claimed (a retry)
+
+Beside the entries, a pointer per (channel, customer) names the customer's newest cart, so a
+customer with several abandoned carts gets one email, about the most recent, without any run
+holding all carts in memory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
+from shared.timeutil import UtcDateTime, sortable
+
+_MAX_CONDITIONAL_ATTEMPTS = 8
+
+
+class LedgerStatus(StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    cart_id: str = Field(alias="cartId")
+    cart_version: int = Field(alias="cartVersion")
+    step: int = Field(ge=1)
+    oun: str
+    customer_id: str = Field(alias="customerId")
+    modified_at: UtcDateTime = Field(alias="modifiedAt")
+    due_at: UtcDateTime = Field(alias="dueAt")
+    # When a message for this entry was last put on the queue; None until a run queues it.
+    queued_at: UtcDateTime | None = Field(default=None, alias="queuedAt")
+    status: LedgerStatus = LedgerStatus.PENDING
+    reason: str | None = None
+    provider_ids: dict[str, str] = Field(default_factory=dict, alias="providerIds")
+    attempts: int = 0
+    updated_at: UtcDateTime = Field(alias="updatedAt")
+
+    @property
+    def key(self) -> str:
+        return entry_key(self.cart_version, self.step)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def entry_key(cart_version: int, step: int) -> str:
+    return f"v{cart_version}|s{step}"
+
+
+class TransitionError(Exception):
+    """The entry is not in a state that allows the requested change (someone else moved it)."""
+
+    def __init__(self, entry: LedgerEntry | None, message: str) -> None:
+        self.entry = entry
+        super().__init__(message)
+
+
+class Ledger:
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+
+    async def record(self, entry: LedgerEntry) -> bool:
+        """Create the entry; False when it exists already (a rerun or an overlapping run)."""
+        try:
+            await self._store.create("ledger", entry.cart_id, entry.key, entry.body())
+        except ConflictError:
+            return False
+        return True
+
+    async def get(self, cart_id: str, cart_version: int, step: int) -> tuple[LedgerEntry, str] | None:
+        document = await self._store.read("ledger", cart_id, entry_key(cart_version, step))
+        if document is None:
+            return None
+        return LedgerEntry.model_validate(document.body), document.etag
+
+    async def entries_of_cart(self, cart_id: str) -> list[LedgerEntry]:
+        documents = await self._store.query(
+            "ledger", partition=cart_id, equals={"cartId": cart_id}, limit=1000
+        )
+        return [LedgerEntry.model_validate(document.body) for document in documents]
+
+    async def due_pending(self, *, now: datetime, limit: int) -> list[LedgerEntry]:
+        """Pending entries whose time has come, oldest first (a cross-partition query, bounded)."""
+        documents = await self._store.query(
+            "ledger",
+            equals={"status": LedgerStatus.PENDING.value},
+            at_most={"dueAt": sortable(now)},
+            order_by="dueAt",
+            limit=limit,
+        )
+        return [LedgerEntry.model_validate(document.body) for document in documents]
+
+    async def mark_queued(self, entry: LedgerEntry, *, now: datetime) -> bool:
+        """Note that a message for this pending entry went on the queue; False if it moved meanwhile."""
+        found = await self.get(entry.cart_id, entry.cart_version, entry.step)
+        if found is None or found[0].status is not LedgerStatus.PENDING:
+            return False
+        current, etag = found
+        updated = current.model_copy(update={"queued_at": now, "updated_at": now})
+        try:
+            await self._store.replace("ledger", current.cart_id, current.key, updated.body(), etag=etag)
+        except PreconditionFailedError:
+            return False
+        return True
+
+    async def transition(
+        self,
+        cart_id: str,
+        cart_version: int,
+        step: int,
+        *,
+        allowed_from: frozenset[LedgerStatus],
+        to: LedgerStatus,
+        now: datetime,
+        reason: str | None = None,
+        provider_ids: dict[str, str] | None = None,
+    ) -> LedgerEntry:
+        """Move an entry to ``to`` if it is in one of ``allowed_from``; conditional on its etag."""
+        for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
+            found = await self.get(cart_id, cart_version, step)
+            if found is None:
+                raise TransitionError(None, f"no ledger entry for {cart_id} v{cart_version} step {step}")
+            entry, etag = found
+            if entry.status not in allowed_from:
+                raise TransitionError(entry, f"entry is {entry.status}, not one of {sorted(allowed_from)}")
+            updated = entry.model_copy(
+                update={
+                    "status": to,
+                    "reason": reason,
+                    "provider_ids": provider_ids if provider_ids is not None else entry.provider_ids,
+                    "attempts": entry.attempts + (1 if to is LedgerStatus.CLAIMED else 0),
+                    "updated_at": now,
+                }
+            )
+            try:
+                await self._store.replace("ledger", cart_id, entry.key, updated.body(), etag=etag)
+            except PreconditionFailedError:
+                continue
+            return updated
+        raise TransitionError(None, f"ledger entry for {cart_id} kept changing under concurrent writers")
+
+    async def supersede_pending(
+        self, cart_id: str, *, now: datetime, reason: str, keep_version: int | None = None
+    ) -> int:
+        """Mark the pending entries of a cart superseded (but those of ``keep_version``); returns how many."""
+        changed = 0
+        for entry in await self.entries_of_cart(cart_id):
+            if entry.status is not LedgerStatus.PENDING or entry.cart_version == keep_version:
+                continue
+            try:
+                await self.transition(
+                    entry.cart_id,
+                    entry.cart_version,
+                    entry.step,
+                    allowed_from=frozenset({LedgerStatus.PENDING}),
+                    to=LedgerStatus.SUPERSEDED,
+                    now=now,
+                    reason=reason,
+                )
+            except TransitionError:
+                continue
+            changed += 1
+        return changed
+
+    async def register_latest_cart(
+        self,
+        oun: str,
+        customer_id: str,
+        cart_id: str,
+        cart_version: int,
+        modified_at: datetime,
+        *,
+        now: datetime,
+    ) -> bool:
+        """Record that ``cart_id`` is this customer's newest cart, superseding an older one.
+
+        Returns False when the customer already has a newer cart: then ``cart_id`` is the one that
+        is superseded. Ties on ``modified_at`` go to the larger cart id so every run decides alike.
+        """
+        partition = f"customer|{oun}|{customer_id}"
+        mine = (modified_at, cart_id)
+        body = {"cartId": cart_id, "modifiedAt": sortable(modified_at), "kind": "latest-cart"}
+        for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
+            document = await self._store.read("ledger", partition, "latest")
+            if document is None:
+                try:
+                    await self._store.create("ledger", partition, "latest", body)
+                except ConflictError:
+                    continue
+                return True
+            theirs = (datetime.fromisoformat(document.body["modifiedAt"]), str(document.body["cartId"]))
+            if theirs[1] == cart_id:
+                if mine[0] > theirs[0]:
+                    try:
+                        await self._store.replace("ledger", partition, "latest", body, etag=document.etag)
+                    except PreconditionFailedError:
+                        continue
+                    # The cart changed since its last entry: the older version's reminder is void.
+                    await self.supersede_pending(
+                        cart_id, now=now, reason="cart_changed", keep_version=cart_version
+                    )
+                return True
+            if theirs > mine:
+                await self.supersede_pending(cart_id, now=now, reason="newer_cart_of_customer")
+                return False
+            try:
+                await self._store.replace("ledger", partition, "latest", body, etag=document.etag)
+            except PreconditionFailedError:
+                continue
+            await self.supersede_pending(theirs[1], now=now, reason="newer_cart_of_customer")
+            return True
+        raise TransitionError(
+            None, "the customer's latest-cart pointer kept changing under concurrent writers"
+        )
+
+    async def latest_cart(self, oun: str, customer_id: str) -> str | None:
+        document = await self._store.read("ledger", f"customer|{oun}|{customer_id}", "latest")
+        return None if document is None else str(document.body["cartId"])
