@@ -76,8 +76,14 @@ class Settings(BaseSettings):
     cart_page_size: int = Field(default=100, ge=1, le=1000)
     detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
-    # --- notify (issue 3) -------------------------------------------------------------------
-    # --- customers (issue 4) ----------------------------------------------------------------
+    # --- notify (issue 3): owned by the notify service ------------------------------------
+    # --- end notify --------------------------------------------------------------------------
+
+    # --- email providers (issue 3): owned by shared/email -----------------------------------
+    # --- end email providers -------------------------------------------------------------------
+
+    # --- customers (issue 4): owned by shared/customers and shared/finance_ops ----------------
+    # --- end customers -------------------------------------------------------------------------
 
     @field_validator("operating_unit_numbers", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""Email providers behind one protocol: Emarsys, SendGrid, a generic webhook, and a preview."""

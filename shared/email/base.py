@@ -1,0 +1,74 @@
+"""The contract between the notify service and every email provider.
+
+The service hands a provider a fully built :class:`EmailMessage`: the recipient, the template data
+and a deterministic ``dedup_key`` derived from (cart id, cart version, step). Providers that can
+de-duplicate on their side (Emarsys ``trigger_id``) must pass it on, so a resend after a crash
+between "provider accepted" and "ledger recorded" is dropped by the provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    email: EmailStr
+    first_name: str | None = None
+    last_name: str | None = None
+    language: str | None = None
+    customer_id: str
+
+
+class EmailMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dedup_key: str = Field(min_length=1, max_length=128)
+    recipient: Recipient
+    # Template data (see shared/abandoned_carts/payload.py); providers shape it for their API.
+    data: dict[str, Any]
+
+
+class SendResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["sent", "skipped"]
+    reason: str | None = None
+    provider_ids: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """Base of provider failures. The message is safe to log: no address, no secret."""
+
+
+class ProviderTransientError(ProviderError):
+    """Worth retrying later (rate limit, 5xx, timeout): the queue message is retried by the host."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class ProviderConfigurationError(ProviderError):
+    """The provider is set up wrongly (bad credentials, event not connected to a program):
+    retrying will not help until an operator acts; the message says what to do."""
+
+
+class ProviderRejectedError(ProviderError):
+    """The provider refused this one message for good (e.g. invalid recipient)."""
+
+
+class EmailProvider(Protocol):
+    name: str
+
+    async def send(self, message: EmailMessage) -> SendResult: ...
+
+    async def send_many(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Send several at once (batch APIs); results in the same order as ``messages``."""
+        ...
+
+    async def close(self) -> None: ...

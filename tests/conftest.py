@@ -1,0 +1,124 @@
+"""Shared fixtures: a fresh sandbox per test, settings and a runtime pointed at it, and a guard
+that fails any test whose log records contain a sandbox customer's email, name or phone."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.server import Sandbox
+from shared.logging_setup import configure_logging
+from shared.runtime import Runtime, set_runtime
+from shared.settings import Settings
+
+configure_logging()
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
+    """Capture every log record of the test; fail if one holds a sandbox customer's personal data."""
+    capture = _Capture()
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous_level)
+    if "sandbox" not in request.fixturenames:
+        return
+    sandbox: Sandbox = request.getfixturevalue("sandbox")
+    leaks = find_personal_data(capture.lines, sandbox)
+    assert not leaks, f"personal data in log records: {leaks[:5]}"
+
+
+def personal_data_patterns(sandbox: Sandbox) -> list[re.Pattern[str]]:
+    patterns: list[re.Pattern[str]] = []
+    for customer in sandbox.data.customers.values() if isinstance(sandbox.data.customers, dict) else sandbox.data.customers:
+        fields = _customer_fields(customer)
+        for key in ("Email", "Phone"):
+            if fields.get(key):
+                patterns.append(re.compile(re.escape(str(fields[key])), re.IGNORECASE))
+        if fields.get("FirstName") and fields.get("LastName"):
+            full = f"{fields['FirstName']} {fields['LastName']}"
+            patterns.append(re.compile(r"\b" + re.escape(full) + r"\b"))
+        if fields.get("LastName") and len(str(fields["LastName"])) >= 5:
+            patterns.append(re.compile(r"\b" + re.escape(str(fields["LastName"])) + r"\b"))
+    return patterns
+
+
+def _customer_fields(customer: Any) -> dict[str, Any]:
+    if isinstance(customer, dict):
+        return customer
+    dump = getattr(customer, "model_dump", None)
+    if dump is not None:
+        result: dict[str, Any] = dump(by_alias=True)
+        return result
+    return {
+        "Email": getattr(customer, "email", None),
+        "Phone": getattr(customer, "phone", None),
+        "FirstName": getattr(customer, "first_name", None),
+        "LastName": getattr(customer, "last_name", None),
+    }
+
+
+def find_personal_data(lines: list[str], sandbox: Sandbox) -> list[str]:
+    patterns = personal_data_patterns(sandbox)
+    return [line for line in lines if any(p.search(line) for p in patterns)]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(seed=42) as running:
+        yield running
+
+
+def sandbox_settings(sandbox: Sandbox, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "entra_tenant_id": sandbox.tenant_id,
+        "entra_authority_host": sandbox.authority_host,
+        "entra_client_id": sandbox.client_id,
+        "retail_server_url": sandbox.retail_server_url,
+        "operating_unit_numbers": "128",
+        "extra_ca_bundle": sandbox.ca_path,
+        "sqlite_path": tmp_path / "state.sqlite3",
+        "http_backoff_base_seconds": 0.01,
+        "http_backoff_max_seconds": 0.05,
+        "http_timeout_seconds": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    return sandbox_settings(sandbox, tmp_path)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """The process runtime the registered functions use, pointed at the sandbox."""
+    created = Runtime.create(settings)
+    set_runtime(created)
+    try:
+        yield created
+    finally:
+        set_runtime(None)
+        await created.close()
