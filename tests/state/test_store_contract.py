@@ -1,0 +1,292 @@
+"""One contract suite for every DocumentStore backend: SQLite, Cosmos (in-process fake of the
+container API) and, when COSMOS_TEST_ENDPOINT is set, a real Cosmos DB account or emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.state.cosmos import CosmosStore, build_query, item_id
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
+from shared.state.records import Watermark, WatermarkConflictError, WatermarkStore
+from shared.state.sqlite import SqliteStore
+from shared.state.store import ConflictError, DocumentStore, NotFoundError, PreconditionFailedError
+from tests.fakes.cosmos import FakeContainer
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "cosmos-fake", "cosmos-live"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
+    if request.param == "sqlite":
+        backend: DocumentStore = SqliteStore(tmp_path / "s.sqlite3")
+    elif request.param == "cosmos-fake":
+        backend = CosmosStore({"ledger": FakeContainer(), "state": FakeContainer()})
+    else:
+        endpoint = os.environ.get("COSMOS_TEST_ENDPOINT")
+        if not endpoint:
+            pytest.skip(
+                "COSMOS_TEST_ENDPOINT is not set: no real Cosmos DB account or emulator to test against"
+            )
+        backend = CosmosStore.connect(
+            endpoint,
+            os.environ.get("COSMOS_TEST_DATABASE", "commerce-connector"),
+            {"ledger": "ledger", "state": "state"},
+        )
+    yield backend
+    await backend.close()
+
+
+def unique(prefix: str) -> str:
+    # Unique partitions keep the live suite independent of what earlier runs left behind.
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_create_read_and_conflict(store: DocumentStore) -> None:
+    p = unique("p")
+    created = await store.create("state", p, "k1", {"a": 1})
+    assert created.etag
+    read = await store.read("state", p, "k1")
+    assert read is not None and read.body == {"a": 1} and read.etag == created.etag
+    with pytest.raises(ConflictError):
+        await store.create("state", p, "k1", {"a": 2})
+    assert await store.read("state", p, "missing") is None
+    assert await store.read("ledger", p, "k1") is None, "containers are separate"
+
+
+async def test_replace_is_conditional_on_etag(store: DocumentStore) -> None:
+    p = unique("p")
+    first = await store.create("state", p, "k", {"n": 1})
+    second = await store.replace("state", p, "k", {"n": 2}, etag=first.etag)
+    assert second.etag != first.etag
+    with pytest.raises(PreconditionFailedError):
+        await store.replace("state", p, "k", {"n": 3}, etag=first.etag)
+    with pytest.raises(NotFoundError):
+        await store.replace("state", p, "nope", {"n": 3}, etag=first.etag)
+    current = await store.read("state", p, "k")
+    assert current is not None and current.body == {"n": 2}
+
+
+async def test_upsert_and_delete(store: DocumentStore) -> None:
+    p = unique("p")
+    await store.upsert("state", p, "k", {"v": "a"})
+    await store.upsert("state", p, "k", {"v": "b"})
+    doc = await store.read("state", p, "k")
+    assert doc is not None and doc.body == {"v": "b"}
+    with pytest.raises(PreconditionFailedError):
+        await store.delete("state", p, "k", etag="stale")
+    await store.delete("state", p, "k", etag=doc.etag)
+    assert await store.read("state", p, "k") is None
+    with pytest.raises(NotFoundError):
+        await store.delete("state", p, "k")
+
+
+async def test_keys_with_characters_cosmos_forbids(store: DocumentStore) -> None:
+    p = unique("p")
+    await store.create("state", p, "a/b?c#d\\e", {"x": 1})
+    doc = await store.read("state", p, "a/b?c#d\\e")
+    assert doc is not None and doc.body == {"x": 1}
+
+
+async def test_query_filters_orders_and_limits(store: DocumentStore) -> None:
+    p = unique("q")
+    for i, status in enumerate(["pending", "sent", "pending", "pending"]):
+        await store.create(
+            "ledger", p, f"k{i}", {"status": status, "dueAt": f"2026-11-2{i}T00:00:00.000000Z"}
+        )
+    docs = await store.query(
+        "ledger",
+        partition=p,
+        equals={"status": "pending"},
+        at_most={"dueAt": "2026-11-22T00:00:00.000000Z"},
+        order_by="dueAt",
+        descending=True,
+        limit=10,
+    )
+    assert [d.key for d in docs] == ["k2", "k0"]
+    limited = await store.query("ledger", partition=p, order_by="dueAt", limit=2)
+    assert [d.key for d in limited] == ["k0", "k1"]
+
+
+async def test_cross_partition_query(store: DocumentStore) -> None:
+    marker = unique("m")
+    await store.create("ledger", unique("a"), "k", {"marker": marker})
+    await store.create("ledger", unique("b"), "k", {"marker": marker})
+    docs = await store.query("ledger", equals={"marker": marker}, limit=10)
+    assert len(docs) == 2
+
+
+async def test_concurrent_creates_have_one_winner(store: DocumentStore) -> None:
+    p = unique("race")
+    results = await asyncio.gather(
+        *(store.create("state", p, "only", {"n": n}) for n in range(10)), return_exceptions=True
+    )
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 1
+    assert all(isinstance(r, ConflictError) for r in results if isinstance(r, Exception))
+
+
+async def test_ttl_expiry_sqlite_and_fake(tmp_path: Path) -> None:
+    clock = Clock()
+    backends: list[DocumentStore] = [
+        SqliteStore(tmp_path / "ttl.sqlite3", clock=clock),
+        CosmosStore({"ledger": FakeContainer(clock=clock), "state": FakeContainer(clock=clock)}),
+    ]
+    for backend in backends:
+        await backend.create("state", "p", "k", {"a": 1}, ttl_seconds=60)
+        assert await backend.read("state", "p", "k") is not None
+        clock.now += 61
+        assert await backend.read("state", "p", "k") is None
+        # An expired document no longer blocks a create of the same key.
+        await backend.create("state", "p", "k", {"a": 2}, ttl_seconds=60)
+        clock.now -= 61
+        await backend.close()
+
+
+def entry(cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW) -> LedgerEntry:
+    return LedgerEntry(
+        cart_id=cart_id,
+        cart_version=version,
+        step=step,
+        oun="128",
+        customer_id="C1",
+        modified_at=modified,
+        due_at=NOW,
+        updated_at=NOW,
+    )
+
+
+async def test_ledger_records_once_and_transitions_conditionally(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    cart = unique("cart")
+    assert await ledger.record(entry(cart)) is True
+    assert await ledger.record(entry(cart)) is False
+    claimed = await ledger.transition(
+        cart, 1, 1, allowed_from=frozenset({LedgerStatus.PENDING}), to=LedgerStatus.CLAIMED, now=NOW
+    )
+    assert claimed.status is LedgerStatus.CLAIMED and claimed.attempts == 1
+    with pytest.raises(TransitionError):
+        await ledger.transition(
+            cart, 1, 1, allowed_from=frozenset({LedgerStatus.PENDING}), to=LedgerStatus.CLAIMED, now=NOW
+        )
+    sent = await ledger.transition(
+        cart,
+        1,
+        1,
+        allowed_from=frozenset({LedgerStatus.CLAIMED}),
+        to=LedgerStatus.SENT,
+        now=NOW,
+        provider_ids={"trigger": "t-1"},
+    )
+    assert sent.provider_ids == {"trigger": "t-1"}
+
+
+async def test_concurrent_claims_have_one_winner(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    cart = unique("cart")
+    await ledger.record(entry(cart))
+
+    async def claim() -> bool:
+        try:
+            await ledger.transition(
+                cart, 1, 1, allowed_from=frozenset({LedgerStatus.PENDING}), to=LedgerStatus.CLAIMED, now=NOW
+            )
+        except TransitionError:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(claim() for _ in range(8)))
+    assert outcomes.count(True) == 1
+
+
+async def test_latest_cart_pointer_supersedes_older_cart(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    customer = unique("cust")
+    old, new = unique("old"), unique("new")
+    await ledger.record(entry(old, modified=NOW - timedelta(hours=2)))
+    assert await ledger.register_latest_cart("128", customer, old, 1, NOW - timedelta(hours=2), now=NOW)
+    await ledger.record(entry(new, modified=NOW - timedelta(hours=1)))
+    assert await ledger.register_latest_cart("128", customer, new, 1, NOW - timedelta(hours=1), now=NOW)
+    old_entry = await ledger.get(old, 1, 1)
+    assert old_entry is not None and old_entry[0].status is LedgerStatus.SUPERSEDED
+    # An older cart seen later (another channel page, a late run) is the one superseded.
+    older = unique("older")
+    await ledger.record(entry(older, modified=NOW - timedelta(hours=3)))
+    assert not await ledger.register_latest_cart("128", customer, older, 1, NOW - timedelta(hours=3), now=NOW)
+    older_entry = await ledger.get(older, 1, 1)
+    assert older_entry is not None and older_entry[0].status is LedgerStatus.SUPERSEDED
+    assert await ledger.latest_cart("128", customer) == new
+
+
+async def test_changed_cart_supersedes_its_previous_version(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    cart, customer = unique("cart"), unique("cust")
+    await ledger.record(entry(cart, version=1, modified=NOW - timedelta(hours=2)))
+    await ledger.register_latest_cart("128", customer, cart, 1, NOW - timedelta(hours=2), now=NOW)
+    await ledger.record(entry(cart, version=2, modified=NOW - timedelta(hours=1)))
+    assert await ledger.register_latest_cart("128", customer, cart, 2, NOW - timedelta(hours=1), now=NOW)
+    v1 = await ledger.get(cart, 1, 1)
+    v2 = await ledger.get(cart, 2, 1)
+    assert v1 is not None and v1[0].status is LedgerStatus.SUPERSEDED and v1[0].reason == "cart_changed"
+    assert v2 is not None and v2[0].status is LedgerStatus.PENDING
+
+
+async def test_due_pending_uses_sortable_times(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    cart = unique("due")
+    due_now = entry(cart, step=1).model_copy(update={"due_at": NOW - timedelta(microseconds=500)})
+    later = entry(cart, step=2).model_copy(update={"due_at": NOW + timedelta(seconds=1)})
+    await ledger.record(due_now)
+    await ledger.record(later)
+    found = [e for e in await ledger.due_pending(now=NOW, limit=1000) if e.cart_id == cart]
+    assert [e.step for e in found] == [1]
+
+
+async def test_watermark_conditional_save(store: DocumentStore) -> None:
+    watermarks = WatermarkStore(store)
+    oun = unique("oun")
+    assert await watermarks.load(oun) == (None, None)
+    mark = Watermark(modified_at=NOW, ids_at_modified=["a", "b"], updated_at=NOW)
+    etag = await watermarks.save(oun, mark, None)
+    with pytest.raises(WatermarkConflictError):
+        await watermarks.save(oun, mark, None)
+    loaded, loaded_etag = await watermarks.load(oun)
+    assert loaded == mark and loaded_etag == etag
+    newer = await watermarks.save(oun, mark.model_copy(update={"ids_at_modified": ["c"]}), etag)
+    with pytest.raises(WatermarkConflictError):
+        await watermarks.save(oun, mark, etag)
+    assert newer != etag
+
+
+def test_cosmos_query_is_parameterised() -> None:
+    query, parameters = build_query(
+        equals={"status": "pending'; DROP"},
+        at_most={"dueAt": "x"},
+        order_by="dueAt",
+        descending=False,
+        limit=5,
+    )
+    assert (
+        query
+        == "SELECT * FROM c WHERE c.status = @p0 AND c.dueAt <= @p1 ORDER BY c.dueAt ASC OFFSET 0 LIMIT 5"
+    )
+    assert parameters[0]["value"] == "pending'; DROP"
+    with pytest.raises(ValueError, match="field name"):
+        build_query(equals={"a b": 1}, at_most={}, order_by=None, descending=False, limit=1)
+
+
+def test_cosmos_item_ids_avoid_forbidden_characters() -> None:
+    assert item_id("a/b\\c?d#e") == "a%2Fb%5Cc%3Fd%23e"
