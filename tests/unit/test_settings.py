@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+
+REQUIRED = {
+    "ENTRA_TENANT_ID": "tenant",
+    "ENTRA_CLIENT_ID": "client",
+    "RETAIL_SERVER_URL": "https://contoso-rs.su.retail.dynamics.com/",
+    "OPERATING_UNIT_NUMBERS": "128, 067",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(REQUIRED) + ["DETECT_SCHEDULE", "STATE_STORE", "COSMOS_ENDPOINT", "EXTRA_CA_BUNDLE"]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in {**REQUIRED, **values}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_valid_settings_are_parsed_and_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    settings = load_settings()
+    assert settings.operating_unit_numbers == ["128", "067"], "OUNs are strings; leading zeros are kept"
+    assert settings.retail_server_url == "https://contoso-rs.su.retail.dynamics.com"
+    assert settings.retail_server_audience == "https://commerce.dynamics.com"
+    assert settings.authority == "https://login.microsoftonline.com/tenant"
+    assert settings.state_store == "sqlite"
+
+
+def test_missing_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch)
+    monkeypatch.delenv("RETAIL_SERVER_URL")
+    with pytest.raises(SettingsError, match="RETAIL_SERVER_URL is required but not set"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DETECT_SCHEDULE", "*/15 * * * *", "DETECT_SCHEDULE .*six-field NCRONTAB"),
+        ("RETAIL_SERVER_URL", "http://insecure.example", "RETAIL_SERVER_URL .*https"),
+        ("OPERATING_UNIT_NUMBERS", "128,128", "must not repeat"),
+        ("OPERATING_UNIT_NUMBERS", "", "OPERATING_UNIT_NUMBERS"),
+        ("LOOKBACK_MINUTES", "30", "ABANDONED_AFTER_MINUTES must be smaller than LOOKBACK_MINUTES"),
+        ("MAX_CARTS_PER_RUN", "0", "MAX_CARTS_PER_RUN"),
+        ("STATE_STORE", "cosmos", "COSMOS_ENDPOINT is required"),
+        ("STATE_STORE", "redis", "STATE_STORE"),
+        ("DETECTION_QUEUE_NAME", "Abandoned_Carts", "DETECTION_QUEUE_NAME"),
+        ("EXTRA_CA_BUNDLE", "/nonexistent/ca.pem", "EXTRA_CA_BUNDLE"),
+    ],
+)
+def test_invalid_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    set_env(monkeypatch, **{name: value})
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_error_never_echoes_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, COSMOS_ENDPOINT="AccountKey=supersecretvalue")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "supersecretvalue" not in str(caught.value)
+
+
+def test_sample_local_settings_cover_every_setting() -> None:
+    import json
+
+    from shared.settings import Settings
+
+    sample = json.loads(Path("local.settings.sample.json").read_text())["Values"]
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in sample]
+    assert not missing, f"local.settings.sample.json lacks {missing}"
