@@ -16,7 +16,7 @@ REQUIRED = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(REQUIRED) + ["DETECT_SCHEDULE", "STATE_STORE", "COSMOS_ENDPOINT", "EXTRA_CA_BUNDLE"]:
+    for name in [*REQUIRED, "DETECT_SCHEDULE", "STATE_STORE", "COSMOS_ENDPOINT", "EXTRA_CA_BUNDLE"]:
         monkeypatch.delenv(name, raising=False)
 
 
