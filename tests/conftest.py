@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sandbox.server import Sandbox
+
 from shared.logging_setup import configure_logging
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
@@ -50,7 +50,11 @@ def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
 
 def personal_data_patterns(sandbox: Sandbox) -> list[re.Pattern[str]]:
     patterns: list[re.Pattern[str]] = []
-    for customer in sandbox.data.customers.values() if isinstance(sandbox.data.customers, dict) else sandbox.data.customers:
+    for customer in (
+        sandbox.data.customers.values()
+        if isinstance(sandbox.data.customers, dict)
+        else sandbox.data.customers
+    ):
         fields = _customer_fields(customer)
         for key in ("Email", "Phone"):
             if fields.get(key):
@@ -81,6 +85,28 @@ def _customer_fields(customer: Any) -> dict[str, Any]:
 def find_personal_data(lines: list[str], sandbox: Sandbox) -> list[str]:
     patterns = personal_data_patterns(sandbox)
     return [line for line in lines if any(p.search(line) for p in patterns)]
+
+
+@pytest.fixture(scope="session")
+def registered_functions() -> dict[str, Any]:
+    """``function_app.app``'s functions by name. ``get_functions()`` may run once per app only."""
+    import function_app
+
+    function_app.app.functions_bindings = None  # type: ignore[attr-defined]
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+class OutStub:
+    """A ``func.Out`` the way the host provides one: ``set`` stores the value, ``get`` reads it."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        self.value = val
+
+    def get(self) -> Any:
+        return self.value
 
 
 @pytest.fixture
