@@ -1,0 +1,645 @@
+"""The sandbox's Commerce data: channels, customers, products and carts, generated from a seed.
+
+Everything is derived from ``random.Random(seed)`` and the ``now`` passed in, never from the wall
+clock, so the same seed and instant always give the same data. Times are kept to whole
+milliseconds because that is the precision clients send back as paging watermarks.
+
+Entities are plain dataclasses with snake_case attributes; ``wire()`` renders the PascalCase JSON
+Retail Server sends (amounts as JSON numbers, enums as ints with a ``Value`` suffix).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sandbox import catalog
+
+CART_SHOPPING = 1
+CART_CHECKOUT = 2
+CART_CUSTOMER_ORDER = 3
+STATUS_CREATED = 1
+STATUS_VOIDED = 3
+CONTACT_PHONE = 1
+CONTACT_EMAIL = 2
+PRODUCT_STANDALONE = 4
+PRODUCT_VARIANT = 5
+CUSTOMER_PERSON = 1
+CUSTOMER_ORGANIZATION = 2
+
+CUSTOMER_COUNT = 60
+PRODUCT_COUNT = len(catalog.PRODUCTS)
+REGULAR_CARTS = {"128": 450, "067": 160}
+SAME_INSTANT_BLOCK = 300
+# Outside the default one-day detection window, inside the three days the data spans.
+SAME_INSTANT_AGE = timedelta(hours=30)
+
+_CENT = Decimal("0.01")
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def to_millis(value: datetime) -> datetime:
+    """``value`` in UTC, cut to whole milliseconds; naive datetimes are refused."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def format_datetime(value: datetime) -> str:
+    """An Edm.DateTimeOffset in UTC with milliseconds, e.g. ``2026-11-22T09:30:00.123Z``."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _number(value: Decimal) -> float:
+    return float(value)
+
+
+@dataclass
+class Channel:
+    oun: str
+    channel_id: int
+    name: str
+    currency: str
+    language: str
+    time_zone: str
+    country: str
+    price_includes_tax: bool
+    tax_rate: Decimal
+    # Prices in the catalogue are USD; other channels convert with a fixed factor.
+    price_factor: Decimal = Decimal(1)
+
+    def price_of(self, product: Product) -> Decimal:
+        return money(product.base_price * self.price_factor)
+
+    def configuration_wire(self) -> dict[str, Any]:
+        return {
+            "RecordId": self.channel_id,
+            "ChannelNaturalId": self.oun,
+            "Currency": self.currency,
+            "CompanyCurrency": self.currency,
+            "DefaultLanguageId": self.language,
+            "TimeZoneInfoId": self.time_zone,
+            "CountryRegionId": self.country,
+            "PriceIncludesSalesTax": self.price_includes_tax,
+            "InventLocation": f"{self.oun}-WH",
+            "Languages": [{"LanguageId": self.language, "IsDefault": True}],
+            "ExtensionProperties": [],
+        }
+
+
+@dataclass
+class Contact:
+    address_type_value: int
+    value: str
+    is_primary: bool = True
+    is_opted_in_marketing: bool = False
+    is_mobile_phone: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "AddressTypeValue": self.address_type_value,
+            "Value": self.value,
+            "IsPrimary": self.is_primary,
+            "IsOptedInMarketing": self.is_opted_in_marketing,
+            "IsMobilePhone": self.is_mobile_phone,
+            "IsPrivate": False,
+        }
+
+
+@dataclass
+class Customer:
+    account_number: str
+    record_id: int
+    first_name: str
+    last_name: str
+    name: str
+    email: str | None
+    phone: str | None
+    language: str
+    currency_code: str
+    customer_type_value: int = CUSTOMER_PERSON
+    opt_out_personalization: bool = False
+    opt_out_web_activity_tracking: bool = False
+    blocked: bool = False
+    contacts: list[Contact] = field(default_factory=list)
+
+    @property
+    def opted_in_marketing(self) -> bool:
+        return any(c.is_opted_in_marketing for c in self.contacts if c.address_type_value == CONTACT_EMAIL)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "AccountNumber": self.account_number,
+            "RecordId": self.record_id,
+            "FirstName": self.first_name,
+            "MiddleName": "",
+            "LastName": self.last_name,
+            "Name": self.name,
+            "Email": self.email,
+            "ReceiptEmail": self.email,
+            "Phone": self.phone,
+            "Language": self.language,
+            "CurrencyCode": self.currency_code,
+            "CustomerTypeValue": self.customer_type_value,
+            "OptOutPersonalization": self.opt_out_personalization,
+            "OptOutWebActivityTracking": self.opt_out_web_activity_tracking,
+            "Blocked": self.blocked,
+            "IsB2b": self.customer_type_value == CUSTOMER_ORGANIZATION,
+            "Contacts": [c.wire() for c in self.contacts],
+            "Addresses": [],
+            "Attributes": [],
+            "ExtensionProperties": [],
+        }
+
+
+@dataclass
+class MediaItem:
+    uri: str
+    alt_text: str | None
+    is_default: bool
+    priority: int
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "Uri": self.uri,
+            "AltText": self.alt_text,
+            "IsDefault": self.is_default,
+            "IsSelfHosted": False,
+            "Priority": self.priority,
+        }
+
+
+@dataclass
+class Product:
+    record_id: int
+    item_id: str
+    name: str
+    description: str
+    base_price: Decimal
+    product_type_value: int = PRODUCT_STANDALONE
+    master_product_id: int | None = None
+    is_gift_card: bool = False
+    media: list[MediaItem] = field(default_factory=list)
+
+    @property
+    def primary_image_url(self) -> str | None:
+        defaults = [m for m in self.media if m.is_default] or self.media
+        return defaults[0].uri if defaults else None
+
+    def wire(self, channel: Channel) -> dict[str, Any]:
+        price = _number(channel.price_of(self))
+        return {
+            "RecordId": self.record_id,
+            "ItemId": self.item_id,
+            "Name": self.name,
+            "Description": self.description,
+            "ProductTypeValue": self.product_type_value,
+            "BasePrice": price,
+            "Price": price,
+            "AdjustedPrice": price,
+            "MasterProductId": self.master_product_id,
+            "PrimaryImageUrl": self.primary_image_url,
+            "DefaultUnitOfMeasure": "ea",
+            "Dimensions": [],
+            "ExtensionProperties": [],
+        }
+
+
+@dataclass
+class CartLine:
+    line_id: str
+    line_number: int
+    product_id: int
+    item_id: str
+    description: str
+    quantity: Decimal
+    price: Decimal
+    discount_amount: Decimal
+    tax_amount: Decimal
+    net_amount_without_tax: Decimal
+    total_amount: Decimal
+    is_voided: bool = False
+    is_gift_card_line: bool = False
+
+    @property
+    def extended_price(self) -> Decimal:
+        return money(self.price * self.quantity)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "LineId": self.line_id,
+            "LineNumber": self.line_number,
+            "ProductId": self.product_id,
+            "ItemId": self.item_id,
+            "InventoryDimensionId": "",
+            "Description": self.description,
+            "Quantity": _number(self.quantity),
+            "Price": _number(self.price),
+            "NetPrice": _number(self.price),
+            "ExtendedPrice": _number(self.extended_price),
+            "DiscountAmount": _number(self.discount_amount),
+            "TaxAmount": _number(self.tax_amount),
+            "NetAmountWithoutTax": _number(self.net_amount_without_tax),
+            "TotalAmount": _number(self.total_amount),
+            "UnitOfMeasureSymbol": "ea",
+            "IsVoided": self.is_voided,
+            "IsGiftCardLine": self.is_gift_card_line,
+            "CatalogId": 0,
+            "ExtensionProperties": [],
+        }
+
+
+@dataclass
+class Cart:
+    id: str
+    customer_id: str
+    channel_id: int
+    cart_type_value: int
+    cart_status_value: int
+    version: int
+    modified_date_time: datetime
+    begin_date_time: datetime
+    lines: list[CartLine] = field(default_factory=list)
+
+    @property
+    def active_lines(self) -> list[CartLine]:
+        return [line for line in self.lines if not line.is_voided]
+
+    def wire(self) -> dict[str, Any]:
+        active = self.active_lines
+        subtotal = sum((line.extended_price for line in active), Decimal(0))
+        discount = sum((line.discount_amount for line in active), Decimal(0))
+        tax = sum((line.tax_amount for line in active), Decimal(0))
+        total = sum((line.total_amount for line in active), Decimal(0))
+        return {
+            "Id": self.id,
+            "CustomerId": self.customer_id,
+            "ChannelId": self.channel_id,
+            "CartTypeValue": self.cart_type_value,
+            "CartStatusValue": self.cart_status_value,
+            "Version": self.version,
+            "ModifiedDateTime": format_datetime(self.modified_date_time),
+            "BeginDateTime": format_datetime(self.begin_date_time),
+            "IsSuspended": False,
+            "SubtotalAmount": _number(subtotal),
+            "DiscountAmount": _number(discount),
+            "TaxAmount": _number(tax),
+            "TotalAmount": _number(total),
+            "AmountDue": _number(total),
+            "TotalItems": _number(sum((line.quantity for line in active), Decimal(0))),
+            "CartLines": [line.wire() for line in self.lines],
+            "Coupons": [],
+            "DiscountCodes": [],
+            "ExtensionProperties": [],
+        }
+
+
+@dataclass
+class SalesOrder:
+    """What checking a cart out leaves behind: the cart itself is gone from Retail Server."""
+
+    sales_id: str
+    cart_id: str
+    customer_id: str
+    channel_id: int
+    created_date_time: datetime
+    total_amount: Decimal
+
+
+def default_channels() -> dict[str, Channel]:
+    return {
+        "128": Channel(
+            oun="128",
+            channel_id=5637144592,
+            name="Houston",
+            currency="USD",
+            language="en-us",
+            time_zone="Central Standard Time",
+            country="USA",
+            price_includes_tax=False,
+            tax_rate=Decimal("0.0825"),
+        ),
+        "067": Channel(
+            oun="067",
+            channel_id=5637144593,
+            name="Berlin",
+            currency="EUR",
+            language="de-de",
+            time_zone="W. Europe Standard Time",
+            country="DEU",
+            price_includes_tax=True,
+            tax_rate=Decimal("0.19"),
+            price_factor=Decimal("0.92"),
+        ),
+    }
+
+
+class SandboxData:
+    """The generated data set; tests read and change it directly or through the helpers below."""
+
+    def __init__(self, *, seed: int = 42, now: datetime) -> None:
+        self.seed = seed
+        self.now = to_millis(now)
+        self._rng = random.Random(seed)
+        self.channels: dict[str, Channel] = default_channels()
+        self.customers: dict[str, Customer] = {}
+        self.products: dict[int, Product] = {}
+        self.carts: dict[str, Cart] = {}
+        self.orders: list[SalesOrder] = []
+        self._shelf: list[Product] = []
+        self._generate_products()
+        self._generate_customers()
+        self._generate_carts()
+
+    # ----- look-ups
+
+    def channel_by_oun(self, oun: str) -> Channel | None:
+        return self.channels.get(oun)
+
+    def channel_by_id(self, channel_id: int) -> Channel | None:
+        return next((c for c in self.channels.values() if c.channel_id == channel_id), None)
+
+    def carts_in(self, oun: str) -> list[Cart]:
+        channel = self.channels[oun]
+        return [cart for cart in self.carts.values() if cart.channel_id == channel.channel_id]
+
+    def same_instant_block(self) -> datetime:
+        """The ``ModifiedDateTime`` shared by the block of carts that exercises keyset paging."""
+        return self.now - SAME_INSTANT_AGE
+
+    # ----- mutation helpers for tests
+
+    def touch_cart(self, cart_id: str, at: datetime) -> Cart:
+        """The shopper changed the cart at ``at``: new ``Version`` and ``ModifiedDateTime``."""
+        cart = self._cart(cart_id)
+        cart.modified_date_time = to_millis(at)
+        cart.version += 1
+        return cart
+
+    def void_cart(self, cart_id: str, at: datetime | None = None) -> Cart:
+        cart = self._cart(cart_id)
+        cart.cart_status_value = STATUS_VOIDED
+        cart.version += 1
+        cart.modified_date_time = self._when(cart, at)
+        return cart
+
+    def checkout_cart(self, cart_id: str, at: datetime | None = None) -> SalesOrder:
+        """The cart became a sales order: it leaves the cart table and an order is recorded."""
+        cart = self._cart(cart_id)
+        total = sum((line.total_amount for line in cart.active_lines), Decimal(0))
+        order = SalesOrder(
+            sales_id=f"SO-{len(self.orders) + 1:06d}",
+            cart_id=cart.id,
+            customer_id=cart.customer_id,
+            channel_id=cart.channel_id,
+            created_date_time=self._when(cart, at),
+            total_amount=total,
+        )
+        del self.carts[cart_id]
+        self.orders.append(order)
+        return order
+
+    def add_cart(
+        self,
+        *,
+        oun: str = "128",
+        customer_id: str = "",
+        modified: datetime | None = None,
+        lines: Sequence[tuple[int, int]] | None = None,
+        cart_type_value: int = CART_SHOPPING,
+        cart_status_value: int = STATUS_CREATED,
+        cart_id: str | None = None,
+        version: int = 1,
+        voided_lines: bool = False,
+    ) -> Cart:
+        """Add a cart; ``lines`` are ``(product RecordId, quantity)`` pairs priced from the catalogue.
+
+        Without ``lines`` the cart gets one unit of the first product; pass ``[]`` for an empty cart.
+        """
+        channel = self.channels[oun]
+        when = to_millis(modified) if modified is not None else self.now
+        if lines is None:
+            lines = [(next(iter(self.products)), 1)]
+        products = [(self.products[product_id], quantity) for product_id, quantity in lines]
+        cart = Cart(
+            id=cart_id or self._cart_id(),
+            customer_id=customer_id,
+            channel_id=channel.channel_id,
+            cart_type_value=cart_type_value,
+            cart_status_value=cart_status_value,
+            version=version,
+            modified_date_time=when,
+            begin_date_time=when,
+            lines=self._lines(channel, products, voided=voided_lines, discount_every=0),
+        )
+        if cart.id in self.carts:
+            raise ValueError(f"cart {cart.id} exists already")
+        self.carts[cart.id] = cart
+        return cart
+
+    def _cart(self, cart_id: str) -> Cart:
+        try:
+            return self.carts[cart_id]
+        except KeyError:
+            raise KeyError(f"no cart {cart_id!r} in the sandbox") from None
+
+    def _when(self, cart: Cart, at: datetime | None) -> datetime:
+        return to_millis(at) if at is not None else max(cart.modified_date_time, self.now)
+
+    # ----- generation
+
+    def _generate_products(self) -> None:
+        rng = self._rng
+        for index, (name, description, price) in enumerate(catalog.PRODUCTS):
+            item_id = str(91001 + index)
+            record_id = 68719490000 + index * 137 + 5
+            is_gift_card = name == "Gift Card"
+            variant = not is_gift_card and index % 3 == 1
+            product = Product(
+                record_id=record_id,
+                item_id=item_id,
+                name=name,
+                description=description,
+                base_price=Decimal(price),
+                product_type_value=PRODUCT_VARIANT if variant else PRODUCT_STANDALONE,
+                master_product_id=record_id - 1 if variant else None,
+                is_gift_card=is_gift_card,
+            )
+            image_count = 0 if is_gift_card or index % 9 == 4 else rng.choice((1, 1, 2, 3))
+            without_alt_text = index % 5 == 2
+            product.media = [
+                MediaItem(
+                    uri=f"Products/{item_id}_000_{n:03d}.png",
+                    alt_text=None if without_alt_text else f"{name}, view {n}",
+                    is_default=n == 1,
+                    priority=n,
+                )
+                for n in range(1, image_count + 1)
+            ]
+            self.products[record_id] = product
+
+    def _generate_customers(self) -> None:
+        rng = self._rng
+        order = list(range(CUSTOMER_COUNT))
+        rng.shuffle(order)
+        # Fixed shares of each kind, on shuffled positions, so every seed has all of them.
+        no_email = set(order[0:6])
+        opt_out_personalization = set(order[6:14])
+        opt_out_tracking = set(order[10:16])
+        blocked = set(order[16:18])
+        organizations = set(order[18:21])
+        german = set(order[21:36])
+        for index in range(CUSTOMER_COUNT):
+            account = f"{4001 + index:06d}"
+            first = rng.choice(catalog.FIRST_NAMES)
+            last = rng.choice(catalog.LAST_NAMES)
+            is_org = index in organizations
+            name = catalog.COMPANY_NAMES[len(self.customers) % len(catalog.COMPANY_NAMES)] if is_org else ""
+            if is_org:
+                first, last = "", ""
+            else:
+                name = f"{first} {last}"
+            slug = (name if is_org else f"{first}.{last}").lower().replace(" ", ".").replace("-", "")
+            email = None if index in no_email else f"{slug}{index}@example.com"
+            phone = f"+1 555 01{index % 100:02d}" if rng.random() < 0.7 else None
+            contacts: list[Contact] = []
+            if email:
+                contacts.append(
+                    Contact(CONTACT_EMAIL, email, is_opted_in_marketing=rng.random() < 0.65 or index % 7 == 0)
+                )
+            if phone:
+                contacts.append(Contact(CONTACT_PHONE, phone, is_mobile_phone=rng.random() < 0.5))
+            self.customers[account] = Customer(
+                account_number=account,
+                record_id=22565421000 + index * 3,
+                first_name=first,
+                last_name=last,
+                name=name,
+                email=email,
+                phone=phone,
+                language="de-de" if index in german else "en-us",
+                currency_code="EUR" if index in german else "USD",
+                customer_type_value=CUSTOMER_ORGANIZATION if is_org else CUSTOMER_PERSON,
+                opt_out_personalization=index in opt_out_personalization,
+                opt_out_web_activity_tracking=index in opt_out_tracking,
+                blocked=index in blocked,
+                contacts=contacts,
+            )
+
+    def _generate_carts(self) -> None:
+        rng = self._rng
+        accounts = list(self.customers)
+        # A few customers shop a lot, so several carts per customer are common.
+        weights = list(itertools.accumulate(5 if i % 6 == 0 else 1 for i in range(len(accounts))))
+        self._shelf = [p for p in self.products.values() if not p.is_gift_card]
+        for oun, count in REGULAR_CARTS.items():
+            channel = self.channels[oun]
+            for index in range(count):
+                customer = rng.choices(accounts, cum_weights=weights)[0]
+                # Half of the carts in the last day, half over the two days before.
+                if index % 2 == 0:
+                    age_ms = rng.randrange(120_000, 24 * 3_600_000)
+                else:
+                    age_ms = rng.randrange(24 * 3_600_000, 72 * 3_600_000)
+                self._add_generated(
+                    channel, customer, self.now - timedelta(milliseconds=age_ms), rng.random()
+                )
+        block = self.same_instant_block()
+        channel = self.channels["128"]
+        for index in range(SAME_INSTANT_BLOCK):
+            self._add_generated(channel, accounts[index % len(accounts)], block, kind=1.0)
+
+    def _add_generated(self, channel: Channel, customer: str, modified: datetime, kind: float) -> None:
+        rng = self._rng
+        cart_type, status, line_count, voided = CART_SHOPPING, STATUS_CREATED, rng.randint(1, 4), False
+        if kind < 0.10:
+            customer = ""
+        elif kind < 0.15:
+            line_count = 0
+        elif kind < 0.20:
+            voided = True
+        elif kind < 0.27:
+            cart_type = CART_CHECKOUT
+        elif kind < 0.29:
+            cart_type = CART_CUSTOMER_ORDER
+        elif kind < 0.31:
+            status = STATUS_VOIDED
+        chosen = [(rng.choice(self._shelf), rng.randint(1, 3)) for _ in range(line_count)]
+        if line_count and rng.random() < 0.05:
+            gift_card = next(p for p in self.products.values() if p.is_gift_card)
+            chosen.append((gift_card, 1))
+        cart = Cart(
+            id=self._cart_id(),
+            customer_id=customer,
+            channel_id=channel.channel_id,
+            cart_type_value=cart_type,
+            cart_status_value=status,
+            version=rng.randint(1, 12),
+            modified_date_time=modified,
+            begin_date_time=modified - timedelta(seconds=rng.randrange(0, 3 * 3600)),
+            lines=self._lines(channel, chosen, voided=voided, discount_every=4),
+        )
+        self.carts[cart.id] = cart
+
+    def _lines(
+        self,
+        channel: Channel,
+        products: Iterable[tuple[Product, int]],
+        *,
+        voided: bool,
+        discount_every: int,
+    ) -> list[CartLine]:
+        lines: list[CartLine] = []
+        for number, (product, quantity) in enumerate(products, start=1):
+            price = channel.price_of(product)
+            qty = Decimal(quantity)
+            extended = money(price * qty)
+            discount = (
+                money(extended * Decimal("0.10"))
+                if discount_every and number % discount_every == 0
+                else Decimal(0)
+            )
+            net = extended - discount
+            if channel.price_includes_tax:
+                tax = money(net - net / (1 + channel.tax_rate))
+                net_without_tax, total = net - tax, net
+            else:
+                tax = money(net * channel.tax_rate)
+                net_without_tax, total = net, net + tax
+            lines.append(
+                CartLine(
+                    line_id=self._hex(32),
+                    line_number=number,
+                    product_id=product.record_id,
+                    item_id=product.item_id,
+                    description=product.name,
+                    quantity=qty,
+                    price=price,
+                    discount_amount=discount,
+                    tax_amount=tax,
+                    net_amount_without_tax=net_without_tax,
+                    total_amount=total,
+                    is_voided=voided,
+                    is_gift_card_line=product.is_gift_card,
+                )
+            )
+        return lines
+
+    def _cart_id(self) -> str:
+        while True:
+            candidate = "".join(self._rng.choices(string.ascii_letters + string.digits, k=32))
+            if candidate not in self.carts:
+                return candidate
+
+    def _hex(self, length: int) -> str:
+        return f"{self._rng.getrandbits(length * 4):0{length}x}"
