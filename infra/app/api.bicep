@@ -1,0 +1,233 @@
+// The function app on Flex Consumption (FC1, Linux, Python) with every app setting the code reads
+// in Azure. The settings contract is shared/settings.py; tests/infra fails when the two drift.
+param name string
+param planName string
+param location string = resourceGroup().location
+param tags object = {}
+
+param identityName string
+param storageAccountName string
+param deploymentContainerName string
+param applicationInsightsName string
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int
+
+param keyVaultUri string
+param cosmosEndpoint string
+param cosmosDatabaseName string
+param cosmosLedgerContainerName string
+param cosmosStateContainerName string
+param detectionQueueName string
+param entraTenantId string
+param entraClientId string
+param entraClientSecretName string
+param retailServerUrl string
+param retailServerAudience string
+param operatingUnitNumbers string
+param detectSchedule string
+param logLevel string
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: identityName
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:Zone redundancy for Flex Consumption is offered only in some regions; it is an opt-in per region, not a default that fails deployments elsewhere.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    // Linux.
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222:The HTTP functions are called from outside Azure (Store Commerce, the e-commerce site); access is controlled by function keys and, for the customers endpoint, Easy Auth.
+  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys or Entra tokens (Easy Auth); POS devices do not hold client certificates.
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design; always-ready instances are a cost choice left to the operator.
+  // checkov:skip=CKV_AZURE_213:The app serves no health endpoint; its timer and queue functions report failures to Application Insights, and instances scale to zero between runs.
+  name: name
+  location: location
+  // azd finds the app to deploy the `api` service to by this tag.
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    keyVaultReferenceIdentity: identity.id
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // The whole settings list: a redeployment replaces it, so what is here is all the app has.
+      appSettings: [
+        // Host storage through the identity; the table endpoint is left out because nothing the app
+        // runs (timer, queue trigger, queue output) uses tables.
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identity.properties.clientId
+        }
+        // Telemetry: local auth is off on the component, so the host signs in as the identity.
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: applicationInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+        }
+        // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this.
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identity.properties.clientId
+        }
+
+        {
+          name: 'LOG_LEVEL'
+          value: logLevel
+        }
+        {
+          name: 'KEY_VAULT_URL'
+          value: keyVaultUri
+        }
+        {
+          name: 'ENTRA_TENANT_ID'
+          value: entraTenantId
+        }
+        {
+          name: 'ENTRA_CLIENT_ID'
+          value: entraClientId
+        }
+        {
+          name: 'ENTRA_CLIENT_SECRET_NAME'
+          value: entraClientSecretName
+        }
+        {
+          name: 'STATE_STORE'
+          value: 'cosmos'
+        }
+        {
+          name: 'COSMOS_ENDPOINT'
+          value: cosmosEndpoint
+        }
+        {
+          name: 'COSMOS_DATABASE'
+          value: cosmosDatabaseName
+        }
+        {
+          name: 'COSMOS_LEDGER_CONTAINER'
+          value: cosmosLedgerContainerName
+        }
+        {
+          name: 'COSMOS_STATE_CONTAINER'
+          value: cosmosStateContainerName
+        }
+        {
+          name: 'RETAIL_SERVER_URL'
+          value: retailServerUrl
+        }
+        {
+          name: 'RETAIL_SERVER_AUDIENCE'
+          value: retailServerAudience
+        }
+        {
+          name: 'OPERATING_UNIT_NUMBERS'
+          value: operatingUnitNumbers
+        }
+        // The host resolves %DETECT_SCHEDULE% and %DETECTION_QUEUE_NAME% in the bindings itself,
+        // so these two must be real app settings, not just code defaults.
+        {
+          name: 'DETECT_SCHEDULE'
+          value: detectSchedule
+        }
+        {
+          name: 'DETECTION_QUEUE_NAME'
+          value: detectionQueueName
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No FTP or basic-auth deployments; azd deploys with an Entra token.
+resource ftpPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = functionApp.name
+output uri string = 'https://${functionApp.properties.defaultHostName}'
