@@ -83,6 +83,52 @@ class Settings(BaseSettings):
     # --- end email providers -------------------------------------------------------------------
 
     # --- customers (issue 4): owned by shared/customers and shared/finance_ops ----------------
+    # The F&O environment URL; unset means POST /api/customers answers 503 "not configured".
+    fno_url: str | None = None
+    fno_create_customer_path: str = (
+        "/api/services/CreateCustomerServiceGroup/CreateCustomerService/CreateCustomer"
+    )
+    fno_customers_entity: str = Field(default="CustomersV3", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    # A separate Entra app for F&O; unset reuses ENTRA_CLIENT_ID, its secret and token provider.
+    fno_client_id: str | None = None
+    fno_client_secret_name: str = Field(default="fno-client-secret", min_length=1)
+    # The till waits: few attempts and short waits, whatever the background settings say.
+    fno_timeout_seconds: float = Field(default=25.0, gt=0, le=230)
+    fno_max_attempts: int = Field(default=2, ge=1, le=5)
+    fno_max_retry_wait_seconds: float = Field(default=5.0, ge=0, le=60)
+    easy_auth_enabled: bool = False
+    customers_app_role: str = Field(default="Customers.Create", min_length=1, max_length=120)
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    duplicate_check_enabled: bool = False
+    cpos_url: str | None = None
+    customer_max_body_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
+
+    @field_validator("fno_url", "cpos_url")
+    @classmethod
+    def _check_customer_urls(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        if "?" in value or "#" in value:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("fno_create_customer_path")
+    @classmethod
+    def _check_fno_path(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value):
+            raise ValueError("must be a path such as /api/services/<group>/<service>/<operation>")
+        return value
+
+    @field_validator("fno_client_id")
+    @classmethod
+    def _customers_blank_is_unset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value.strip() or None
+
     # --- end customers -------------------------------------------------------------------------
 
     @field_validator("operating_unit_numbers", mode="before")
