@@ -80,6 +80,76 @@ class Settings(BaseSettings):
     # --- end notify --------------------------------------------------------------------------
 
     # --- email providers (issue 3): owned by shared/email -----------------------------------
+    # Which provider sends; DRY_RUN=true forces the preview whatever EMAIL_PROVIDER says.
+    email_provider: Literal["emarsys", "sendgrid", "webhook", "preview"] = "preview"
+    dry_run: bool = False
+    preview_dir: Path = Path("out/previews")
+
+    # Emarsys: OAuth 2.0 client credentials (v3) by default; WSSE (v2) until its end-of-2026 sunset.
+    emarsys_auth: Literal["oauth", "wsse"] = "oauth"
+    emarsys_api_url: str = "https://api.emarsys.net"
+    emarsys_auth_url: str = "https://auth.emarsys.net"
+    emarsys_event_id: int | None = Field(default=None, ge=1)
+    # Contact field that identifies the recipient: 3 is the system field E-Mail.
+    emarsys_key_id: str = Field(default="3", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    emarsys_client_id_secret_name: str = Field(default="emarsys-client-id", min_length=1)
+    emarsys_client_secret_name: str = Field(default="emarsys-client-secret", min_length=1)
+    emarsys_wsse_user_secret_name: str = Field(default="emarsys-wsse-user", min_length=1)
+    emarsys_wsse_secret_name: str = Field(default="emarsys-wsse-secret", min_length=1)
+    emarsys_create_missing_contacts: bool = False
+
+    # SendGrid v3 Mail Send with a dynamic template.
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    sendgrid_api_key_secret_name: str = Field(default="sendgrid-api-key", min_length=1)
+    sendgrid_template_id: str | None = None
+    sendgrid_from_email: str | None = None
+    sendgrid_from_name: str | None = None
+    sendgrid_unsubscribe_group_id: int | None = Field(default=None, ge=1)
+
+    # Generic signed webhook (Standard Webhooks headers).
+    webhook_url: str | None = None
+    webhook_signing_secret_name: str = Field(default="webhook-signing-secret", min_length=1)
+
+    @field_validator("emarsys_api_url", "emarsys_auth_url", "sendgrid_api_url", "webhook_url")
+    @classmethod
+    def _check_email_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("sendgrid_template_id", "sendgrid_from_email", "sendgrid_from_name")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value.strip() or None
+
+    @model_validator(mode="after")
+    def _check_email_provider(self) -> Settings:
+        provider = self.effective_email_provider
+        if provider == "emarsys" and self.emarsys_event_id is None:
+            raise ValueError(
+                "EMARSYS_EVENT_ID is required when EMAIL_PROVIDER is emarsys: the numeric id of the "
+                "external event (GET /api/v2/event lists them)"
+            )
+        if provider == "sendgrid":
+            if not self.sendgrid_template_id or not self.sendgrid_template_id.startswith("d-"):
+                raise ValueError(
+                    "SENDGRID_TEMPLATE_ID must name a dynamic template (an id starting with 'd-') "
+                    "when EMAIL_PROVIDER is sendgrid"
+                )
+            if not self.sendgrid_from_email or "@" not in self.sendgrid_from_email:
+                raise ValueError("SENDGRID_FROM_EMAIL is required when EMAIL_PROVIDER is sendgrid")
+        if provider == "webhook" and not self.webhook_url:
+            raise ValueError("WEBHOOK_URL is required when EMAIL_PROVIDER is webhook")
+        return self
+
+    @property
+    def effective_email_provider(self) -> Literal["emarsys", "sendgrid", "webhook", "preview"]:
+        return "preview" if self.dry_run else self.email_provider
+
     # --- end email providers -------------------------------------------------------------------
 
     # --- customers (issue 4): owned by shared/customers and shared/finance_ops ----------------

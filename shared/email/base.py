@@ -34,9 +34,14 @@ class EmailMessage(BaseModel):
 
 
 class SendResult(BaseModel):
+    """``sent``: the provider accepted it. ``skipped``: deliberately not sent, ``reason`` says why
+    (e.g. ``emarsys_contact_missing``). ``failed``: only from ``send_many``, where one message of a
+    batch was refused for good while the others went through (what ``send`` raises as
+    :class:`ProviderRejectedError`); ``reason`` says why."""
+
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["sent", "skipped"]
+    status: Literal["sent", "skipped", "failed"]
     reason: str | None = None
     provider_ids: dict[str, str] = Field(default_factory=dict)
 
