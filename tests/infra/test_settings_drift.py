@@ -1,0 +1,232 @@
+"""The app settings the Bicep gives the function app and the settings the code reads stay in step.
+
+The contract is ``shared.settings.Settings``: a field's name upper-cased is its app setting. The
+rules, read from the class itself so they grow with it:
+
+- a required field (no default) is provided by the Bicep;
+- whatever the Bicep provides is a field of Settings or one of the host/platform settings below;
+- local-only fields are never provided;
+- a ``%NAME%`` the Functions host resolves in a binding is provided (a code default cannot help the
+  host), and every binding ``connection`` has its identity-based settings;
+- a provided value that is a fixed name (queue, database, container) or a default equals the
+  code's default, and the queues, database and containers the code names are declared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_core import PydanticUndefined
+
+from shared.settings import Settings
+from tests.infra.bicep import INFRA, Opaque, ParamRef, Template, main, main_param_default, through_module
+
+# Read by the Functions host, the platform or azure-identity, never by shared/settings.py.
+PLATFORM_SETTINGS = {
+    # Identity-based host storage (webjobs-sdk-how-to: "Connecting to host storage with an identity").
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    # Application Insights with local auth off: the host signs in with the identity.
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # azure-identity's DefaultAzureCredential picks the user-assigned identity by it.
+    "AZURE_CLIENT_ID",
+}
+
+# Meaningful on a developer's machine only; in Azure they would point at nothing.
+LOCAL_ONLY = {"EXTRA_CA_BUNDLE", "SQLITE_PATH"}
+
+# Provided with a value other than the code default, on purpose.
+AZURE_VALUES = {"STATE_STORE": "cosmos"}
+
+_SUBSTITUTION = re.compile(r"%([A-Za-z0-9_]+)%")
+_AZD_DEFAULT = re.compile(r"^\$\{([A-Z0-9_]+)(?:=(.*))?\}$")
+
+
+def _fields() -> dict[str, Any]:
+    return {name.upper(): field for name, field in Settings.model_fields.items()}
+
+
+def _default(setting: str) -> Any:
+    field = _fields()[setting]
+    return None if field.default is PydanticUndefined else field.default
+
+
+def _as_setting_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+@pytest.fixture(scope="module")
+def provided() -> dict[str, Any]:
+    """App setting name -> its value, followed out of api.bicep to main.bicep where possible."""
+    root = main()
+    api, _ = root.module("api")
+    sites = api.resources_of_type("Microsoft.Web/sites")
+    assert len(sites) == 1
+    (site,) = sites.values()
+    entries = site["properties"]["siteConfig"]["appSettings"]
+    names = [entry["name"] for entry in entries]
+    assert len(names) == len(set(names)), "an app setting is listed twice"
+    return {entry["name"]: through_module(root, "api", entry["value"]) for entry in entries}
+
+
+def _binding_values() -> Iterator[tuple[str, str, Any]]:
+    import function_app
+
+    app = function_app.app
+    # get_functions() remembers names and refuses a second call; reset around ours.
+    app.functions_bindings = None
+    try:
+        functions = app.get_functions()
+    finally:
+        app.functions_bindings = None
+    for function in functions:
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            for key, value in binding.items():
+                yield binding["type"], key, value
+
+
+def test_settings_are_only_set_in_one_place() -> None:
+    for path in INFRA.rglob("*.bicep"):
+        template = Template(path)
+        assert not template.resources_of_type("Microsoft.Web/sites/config"), (
+            f"{path.name}: keep app settings in the site's siteConfig.appSettings"
+        )
+
+
+def test_local_only_and_platform_lists_are_current() -> None:
+    assert set(_fields()) >= LOCAL_ONLY
+    assert not PLATFORM_SETTINGS & set(_fields())
+
+
+def test_every_required_setting_is_provided(provided: dict[str, Any]) -> None:
+    required = {name for name, field in _fields().items() if field.is_required()}
+    assert required, "Settings has no required field; the test would prove nothing"
+    assert sorted(required - set(provided)) == []
+
+
+def test_nothing_is_provided_that_the_code_does_not_read(provided: dict[str, Any]) -> None:
+    unknown = set(provided) - set(_fields()) - PLATFORM_SETTINGS
+    assert sorted(unknown) == []
+
+
+def test_local_only_settings_are_never_provided(provided: dict[str, Any]) -> None:
+    assert sorted(LOCAL_ONLY & set(provided)) == []
+
+
+def test_azure_needs_cosmos_key_vault_and_the_identity(provided: dict[str, Any]) -> None:
+    for setting, value in AZURE_VALUES.items():
+        assert provided.get(setting) == value
+    assert isinstance(provided["COSMOS_ENDPOINT"], Opaque)
+    assert isinstance(provided["KEY_VAULT_URL"], Opaque)
+    assert provided["AzureWebJobsStorage__credential"] == "managedidentity"
+    # One identity for everything: the host, telemetry and the SDK clients use the same client id.
+    client_id = provided["AZURE_CLIENT_ID"]
+    assert isinstance(client_id, Opaque)
+    assert provided["AzureWebJobsStorage__clientId"] == client_id
+    authentication = provided["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+    assert isinstance(authentication, Opaque)
+    assert authentication.expression == "ClientId=${identity.properties.clientId};Authorization=AAD"
+    assert "clientId" in client_id.expression
+
+
+def test_fixed_values_equal_the_code_defaults(provided: dict[str, Any]) -> None:
+    """A literal reaching the app (a name in main.bicep, a parameter default) is the code's default."""
+    checked = 0
+    for setting, value in provided.items():
+        if setting not in _fields() or setting in AZURE_VALUES:
+            continue
+        literal = main_param_default(value) if isinstance(value, ParamRef) else value
+        if isinstance(literal, ParamRef | Opaque | dict):
+            continue
+        assert literal == _as_setting_text(_default(setting)), setting
+        checked += 1
+    assert checked >= 3, "expected names and defaults to be compared"
+
+
+def test_binding_substitutions_are_provided(provided: dict[str, Any]) -> None:
+    referenced = {
+        name
+        for _, _, value in _binding_values()
+        if isinstance(value, str)
+        for name in _SUBSTITUTION.findall(value)
+    }
+    assert referenced, "no %SETTING% in any binding; the test would prove nothing"
+    assert sorted(referenced - set(provided)) == []
+
+
+def test_binding_connections_are_identity_based(provided: dict[str, Any]) -> None:
+    connections = {(kind, value) for kind, key, value in _binding_values() if key == "connection"}
+    for kind, connection in connections:
+        assert f"{connection}__credential" in provided
+        assert f"{connection}__clientId" in provided
+        if kind.startswith("queue"):
+            assert f"{connection}__queueServiceUri" in provided
+        assert connection not in provided, f"{connection} would be a connection string"
+
+
+def _declared_queues() -> set[str]:
+    queues = through_module(main(), "storage", "queueNames")
+    assert isinstance(queues, list)
+    return set(queues)
+
+
+def test_queues_the_code_names_are_declared_with_their_poison_queues() -> None:
+    names = {_default(name) for name in _fields() if name.endswith("_QUEUE_NAME")}
+    assert names, "Settings names no queue"
+    expected = names | {f"{name}-poison" for name in names}
+    assert _declared_queues() == expected
+
+
+def test_queue_bindings_use_declared_queues(provided: dict[str, Any]) -> None:
+    for _, key, value in _binding_values():
+        if key != "queueName":
+            continue
+        name = _SUBSTITUTION.sub(lambda m: str(provided[m.group(1)]), value)
+        assert name in _declared_queues()
+
+
+def test_cosmos_database_and_containers_match_the_code() -> None:
+    root = main()
+    cosmos, _ = root.module("cosmos")
+    assert through_module(root, "cosmos", "databaseName") == _default("COSMOS_DATABASE")
+    expected = {
+        _default(name) for name in _fields() if name.startswith("COSMOS_") and name.endswith("_CONTAINER")
+    }
+    assert len(expected) >= 2
+    assert set(through_module(root, "cosmos", "containerNames")) == expected
+
+    (container,) = cosmos.resources_of_type(
+        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
+    ).values()
+    resource = container["properties"]["resource"]
+    assert resource["partitionKey"]["paths"] == ["/pk"]
+    assert cosmos.resolve(resource["defaultTtl"]) == -1
+    assert "options" not in container["properties"], "serverless containers take no throughput"
+
+
+def test_parameters_file_matches_main() -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = main().parameters
+    assert set(parameters) <= set(declared), "a parameter main.bicep does not declare fails the deployment"
+    without_default = {name for name, param in declared.items() if "default" not in param}
+    assert without_default <= set(parameters)
+    for name, entry in parameters.items():
+        match = _AZD_DEFAULT.match(entry["value"])
+        assert match, f"{name}: expected an azd ${{ENV}} substitution"
+        env, default = match.groups()
+        if env in _fields() and default is not None:
+            assert default == _as_setting_text(_default(env)), env
+
+
+def test_paths_are_relative_to_infra() -> None:
+    assert Path(INFRA / "main.parameters.json").is_file()
