@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox import emarsys as emarsys_stand_in
+from sandbox import sendgrid, webhook
 from sandbox.server import Sandbox
 from shared.email.base import EmailMessage, Recipient
 from shared.http import HttpClient, RetryPolicy, new_session
@@ -17,12 +18,7 @@ from shared.secrets import CachedSecrets, EnvironmentSecrets
 
 
 def _extensions() -> list[Any]:
-    extensions: list[Any] = [emarsys_stand_in.add_routes]
-    try:
-        from sandbox import sendgrid, webhook
-    except ImportError:
-        return extensions
-    return [*extensions, sendgrid.add_routes, webhook.add_routes]
+    return [emarsys_stand_in.add_routes, sendgrid.add_routes, webhook.add_routes]
 
 
 @pytest.fixture(autouse=True)
@@ -84,13 +80,17 @@ async def http(sandbox: Sandbox, sleeps: Sleeps) -> AsyncIterator[HttpClient]:
 
 @pytest.fixture
 def secret_values(sandbox: Sandbox) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in emarsys_stand_in.env(sandbox).items()
-        if key.startswith("EMARSYS_")
-        and key.endswith(("_ID", "_SECRET", "_USER"))
-        and key != "EMARSYS_EVENT_ID"
-    }
+    """Every stand-in secret, as the environment variables the secret names fall back to."""
+    values = {**emarsys_stand_in.env(sandbox), **sendgrid.env(sandbox), **webhook.env(sandbox)}
+    names = (
+        "EMARSYS_CLIENT_ID",
+        "EMARSYS_CLIENT_SECRET",
+        "EMARSYS_WSSE_USER",
+        "EMARSYS_WSSE_SECRET",
+        "SENDGRID_API_KEY",
+        "WEBHOOK_SIGNING_SECRET",
+    )
+    return {name: values[name] for name in names}
 
 
 @pytest.fixture
