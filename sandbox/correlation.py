@@ -6,10 +6,9 @@ import uuid
 
 from aiohttp import web
 
-REQUEST_ID_KEY = "sandbox.request_id"
+REQUEST_ID_KEY = web.RequestKey("sandbox_request_id", str)
 
 
 def request_id(request: web.Request) -> str:
     """The id the sandbox gave this request; a fresh one outside the sandbox's middleware."""
-    value = request.get(REQUEST_ID_KEY)
-    return value if isinstance(value, str) else str(uuid.uuid4())
+    return request.get(REQUEST_ID_KEY) or str(uuid.uuid4())

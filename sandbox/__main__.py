@@ -1,0 +1,83 @@
+"""``python -m sandbox``: serve the stand-ins until Ctrl-C and print how to point the app at them.
+
+Every optional stand-in module present in the package (F&O, Emarsys, SendGrid, webhook) is
+mounted through its ``add_routes(app, sandbox)``; one with an ``env(sandbox)`` function adds its
+own settings block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import signal
+from collections.abc import Callable
+from types import ModuleType
+
+from sandbox.server import Extension, Sandbox
+
+OPTIONAL_STAND_INS = ("sandbox.fno", "sandbox.emarsys", "sandbox.sendgrid", "sandbox.webhook")
+
+
+def optional_modules() -> list[ModuleType]:
+    found = []
+    for name in OPTIONAL_STAND_INS:
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+            if callable(getattr(module, "add_routes", None)):
+                found.append(module)
+    return found
+
+
+def describe(sandbox: Sandbox, modules: list[ModuleType]) -> str:
+    names = ", ".join(["entra", "retail_server", *(m.__name__.split(".")[-1] for m in modules)])
+    lines = [
+        f"Sandbox listening on {sandbox.base_url}",
+        f"  Entra ID authority   {sandbox.authority}",
+        f"  Retail Server API    {sandbox.retail_server_url}/Commerce/  (OUN 128 or 067, api-version=7.3)",
+        f"  client id / secret   {sandbox.client_id} / {sandbox.client_secret}",
+        f"  CA certificate       {sandbox.ca_path}",
+        f"  stand-ins            {names}",
+        "",
+        "# app settings for this sandbox (e.g. `export` them or paste into local.settings.json)",
+        *(f"{key}={value}" for key, value in sandbox.env().items()),
+    ]
+    for module in modules:
+        env: Callable[[Sandbox], dict[str, str]] | None = getattr(module, "env", None)
+        if env is not None:
+            lines.append(
+                f"# {module.__name__.split('.')[-1]} (email providers: keep one EMAIL_PROVIDER block)"
+            )
+            lines.extend(f"{key}={value}" for key, value in env(sandbox).items())
+    lines += ["", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+async def serve(seed: int, port: int) -> None:
+    modules = optional_modules()
+    extensions: list[Extension] = [module.add_routes for module in modules]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with Sandbox(seed=seed, extensions=extensions, port=port, access_log=True) as sandbox:
+        print(describe(sandbox, modules), flush=True)
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=42, help="seed of the generated data (default 42)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.seed, args.port))
+
+
+if __name__ == "__main__":
+    main()
