@@ -10,9 +10,9 @@ Retail Server sends (amounts as JSON numbers, enums as ints with a ``Value`` suf
 
 from __future__ import annotations
 
+import base64
 import itertools
 import random
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +41,7 @@ SAME_INSTANT_BLOCK = 300
 SAME_INSTANT_AGE = timedelta(hours=30)
 
 _CENT = Decimal("0.01")
+_ALPHANUMERIC = str.maketrans("+/", "Qz")
 
 
 def money(value: Decimal) -> Decimal:
@@ -637,7 +638,9 @@ class SandboxData:
 
     def _cart_id(self) -> str:
         while True:
-            candidate = "".join(self._rng.choices(string.ascii_letters + string.digits, k=32))
+            raw = base64.b64encode(self._rng.randbytes(24)).decode("ascii")
+            # Alphanumeric like Commerce's cart ids: map the two symbols of base64 onto letters.
+            candidate = raw.translate(_ALPHANUMERIC)
             if candidate not in self.carts:
                 return candidate
 

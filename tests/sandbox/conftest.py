@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from sandbox.server import Sandbox
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -91,7 +92,11 @@ class RetailServer:
             headers["OUN"] = oun
         url = f"{self.sandbox.retail_server_url}/Commerce/{path}"
         async with self.http.request(method, url, params=params, headers=headers, json=json) as response:
-            body = await response.json() if response.content_type == "application/json" else await response.text()
+            body = (
+                await response.json()
+                if response.content_type == "application/json"
+                else await response.text()
+            )
             return Answer(response.status, response.headers, body)
 
     async def search(

@@ -12,8 +12,8 @@ import msal
 import pytest
 import requests
 from aiohttp import web
-from sandbox.server import Sandbox
 
+from sandbox.server import Sandbox
 from tests.sandbox.conftest import COMMERCE, NOW, fetch_token
 
 SCOPE = f"{COMMERCE}/.default"

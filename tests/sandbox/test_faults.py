@@ -1,0 +1,108 @@
+"""Fault injection: statuses a given number of times, latency, hangs and resets, on any route."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sandbox.faults import FaultInjector
+from sandbox.server import Sandbox
+from tests.sandbox.conftest import NOW, RetailServer
+
+SEARCH = "/rs/Commerce/Carts/Search"
+
+
+async def test_status_twice_then_success(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add(SEARCH, status=503, times=2, headers={"Retry-After": "1"})
+    statuses = []
+    for _ in range(3):
+        answer = await retail.search({}, query={"$top": "1"})
+        statuses.append(answer.status)
+        if answer.status == 503:
+            assert answer.headers["Retry-After"] == "1"
+            assert answer.headers["request-id"]
+    assert statuses == [503, 503, 200]
+    assert sandbox_server.stats.requests[f"POST {SEARCH}"] == 3
+    assert sandbox_server.faults.active == []
+
+
+async def test_every_request_until_cleared(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add("/rs/Commerce/", status=429, times=None, body='{"Message": "slow down"}')
+    for _ in range(3):
+        answer = await retail.call("POST", "OrgUnits/GetOrgUnitConfiguration")
+        assert (answer.status, answer.body) == (429, {"Message": "slow down"})
+    sandbox_server.faults.clear()
+    assert (await retail.call("POST", "OrgUnits/GetOrgUnitConfiguration")).status == 200
+
+
+async def test_method_restricts_the_route(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add("GET /rs/Commerce/Products", status=500)
+    products = await retail.call(
+        "POST", "Products/GetByIds", json={"channelId": 5637144592, "productIds": []}
+    )
+    assert products.status == 200
+    media = await retail.call("GET", "Products(1)/GetMediaLocations(channelId=5637144592,catalogId=0)")
+    assert media.status == 500
+
+
+async def test_latency_then_the_real_answer(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add(SEARCH, latency=0.05)
+    answer = await retail.search({}, query={"$top": "1"})
+    assert answer.status == 200 and len(answer.body["value"]) == 1
+
+
+async def test_timeout_outlasts_the_client(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add(SEARCH, timeout=True)
+    with pytest.raises(asyncio.TimeoutError):
+        async with asyncio.timeout(0.2):
+            await retail.search({})
+    assert (await retail.search({}, query={"$top": "1"})).status == 200
+
+
+async def test_reset_drops_the_connection(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    sandbox_server.faults.add(SEARCH, reset=True)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await retail.search({})
+    assert (await retail.search({}, query={"$top": "1"})).status == 200
+
+
+async def test_token_endpoint_faults_reach_the_client(
+    sandbox_server: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    sandbox_server.faults.add(f"POST /entra/{sandbox_server.tenant_id}/oauth2/v2.0/token", status=500)
+    async with http.post(f"{sandbox_server.authority}/oauth2/v2.0/token", data={}) as response:
+        assert response.status == 500
+    assert sandbox_server.stats.token_requests == {}
+
+
+async def test_faults_cover_routes_added_by_extensions() -> None:
+    def add_routes(app: web.Application, sandbox: Sandbox) -> None:
+        async def ping(request: web.Request) -> web.Response:
+            return web.json_response({"pong": True})
+
+        app.router.add_get("/ext/ping", ping)
+
+    async with Sandbox(now=NOW, extensions=[add_routes]) as sandbox:
+        sandbox.faults.add("/ext", status=502)
+        connector = aiohttp.TCPConnector(ssl=sandbox.client_ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async with http.get(f"{sandbox.base_url}/ext/ping") as first:
+                assert first.status == 502
+            async with http.get(f"{sandbox.base_url}/ext/ping") as second:
+                assert second.status == 200 and await second.json() == {"pong": True}
+
+
+def test_routes_and_times_are_validated() -> None:
+    faults = FaultInjector()
+    with pytest.raises(ValueError, match="route"):
+        faults.add("Carts/Search", status=500)
+    with pytest.raises(ValueError, match="times"):
+        faults.add("/rs", status=500, times=0)
+    first = faults.add("/rs", status=500)
+    faults.add("POST /rs/Commerce/Carts", status=503)
+    assert faults.take("POST", "/rs/Commerce/Carts/Search") is first
+    assert faults.take("GET", "/rs/Commerce/Carts/Search") is None
+    assert [f.status for f in faults.active] == [503]
