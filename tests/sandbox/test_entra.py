@@ -189,3 +189,18 @@ async def test_only_client_credentials_grant(
     async with http.post(f"{sandbox_server.authority}/oauth2/v2.0/token", data=form) as response:
         assert response.status == 400
         assert (await response.json())["error"] == "unsupported_grant_type"
+
+
+async def test_v1_endpoint_takes_a_resource(sandbox_server: Sandbox, http: aiohttp.ClientSession) -> None:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": sandbox_server.client_id,
+        "client_secret": sandbox_server.client_secret,
+        "resource": COMMERCE,
+    }
+    async with http.post(f"{sandbox_server.authority}/oauth2/token", data=form) as response:
+        assert response.status == 200
+        assert response.headers["request-id"]
+        body = await response.json()
+    assert body["resource"] == COMMERCE and body["expires_in"] == "3600"
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["aud"] == COMMERCE
