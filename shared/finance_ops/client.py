@@ -1,0 +1,248 @@
+"""The F&O client: the CreateCustomer custom service and the ``CustomersV3`` OData lookup.
+
+Tokens are app-only tokens for ``{environment URL}/.default``. F&O insists that the token's
+``aud`` equals the environment URL exactly, lower case and without a trailing slash, so the
+audience is normalised here once, whatever case the setting was written in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from shared.finance_ops.errors import (
+    FnoAuthError,
+    FnoDuplicateError,
+    FnoError,
+    FnoOperationError,
+    FnoRejectedError,
+    FnoThrottledError,
+    FnoTimeoutError,
+    FnoUnavailableError,
+    field_of,
+    is_duplicate,
+    user_facing_message,
+)
+from shared.finance_ops.models import (
+    ExistingCustomer,
+    account_number_from,
+    contract_says_failed,
+    odata_string,
+)
+from shared.http import (
+    HttpClient,
+    UpstreamConnectionError,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
+from shared.identity import TokenError, TokenProvider, scope_for
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "F&O"
+
+
+def environment_audience(fno_url: str) -> str:
+    """The token audience F&O accepts: the environment URL, lower case, no trailing slash."""
+    return fno_url.strip().rstrip("/").lower()
+
+
+class FinanceOpsClient:
+    """One per process (per F&O environment); safe to share between concurrent invocations."""
+
+    def __init__(
+        self,
+        http: HttpClient,
+        tokens: TokenProvider,
+        *,
+        base_url: str,
+        create_customer_path: str,
+        customers_entity: str = "CustomersV3",
+        timeout: float | None = None,  # a per-call limit handed to HttpClient.send
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self.base_url = base_url.strip().rstrip("/")
+        self.audience = environment_audience(base_url)
+        self.scope = scope_for(self.audience)
+        self._create_url = self.base_url + create_customer_path
+        self._entity_url = f"{self.base_url}/data/{customers_entity}"
+        self._timeout = timeout
+
+    async def create_customer(self, payload: Mapping[str, Any], *, correlation_id: str) -> str:
+        """POST the ``{"Customer": {...}}`` payload; the new customer's account number.
+
+        Never retried after the request may have reached X++ (a 500, a timeout, a broken
+        connection): a second attempt could create the customer twice. Raises :class:`FnoError`.
+        """
+        response = await self._send("POST", self._create_url, correlation_id, json_body=payload, create=True)
+        if response.status != 200:
+            raise error_for_response(response)
+        body = _json_or_none(response)
+        if contract_says_failed(body):
+            raise _rejection_from_contract(body, response)
+        account = account_number_from(body)
+        if account is None:
+            raise FnoOperationError(
+                "CreateCustomer answered 200 without a recognisable account number",
+                status=200,
+                correlation_id=response.correlation_id,
+                may_have_created=True,
+            )
+        return account
+
+    async def find_customer_by_email(
+        self, email: str, legal_entity: str, *, correlation_id: str
+    ) -> ExistingCustomer | None:
+        """The first customer of ``legal_entity`` whose primary contact email is ``email``."""
+        odata_filter = (
+            f"dataAreaId eq {odata_string(legal_entity.lower())} "
+            f"and PrimaryContactEmail eq {odata_string(email)}"
+        )
+        params = {
+            "$filter": odata_filter,
+            "$select": "CustomerAccount,dataAreaId",
+            "$top": "1",
+            # Without it OData reads the service user's default company only.
+            "cross-company": "true",
+        }
+        response = await self._send("GET", self._entity_url, correlation_id, params=params)
+        if response.status != 200:
+            raise error_for_response(response)
+        rows = field_of(_json_or_none(response), "value")
+        if not isinstance(rows, list):
+            raise FnoOperationError(
+                "the customers entity answered without a value array",
+                status=200,
+                correlation_id=response.correlation_id,
+            )
+        for row in rows:
+            if isinstance(row, dict) and row.get("CustomerAccount"):
+                return ExistingCustomer.model_validate(row)
+        return None
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        correlation_id: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        create: bool = False,
+    ) -> UpstreamResponse:
+        # A 401 means F&O did not run the operation, so one more try with a fresh token is safe.
+        for attempt in (1, 2):
+            headers = {
+                "Authorization": f"Bearer {await self._token(correlation_id)}",
+                "Accept": "application/json",
+            }
+            if not create:
+                headers |= {"OData-Version": "4.0", "OData-MaxVersion": "4.0"}
+            try:
+                response = await self._http.send(
+                    method,
+                    url,
+                    service=SERVICE,
+                    headers=headers,
+                    params=params,
+                    json_body=json_body,
+                    idempotent=not create,
+                    correlation_id=correlation_id,
+                    timeout=self._timeout,
+                )
+            except UpstreamTimeoutError:
+                raise FnoTimeoutError(
+                    "no answer in time", correlation_id=correlation_id, may_have_created=create
+                ) from None
+            except UpstreamConnectionError as exc:
+                never_sent = isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+                raise FnoUnavailableError(
+                    "cannot reach F&O" if never_sent else "the connection to F&O broke",
+                    correlation_id=correlation_id,
+                    may_have_created=create and not never_sent,
+                ) from None
+            if response.status == 401 and attempt == 1:
+                self._tokens.invalidate(self.scope)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _token(self, correlation_id: str) -> str:
+        try:
+            return await self._tokens.get_token(self.scope)
+        except TokenError as exc:
+            raise FnoAuthError(
+                f"Entra ID refused a token for {self.scope}: {exc.error or 'error'}",
+                correlation_id=correlation_id,
+            ) from None
+
+
+def error_for_response(response: UpstreamResponse) -> FnoError:
+    """The typed error for an F&O answer other than 200."""
+    status = response.status
+    body = _json_or_none(response)
+    exception_type = _str_or_none(field_of(body, "ExceptionType"))
+    activity_id = _str_or_none(field_of(body, "ActivityId")) or response.upstream_request_id
+    message = _message_of(body)
+    common: dict[str, Any] = {
+        "status": status,
+        "exception_type": exception_type,
+        "activity_id": activity_id,
+        "correlation_id": response.correlation_id,
+    }
+    if status == 400:
+        return FnoRejectedError(
+            "F&O rejected the payload", user_message=user_facing_message(message), **common
+        )
+    if status in (401, 403):
+        return FnoAuthError("F&O refused the app's token", **common)
+    if status in (429, 503):
+        return FnoThrottledError(
+            "F&O is throttling or unavailable", retry_after=response.retry_after(), **common
+        )
+    if status == 404:
+        return FnoOperationError("the F&O endpoint does not exist (check the service path)", **common)
+    if status == 500:
+        user_message = user_facing_message(message)
+        if is_duplicate(exception_type, message):
+            return FnoDuplicateError("F&O refused a duplicate", user_message=user_message, **common)
+        return FnoOperationError("the F&O operation threw", user_message=user_message, **common)
+    return FnoUnavailableError(f"unexpected answer from F&O or its gateway ({status})", **common)
+
+
+def _rejection_from_contract(body: Any, response: UpstreamResponse) -> FnoError:
+    message = _message_of(body)
+    common: dict[str, Any] = {
+        "status": 200,
+        "user_message": user_facing_message(message),
+        "correlation_id": response.correlation_id,
+    }
+    if is_duplicate(None, message):
+        return FnoDuplicateError("F&O refused a duplicate (Success false)", **common)
+    return FnoRejectedError("F&O refused the customer (Success false)", **common)
+
+
+def _message_of(body: Any) -> object:
+    message = field_of(body, "Message")
+    if message is None:
+        # OData errors: {"error": {"code": ..., "message": ...}}
+        message = field_of(field_of(body, "error"), "message")
+    if message is None and isinstance(body, str):
+        message = body
+    return message
+
+
+def _json_or_none(response: UpstreamResponse) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        text = response.text().strip()
+        return text or None
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if isinstance(value, str | int) and str(value) else None

@@ -1,0 +1,139 @@
+"""Fixtures for the customer tests: the sandbox with its F&O stand-in, settings pointing at it,
+a payload built from a seeded customer's name (so the log guard knows what must not leak), and a
+guard of our own for the payload's email and phone, which the seeded data does not hold."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import fno
+from sandbox.server import Sandbox
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.conftest import find_personal_data, sandbox_settings
+
+NEW_EMAIL = "robin.o'hara+till@example.org"
+NEW_PHONE = "+14255550199"
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(seed=42, extensions=[fno.add_routes]) as running:
+        yield running
+
+
+def create_route(settings: Settings) -> str:
+    """The fault-injection route of CreateCustomer, in the case the settings spell the URL."""
+    assert settings.fno_url is not None
+    return "POST /" + settings.fno_url.split("/", 3)[3] + settings.fno_create_customer_path
+
+
+@pytest.fixture
+def fno_stand_in(sandbox: Sandbox) -> fno.FinanceOpsStandIn:
+    return fno.stand_in(sandbox)
+
+
+@pytest.fixture
+def settings(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    # Upper case and a trailing slash on purpose: the token audience must still be exact.
+    return sandbox_settings(
+        sandbox,
+        tmp_path,
+        fno_url=fno.fno_url(sandbox).replace("/fno", "/FnO") + "/",
+        cpos_url="https://pos.contoso.example/cpos",
+    )
+
+
+@pytest.fixture
+async def runtime(runtime: Runtime, sandbox: Sandbox) -> Runtime:
+    """The shared runtime, with its MSAL app built on a worker thread.
+
+    ``TokenProvider._application`` builds the MSAL app on the event loop, and MSAL's constructor
+    runs OIDC discovery with blocking HTTP; against the in-process sandbox that deadlocks. Until
+    shared/identity.py builds it inside ``asyncio.to_thread``, build it here first.
+    """
+    await asyncio.to_thread(runtime.tokens._application, sandbox.client_secret)
+    return runtime
+
+
+@pytest.fixture
+def seeded_person(sandbox: Sandbox) -> Any:
+    return next(c for c in sandbox.data.customers.values() if c.first_name and len(c.last_name) >= 5)
+
+
+@pytest.fixture
+def payload(seeded_person: Any) -> dict[str, Any]:
+    """A valid request body: a seeded customer's name with a new email, so F&O creates it."""
+    address = {
+        "Addresstitle": "Home",
+        "Street": "1 Microsoft Way",
+        "Addresstype": "Billing",
+        "PrimaryAddress": "Yes",
+        "PostalCode": "98052",
+        "City": "Redmond",
+        "Country": "United States",
+        "CountryCode": "USA",
+        "State": "WA",
+    }
+    return copy.deepcopy(
+        {
+            "Customer": {
+                "LegalEntity": "USRT",
+                "FirstName": seeded_person.first_name,
+                "MiddleName": "",
+                "LastName": seeded_person.last_name,
+                "ContactNumber": NEW_PHONE,
+                "CurrencyCode": "USD",
+                "EmailAddress": NEW_EMAIL,
+                "DateOfBirth": "11/10/1997",
+                "Gender": "Male",
+                "BillingAddress": [address],
+                "ShippingAddress": [{**address, "Addresstype": "Shipping"}],
+            }
+        }
+    )
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
+    """The shared guard, plus the payload's own email and phone (not in the seeded data).
+
+    Overrides the root conftest's guard, which asks for the sandbox only at teardown, after the
+    sandbox fixture is gone; this one takes it at set-up so it is still there to check against.
+    """
+    sandbox: Sandbox | None = (
+        request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
+    )
+    capture = _Capture()
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous_level)
+    needles = [re.escape(NEW_EMAIL), re.escape(NEW_PHONE), re.escape(NEW_PHONE[2:])]
+    leaks = [line for line in capture.lines if any(re.search(n, line, re.IGNORECASE) for n in needles)]
+    if sandbox is not None:
+        leaks += find_personal_data(capture.lines, sandbox)
+    assert not leaks, f"personal data in log records: {leaks[:5]}"
