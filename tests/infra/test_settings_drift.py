@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,7 +225,3 @@ def test_parameters_file_matches_main() -> None:
         env, default = match.groups()
         if env in _fields() and default is not None:
             assert default == _as_setting_text(_default(env)), env
-
-
-def test_paths_are_relative_to_infra() -> None:
-    assert Path(INFRA / "main.parameters.json").is_file()
