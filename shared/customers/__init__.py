@@ -1,1 +1,1 @@
-"""Create-customer feature: validation, idempotency and the F&O call behind POST /api/customers."""
+"""Customer creation for the POS: request validation, the F&O call, idempotent replays."""

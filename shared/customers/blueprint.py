@@ -1,0 +1,191 @@
+"""HTTP functions of the customers feature: ``POST /api/customers`` and ``POST /api/store-commerce/links``.
+
+Binding glue only: read and check the request, call one service function, write the answer.
+Both run at auth level FUNCTION (a function key); with ``EASY_AUTH_ENABLED`` the caller must also
+hold the ``CUSTOMERS_APP_ROLE`` app role.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+from pydantic import ValidationError
+
+from shared.customers.http_input import (
+    CORRELATION_HEADER,
+    RequestRejectedError,
+    correlation_id_for,
+    read_json,
+    reject,
+    require_app_role,
+)
+from shared.customers.idempotency import InvalidIdempotencyKeyError, check_key
+from shared.customers.links import DeepLinkRequest, build_links
+from shared.customers.models import CreateCustomerRequest
+from shared.customers.service import Outcome, command_from, customer_service
+from shared.problems import (
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    problem_from_validation_error,
+    problem_response,
+)
+from shared.runtime import get_runtime
+from shared.settings import Settings
+from shared.store_commerce import DeepLinkError, DeepLinkTooLongError, InvalidActionNameError
+
+logger = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@bp.function_name("create_customer")
+@bp.route(route="customers", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def create_customer(req: func.HttpRequest) -> func.HttpResponse:
+    cid = correlation_id_for(req)
+    try:
+        runtime = await get_runtime()
+        settings = runtime.settings
+        data = _checked_body(req, settings, cid)
+        try:
+            request = CreateCustomerRequest.model_validate(data)
+        except ValidationError as exc:
+            raise RequestRejectedError(problem_from_validation_error(exc, correlation_id=cid)) from None
+        key = _idempotency_key(req, cid)
+        service = customer_service(runtime)
+        if service is None:
+            logger.error("configuration fault: FNO_URL is not set [correlation id %s]", cid)
+            raise reject(
+                503,
+                "not-configured",
+                "Customer creation is not configured",
+                "The connector has no F&O environment configured.",
+                cid,
+            )
+        outcome = await service.create(
+            command_from(request.to_fno_payload(), correlation_id=cid, idempotency_key=key)
+        )
+        return _response(outcome, cid)
+    except RequestRejectedError as exc:
+        return _rejected(exc, cid, "create_customer")
+    except Exception as exc:
+        return _unexpected(exc, cid, "create_customer")
+
+
+@bp.function_name("store_commerce_links")
+@bp.route(route="store-commerce/links", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def store_commerce_links(req: func.HttpRequest) -> func.HttpResponse:
+    cid = correlation_id_for(req)
+    try:
+        runtime = await get_runtime()
+        data = _checked_body(req, runtime.settings, cid)
+        try:
+            request = DeepLinkRequest.model_validate(data)
+        except ValidationError as exc:
+            raise RequestRejectedError(problem_from_validation_error(exc, correlation_id=cid)) from None
+        try:
+            body = build_links(request, runtime.settings.cpos_url)
+        except ValidationError as exc:
+            # A built-in action's parameter model reports paths relative to "parameters".
+            problem = problem_from_validation_error(exc, correlation_id=cid)
+            errors = [FieldError(path=_join("parameters", e.path), message=e.message) for e in problem.errors]
+            raise RequestRejectedError(problem.model_copy(update={"errors": errors})) from None
+        except DeepLinkTooLongError as exc:
+            raise reject(
+                422,
+                "deep-link-too-long",
+                "The deep link would be too long",
+                str(exc),
+                cid,
+                errors=[FieldError(path="parameters", message=str(exc))],
+            ) from None
+        except InvalidActionNameError as exc:
+            raise reject(
+                400,
+                "validation",
+                "The request is not valid",
+                str(exc),
+                cid,
+                errors=[FieldError(path="actionName", message=str(exc))],
+            ) from None
+        except DeepLinkError as exc:
+            raise reject(
+                400,
+                "validation",
+                "The request is not valid",
+                str(exc),
+                cid,
+                errors=[FieldError(path="parameters", message=str(exc))],
+            ) from None
+        return _response(Outcome(200, body, {CORRELATION_HEADER: cid}), cid)
+    except RequestRejectedError as exc:
+        return _rejected(exc, cid, "store_commerce_links")
+    except Exception as exc:
+        return _unexpected(exc, cid, "store_commerce_links")
+
+
+def _checked_body(req: func.HttpRequest, settings: Settings, cid: str) -> Any:
+    if settings.easy_auth_enabled:
+        require_app_role(req, settings.customers_app_role, cid)
+    return read_json(req, max_bytes=settings.customer_max_body_bytes, cid=cid)
+
+
+def _idempotency_key(req: func.HttpRequest, cid: str) -> str | None:
+    value = req.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    try:
+        return check_key(value)
+    except InvalidIdempotencyKeyError as exc:
+        raise reject(
+            400,
+            "validation",
+            "The request is not valid",
+            str(exc),
+            cid,
+            errors=[FieldError(path=IDEMPOTENCY_HEADER, message=str(exc))],
+        ) from None
+
+
+def _join(prefix: str, path: str) -> str:
+    if not path:
+        return prefix
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
+def _response(outcome: Outcome, cid: str) -> func.HttpResponse:
+    headers = {CORRELATION_HEADER: cid, "Cache-Control": "no-store", **outcome.headers}
+    is_problem = outcome.status >= 400
+    return func.HttpResponse(
+        body=json.dumps(outcome.body),
+        status_code=outcome.status,
+        mimetype=PROBLEM_CONTENT_TYPE if is_problem else "application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def _rejected(exc: RequestRejectedError, cid: str, function: str) -> func.HttpResponse:
+    paths = ", ".join(error.path or "<body>" for error in exc.problem.errors[:20])
+    logger.warning(
+        "%s answered %d (%s)%s [correlation id %s]",
+        function,
+        exc.problem.status,
+        exc.problem.type.rsplit(":", 1)[-1],
+        f" fields: {paths}" if paths else "",
+        cid,
+    )
+    return problem_response(exc.problem, headers={CORRELATION_HEADER: cid, **exc.headers})
+
+
+def _unexpected(exc: Exception, cid: str, function: str) -> func.HttpResponse:
+    # The type only: an exception's text may quote request data.
+    logger.error("%s failed unexpectedly (%s) [correlation id %s]", function, type(exc).__name__, cid)
+    failure = reject(
+        500, "internal", "Internal Server Error", "The connector failed; quote the correlation id.", cid
+    )
+    return problem_response(failure.problem, headers={CORRELATION_HEADER: cid})

@@ -1,0 +1,317 @@
+"""Create a customer in F&O for the POS: duplicate check, idempotent replays, error mapping.
+
+The service takes a validated request and answers with an :class:`Outcome` (status, JSON body,
+headers) that the blueprint turns into an HTTP response unchanged. Errors are RFC 9457 problem
+objects that carry the correlation id; their ``detail`` may quote F&O's user-facing message, but
+the log lines only ever name the error's kind, exception type and ids, never the message, which
+can quote the customer's own data.
+
+Which outcomes are kept for ``Idempotency-Key`` replays: every answer after which F&O has or may
+have created the customer (201, 504 and the other "may have created" failures), and F&O's
+definitive refusals (409 duplicate, 422 rejected). Failures where F&O certainly did nothing (503
+throttling, 502 credentials, a failed duplicate lookup) release the key so the till can retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.customers.idempotency import (
+    Claim,
+    IdempotencyRecords,
+    InFlight,
+    KeyReused,
+    Replay,
+    StoredResponse,
+    body_hash,
+)
+from shared.customers.links import deep_links
+from shared.finance_ops.client import FinanceOpsClient
+from shared.finance_ops.errors import (
+    FnoAuthError,
+    FnoDuplicateError,
+    FnoError,
+    FnoRejectedError,
+    FnoThrottledError,
+    FnoTimeoutError,
+)
+from shared.http import HttpClient, RetryPolicy
+from shared.identity import TokenProvider
+from shared.problems import problem
+from shared.runtime import Runtime
+from shared.store_commerce import (
+    CREATE_TRANSACTION,
+    CreateTransactionParams,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_SECONDS = 10
+REPLAY_HEADER = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateCustomerCommand:
+    """What the blueprint hands over: the F&O wire payload of a validated request, and its keys."""
+
+    payload: dict[str, Any]
+    legal_entity: str
+    email: str | None
+    correlation_id: str
+    idempotency_key: str | None = None
+
+
+class CustomerService:
+    def __init__(
+        self,
+        fno: FinanceOpsClient,
+        records: IdempotencyRecords,
+        *,
+        duplicate_check: bool,
+        cpos_url: str | None,
+    ) -> None:
+        self._fno = fno
+        self._records = records
+        self._duplicate_check = duplicate_check
+        self._cpos_url = cpos_url
+
+    async def create(self, command: CreateCustomerCommand) -> Outcome:
+        cid = command.correlation_id
+        claim: Claim | None = None
+        if command.idempotency_key is not None:
+            begun = await self._records.begin(command.idempotency_key, body_hash(command.payload))
+            if isinstance(begun, Replay):
+                logger.info(
+                    "create_customer replayed a stored answer (%d) [correlation id %s]",
+                    begun.response.status,
+                    cid,
+                )
+                stored = begun.response
+                return Outcome(stored.status, stored.body, {**stored.headers, REPLAY_HEADER: "true"})
+            if isinstance(begun, InFlight):
+                return _logged(
+                    cid,
+                    "idempotency key in flight",
+                    _problem(
+                        409,
+                        "request-in-progress",
+                        "A request with this Idempotency-Key is still running",
+                        "Wait for the first request to finish, then repeat it to get its answer.",
+                        cid,
+                    ),
+                )
+            if isinstance(begun, KeyReused):
+                return _logged(
+                    cid,
+                    "idempotency key reused",
+                    _problem(
+                        422,
+                        "idempotency-key-reused",
+                        "This Idempotency-Key was used with another body",
+                        "Use a new Idempotency-Key for a different customer.",
+                        cid,
+                    ),
+                )
+            claim = begun
+        outcome, keep = await self._create(command)
+        if claim is not None:
+            if keep:
+                await self._records.complete(
+                    claim, StoredResponse(outcome.status, outcome.body, outcome.headers)
+                )
+            else:
+                await self._records.release(claim)
+        return outcome
+
+    async def _create(self, command: CreateCustomerCommand) -> tuple[Outcome, bool]:
+        cid = command.correlation_id
+        try:
+            if self._duplicate_check and command.email:
+                existing = await self._fno.find_customer_by_email(
+                    command.email, command.legal_entity, correlation_id=cid
+                )
+                if existing is not None:
+                    logger.info(
+                        "create_customer found an existing customer %s [correlation id %s]",
+                        existing.account,
+                        cid,
+                    )
+                    outcome = _problem(
+                        409,
+                        "customer-exists",
+                        "A customer with this email exists already",
+                        f"Customer {existing.account} in {command.legal_entity} has this email address.",
+                        cid,
+                        customerAccount=existing.account,
+                    )
+                    return outcome, True
+        except FnoError as exc:
+            return self._failure(exc, cid, during="duplicate check"), False
+        try:
+            account = await self._fno.create_customer(command.payload, correlation_id=cid)
+        except FnoError as exc:
+            return self._failure(exc, cid, during="CreateCustomer"), _keep(exc)
+        logger.info("create_customer created customer %s [correlation id %s]", account, cid)
+        return Outcome(201, self._created_body(account), {"x-correlation-id": cid}), True
+
+    def _created_body(self, account: str) -> dict[str, Any]:
+        links = deep_links(CREATE_TRANSACTION, CreateTransactionParams(customer_id=account), self._cpos_url)
+        return {"customerAccount": account, "deepLinks": links}
+
+    def _failure(self, exc: FnoError, cid: str, *, during: str) -> Outcome:
+        detail = exc.user_message
+        if isinstance(exc, FnoDuplicateError):
+            outcome = _problem(
+                409,
+                "customer-exists",
+                "F&O refused the customer as a duplicate",
+                detail or "The customer exists already.",
+                cid,
+            )
+        elif isinstance(exc, FnoRejectedError):
+            outcome = _problem(
+                422,
+                "rejected-by-fno",
+                "F&O rejected the customer",
+                detail or "F&O refused the customer data.",
+                cid,
+            )
+        elif isinstance(exc, FnoAuthError):
+            # Our Entra app, its secret or its F&O mapping is wrong: nothing the caller can fix.
+            logger.error(
+                "configuration fault: %s during %s; check FNO_URL, the Entra app and its F&O "
+                "'Microsoft Entra applications' mapping",
+                exc,
+                during,
+            )
+            outcome = _problem(
+                502,
+                "upstream-configuration",
+                "The connector cannot sign in to F&O",
+                "The connector's F&O credentials were refused; an administrator must fix them.",
+                cid,
+            )
+        elif isinstance(exc, FnoThrottledError):
+            wait = (
+                DEFAULT_RETRY_AFTER_SECONDS if exc.retry_after is None else max(1, math.ceil(exc.retry_after))
+            )
+            outcome = _problem(503, "upstream-busy", "F&O is busy", "F&O asked to retry later.", cid)
+            outcome.headers["Retry-After"] = str(wait)
+        elif isinstance(exc, FnoTimeoutError):
+            outcome = _problem(
+                504,
+                "upstream-timeout",
+                "F&O did not answer in time",
+                "The customer may have been created; look it up before creating it again.",
+                cid,
+            )
+        else:
+            outcome = _problem(
+                502,
+                "upstream-error",
+                "F&O could not create the customer",
+                detail or "F&O failed; try again later.",
+                cid,
+            )
+        # str(exc) holds the kind, status, exception type and ids, never F&O's message text.
+        return _logged(cid, f"{during} failed: {exc}", outcome)
+
+
+def _keep(exc: FnoError) -> bool:
+    return exc.may_have_created or isinstance(exc, FnoDuplicateError | FnoRejectedError)
+
+
+PROBLEM_TYPE_PREFIX = "urn:d365-commerce-connector:problem:"
+
+
+def _problem(status: int, kind: str, title: str, detail: str, cid: str, **extensions: Any) -> Outcome:
+    model = problem(
+        status, correlation_id=cid, title=title, detail=detail, problem_type=PROBLEM_TYPE_PREFIX + kind
+    )
+    body = model.model_dump(mode="json", by_alias=True, exclude_none=True) | extensions
+    return Outcome(status, body, {"x-correlation-id": cid})
+
+
+def _logged(cid: str, reason: str, outcome: Outcome) -> Outcome:
+    level = logging.ERROR if outcome.status >= 500 else logging.WARNING
+    logger.log(level, "create_customer answered %d: %s [correlation id %s]", outcome.status, reason, cid)
+    return outcome
+
+
+# ----- wiring: one F&O client per process, built on first use
+
+
+def customer_service(runtime: Runtime) -> CustomerService | None:
+    """The service for this process, or None when ``FNO_URL`` is not set."""
+    settings = runtime.settings
+    if not settings.fno_url:
+        return None
+    service = runtime.extras.get("customers.service")
+    if isinstance(service, CustomerService):
+        return service
+    tokens = runtime.tokens
+    if settings.fno_client_id and settings.fno_client_id != settings.entra_client_id:
+        tokens = TokenProvider(
+            authority=settings.authority,
+            client_id=settings.fno_client_id,
+            secret_name=settings.fno_client_secret_name,
+            secrets=runtime.secrets,
+            extra_ca_bundle=settings.extra_ca_bundle,
+        )
+    # The till waits for this call: fewer attempts and shorter waits than background work.
+    http = HttpClient(
+        runtime.http.session,
+        RetryPolicy(
+            max_attempts=settings.fno_max_attempts,
+            backoff_base=min(settings.http_backoff_base_seconds, 1.0),
+            backoff_max=min(settings.http_backoff_max_seconds, 2.0),
+            max_server_delay=settings.fno_max_retry_wait_seconds,
+        ),
+    )
+    fno = FinanceOpsClient(
+        http,
+        tokens,
+        base_url=settings.fno_url,
+        create_customer_path=settings.fno_create_customer_path,
+        customers_entity=settings.fno_customers_entity,
+        timeout=settings.fno_timeout_seconds,
+    )
+    # A claim older than any F&O call can last belongs to a worker that died.
+    lease = (
+        2 * settings.fno_timeout_seconds * settings.fno_max_attempts
+        + settings.fno_max_retry_wait_seconds
+        + 30
+    )
+    records = IdempotencyRecords(
+        runtime.store, ttl_seconds=settings.idempotency_ttl_hours * 3600, lease_seconds=lease
+    )
+    service = CustomerService(
+        fno, records, duplicate_check=settings.duplicate_check_enabled, cpos_url=settings.cpos_url
+    )
+    runtime.extras["customers.service"] = service
+    return service
+
+
+def command_from(
+    payload: Mapping[str, Any], *, correlation_id: str, idempotency_key: str | None
+) -> CreateCustomerCommand:
+    customer = payload["Customer"]
+    email = customer.get("EmailAddress")
+    return CreateCustomerCommand(
+        payload=dict(payload),
+        legal_entity=str(customer["LegalEntity"]),
+        email=email if isinstance(email, str) and email else None,
+        correlation_id=correlation_id,
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,394 @@
+"""POST /api/customers through the registered function, against the sandbox's F&O stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from sandbox.fno import FinanceOpsStandIn
+from sandbox.server import Sandbox
+from shared.runtime import Runtime, set_runtime
+from shared.settings import Settings
+from shared.store_commerce import parse_deep_link
+from tests.customers.conftest import create_route
+from tests.customers.helpers import body_of, call, http_request, principal
+
+PROBLEM = "application/problem+json"
+MakeRuntime = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.fixture
+async def make_runtime(runtime: Runtime, settings: Settings, sandbox: Sandbox) -> AsyncIterator[MakeRuntime]:
+    """Swap in a runtime whose settings differ from the fixture's."""
+    made: list[Runtime] = []
+
+    async def make(**overrides: Any) -> Runtime:
+        created = Runtime.create(settings.model_copy(update=overrides))
+        await asyncio.to_thread(created.tokens._application, sandbox.client_secret)
+        made.append(created)
+        set_runtime(created)
+        return created
+
+    yield make
+    set_runtime(runtime)
+    for created in made:
+        await created.close()
+
+
+async def create(functions: dict[str, Any], body: Any, **headers: str) -> Any:
+    return await call(functions, "create_customer", http_request("customers", body, headers=headers))
+
+
+def test_route_methods_and_auth_level(registered_functions: dict[str, Any]) -> None:
+    for name, route in (("create_customer", "customers"), ("store_commerce_links", "store-commerce/links")):
+        function = registered_functions[name]
+        assert function.is_http_function()
+        trigger = json.loads(function.get_function_json())["bindings"][0]
+        assert trigger["type"] == "httpTrigger"
+        assert trigger["route"] == route
+        assert [m.upper() for m in trigger["methods"]] == ["POST"]
+        assert trigger["authLevel"].upper() == "FUNCTION"
+
+
+async def test_creates_the_customer_and_answers_account_and_deep_links(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    response = await create(registered_functions, payload)
+    assert response.status_code == 201, response.get_body()
+    assert response.mimetype == "application/json"
+    body = body_of(response)
+    assert fno_stand_in.creations == 1
+    account = fno_stand_in.customers[0].account
+    assert body["customerAccount"] == account
+    store = parse_deep_link(body["deepLinks"]["storeCommerce"])
+    assert (store.action_name, store.params) == ("D365.CreateTransaction", {"customerId": account})
+    assert body["deepLinks"]["storeCommerce"].startswith(
+        "ms-d365sc://executeAction?actionName=D365.CreateTransaction&param="
+    )
+    assert body["deepLinks"]["cloudPos"].startswith("https://pos.contoso.example/cpos/POS?actionName=")
+    # F&O received the normalised payload, every documented key present.
+    sent = fno_stand_in.customers[0].payload["Customer"]
+    assert sent["EmailAddress"] == payload["Customer"]["EmailAddress"]
+    assert set(sent) == set(payload["Customer"])
+
+
+async def test_no_cloud_pos_link_without_its_url(
+    registered_functions: dict[str, Any], make_runtime: MakeRuntime, payload: dict[str, Any]
+) -> None:
+    await make_runtime(cpos_url=None)
+    body = body_of(await create(registered_functions, payload))
+    assert set(body["deepLinks"]) == {"storeCommerce"}
+
+
+async def test_invalid_payload_is_a_problem_naming_each_field_and_never_reaches_fno(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    payload["Customer"]["EmailAddress"] = "not-an-email"
+    payload["Customer"]["CurrencyCode"] = "XXQ"
+    payload["Customer"]["BillingAddress"][0]["Nickname"] = "x"
+    del payload["Customer"]["LastName"]
+    response = await create(registered_functions, payload)
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM
+    body = body_of(response)
+    paths = {error["path"] for error in body["errors"]}
+    assert {
+        "Customer.EmailAddress",
+        "Customer.CurrencyCode",
+        "Customer.LastName",
+        "Customer.BillingAddress[0].Nickname",
+    } <= paths
+    assert body["correlationId"] == response.headers["x-correlation-id"]
+    assert "not-an-email" not in response.get_body().decode()
+    assert sandbox.stats.requests[create_route(settings)] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"\xff\xfe", "application/json", 400),
+        (b'{"Customer": NaN}', "application/json", 400),
+        (b"{}", "text/plain", 415),
+        (b"{}", "application/json; charset=latin-1", 415),
+        (b"[1, 2]", "application/json", 400),
+    ],
+)
+async def test_unreadable_bodies(
+    registered_functions: dict[str, Any], runtime: Runtime, raw: bytes, content_type: str, status: int
+) -> None:
+    request = http_request("customers", raw=raw, headers={"Content-Type": content_type})
+    response = await call(registered_functions, "create_customer", request)
+    assert response.status_code == status
+    assert response.mimetype == PROBLEM
+    assert body_of(response)["status"] == status
+
+
+async def test_body_over_the_limit_is_413(
+    registered_functions: dict[str, Any], make_runtime: MakeRuntime, payload: dict[str, Any]
+) -> None:
+    await make_runtime(customer_max_body_bytes=1024)
+    payload["Customer"]["BillingAddress"][0]["Street"] = "x" * 2000
+    response = await create(registered_functions, payload)
+    assert response.status_code == 413
+    assert response.mimetype == PROBLEM
+
+
+async def test_not_configured_is_503(
+    registered_functions: dict[str, Any], make_runtime: MakeRuntime, payload: dict[str, Any]
+) -> None:
+    await make_runtime(fno_url=None)
+    response = await create(registered_functions, payload)
+    assert response.status_code == 503
+    assert body_of(response)["type"].endswith("not-configured")
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 403),
+        ("not base64 json!", 403),
+        (principal("Customers.Read"), 403),
+        (principal("Customers.Create"), 201),
+        (
+            principal(
+                "Customers.Create", role_typ="http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+            ),
+            201,
+        ),
+    ],
+)
+async def test_easy_auth_requires_the_app_role(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    header: str | None,
+    status: int,
+) -> None:
+    await make_runtime(easy_auth_enabled=True)
+    headers = {"X-MS-CLIENT-PRINCIPAL": header} if header is not None else {}
+    response = await create(registered_functions, payload, **headers)
+    assert response.status_code == status
+    assert fno_stand_in.creations == (1 if status == 201 else 0)
+
+
+# ----- upstream mapping
+
+
+async def test_fno_400_is_422_with_its_message(
+    registered_functions: dict[str, Any], runtime: Runtime, payload: dict[str, Any]
+) -> None:
+    payload["Customer"]["LegalEntity"] = "ZZZZ"
+    response = await create(registered_functions, payload)
+    assert response.status_code == 422
+    assert body_of(response)["detail"] == "Company 'ZZZZ' does not exist."
+
+
+async def test_fno_duplicate_500_is_409_without_internals(
+    registered_functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox, payload: dict[str, Any]
+) -> None:
+    payload["Customer"]["EmailAddress"] = next(c.email for c in sandbox.data.customers.values() if c.email)
+    response = await create(registered_functions, payload)
+    assert response.status_code == 409
+    text = response.get_body().decode()
+    assert "already exists" in body_of(response)["detail"]
+    for internal in ("Exception", "occured", "StackTrace", "CustTable.insert", "ActivityId"):
+        assert internal not in text
+
+
+async def test_other_fno_500_is_502_with_the_user_facing_part(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    failure = {
+        "Message": "An exception occured when invoking the operation - Number sequence is exhausted."
+        "\n   at Dynamics.AX.Application.NumberSeq.num()",
+        "ExceptionType": "XppException",
+        "ActivityId": "5b2f",
+    }
+    sandbox.faults.add(create_route(settings), status=500, body=json.dumps(failure))
+    response = await create(registered_functions, payload)
+    assert response.status_code == 502
+    body = body_of(response)
+    assert body["detail"] == "Number sequence is exhausted."
+    assert "XppException" not in response.get_body().decode()
+    assert "NumberSeq" not in response.get_body().decode()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_fno_refusing_our_token_is_502_and_a_configuration_fault(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox.faults.add(create_route(settings), status=status, body="", times=None)
+    with caplog.at_level(logging.ERROR):
+        response = await create(registered_functions, payload)
+    assert response.status_code == 502
+    cid = body_of(response)["correlationId"]
+    assert any("configuration fault" in r.getMessage() and cid in r.getMessage() for r in caplog.records)
+
+
+async def test_timeout_is_504(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    await make_runtime(fno_timeout_seconds=0.3)
+    sandbox.faults.add(create_route(settings), timeout=True)
+    response = await create(registered_functions, payload)
+    assert response.status_code == 504
+    assert response.mimetype == PROBLEM
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_throttling_is_503_with_retry_after(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    status: int,
+) -> None:
+    sandbox.faults.add(create_route(settings), status=status, headers={"Retry-After": "0"}, times=None)
+    response = await create(registered_functions, payload)
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_error_correlation_id_is_logged(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    payload: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payload["Customer"]["LegalEntity"] = "ZZZZ"
+    with caplog.at_level(logging.INFO):
+        response = await create(registered_functions, payload, **{"x-correlation-id": "till-7-req-0042"})
+    assert body_of(response)["correlationId"] == "till-7-req-0042"
+    assert any("till-7-req-0042" in r.getMessage() for r in caplog.records)
+
+
+# ----- duplicate check
+
+
+async def test_duplicate_check_answers_409_with_the_existing_account(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    fno_stand_in: FinanceOpsStandIn,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    await make_runtime(duplicate_check_enabled=True)
+    seeded = next(c for c in sandbox.data.customers.values() if c.email)
+    payload["Customer"]["EmailAddress"] = seeded.email
+    response = await create(registered_functions, payload)
+    assert response.status_code == 409
+    assert body_of(response)["customerAccount"] == seeded.account_number
+    assert sandbox.stats.requests[create_route(settings)] == 0
+    # A new email passes the check and is created.
+    payload["Customer"]["EmailAddress"] = "new.shopper@example.org"
+    assert (await create(registered_functions, payload)).status_code == 201
+
+
+# ----- idempotency
+
+
+async def test_same_key_and_body_replays_without_calling_fno(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "till-7-0001"})
+    again = await create(registered_functions, copy.deepcopy(payload), **{"Idempotency-Key": "till-7-0001"})
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert body_of(first) == body_of(again)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert fno_stand_in.creations == 1
+    assert sandbox.stats.requests[create_route(settings)] == 1
+
+
+async def test_same_key_other_body_is_422(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    assert (await create(registered_functions, payload, **{"Idempotency-Key": "k-1"})).status_code == 201
+    payload["Customer"]["FirstName"] = "Someone"
+    response = await create(registered_functions, payload, **{"Idempotency-Key": "k-1"})
+    assert response.status_code == 422
+    assert fno_stand_in.creations == 1
+
+
+async def test_ten_concurrent_requests_with_one_key_create_once(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    sandbox.faults.add(create_route(settings), latency=0.2, times=None)
+    responses = await asyncio.gather(
+        *(
+            create(registered_functions, copy.deepcopy(payload), **{"Idempotency-Key": "k-burst"})
+            for _ in range(10)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert fno_stand_in.creations == 1
+    assert statuses.count(201) >= 1
+    assert set(statuses) <= {201, 409}
+    accounts = {body_of(r)["customerAccount"] for r in responses if r.status_code == 201}
+    assert accounts == {fno_stand_in.customers[0].account}
+
+
+async def test_throttled_attempt_releases_the_key_for_a_retry(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    sandbox.faults.add(create_route(settings), status=503, headers={"Retry-After": "0"}, times=2)
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "k-2"})
+    second = await create(registered_functions, payload, **{"Idempotency-Key": "k-2"})
+    assert (first.status_code, second.status_code) == (503, 201)
+    assert fno_stand_in.creations == 1
+
+
+async def test_invalid_idempotency_key_is_400(
+    registered_functions: dict[str, Any], runtime: Runtime, payload: dict[str, Any]
+) -> None:
+    response = await create(registered_functions, payload, **{"Idempotency-Key": "x" * 300})
+    assert response.status_code == 400
+    assert body_of(response)["errors"][0]["path"] == "Idempotency-Key"
