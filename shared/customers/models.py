@@ -244,11 +244,11 @@ def _yes_no(value: str) -> str:
 _Absent = BeforeValidator(_absent_as_empty)
 
 Name = Annotated[str, Field(min_length=1, max_length=25), AfterValidator(_no_control)]
-OptionalName = Annotated[str, _Absent, Field(max_length=25), AfterValidator(_no_control)]
+OptionalName = Annotated[str, Field(max_length=25), _Absent, AfterValidator(_no_control)]
 
 
-OptionalText10 = Annotated[str, _Absent, Field(max_length=10), AfterValidator(_no_control)]
-OptionalText60 = Annotated[str, _Absent, Field(max_length=60), AfterValidator(_no_control)]
+OptionalText10 = Annotated[str, Field(max_length=10), _Absent, AfterValidator(_no_control)]
+OptionalText60 = Annotated[str, Field(max_length=60), _Absent, AfterValidator(_no_control)]
 
 
 class _Wire(BaseModel):
@@ -321,19 +321,19 @@ class NewCustomer(_Wire):
     first_name: Name = Field(alias="FirstName")
     middle_name: OptionalName = Field(default="", alias="MiddleName")
     last_name: Name = Field(alias="LastName")
-    contact_number: Annotated[str, _Absent, Field(max_length=32), AfterValidator(_phone)] = Field(
+    contact_number: Annotated[str, Field(max_length=32), _Absent, AfterValidator(_phone)] = Field(
         default="", alias="ContactNumber"
     )
     currency_code: Annotated[str, BeforeValidator(_upper), AfterValidator(_currency)] = Field(
         alias="CurrencyCode"
     )
-    email_address: Annotated[str, _Absent, Field(max_length=320), AfterValidator(_email)] = Field(
+    email_address: Annotated[str, Field(max_length=320), _Absent, AfterValidator(_email)] = Field(
         default="", alias="EmailAddress"
     )
-    date_of_birth: Annotated[str, _Absent, Field(max_length=10), AfterValidator(_date_of_birth)] = Field(
+    date_of_birth: Annotated[str, Field(max_length=10), _Absent, AfterValidator(_date_of_birth)] = Field(
         default="", alias="DateOfBirth"
     )
-    gender: Annotated[str, _Absent, Field(max_length=20), AfterValidator(_gender)] = Field(
+    gender: Annotated[str, Field(max_length=20), _Absent, AfterValidator(_gender)] = Field(
         default=NO_GENDER, alias="Gender"
     )
     billing_addresses: Annotated[
