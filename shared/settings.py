@@ -8,16 +8,26 @@ Secrets are never settings: a setting only *names* a secret (see ``shared/secret
 
 from __future__ import annotations
 
+import json
 import re
+import string
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _NCRONTAB_FIELDS = 6
 _OUN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# The queue message's step is at most 20 (shared/abandoned_carts/messages.py).
+MAX_REMINDER_STEPS = 20
+# Microsoft's abandoned-cart sample's defaults: small, medium and large screens; large is the <img>.
+DEFAULT_IMAGE_VIEWPORTS: tuple[dict[str, Any], ...] = (
+    {"media": "(max-width:768px)", "width": 80, "height": 80, "default": False},
+    {"media": "(min-width:769px) and (max-width:1599px)", "width": 183, "height": 183, "default": False},
+    {"media": "(min-width:1600px)", "width": 315, "height": 315, "default": True},
+)
 
 
 class SettingsError(ValueError):
@@ -77,6 +87,129 @@ class Settings(BaseSettings):
     detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
     # --- notify (issue 3): owned by the notify service ------------------------------------
+    # Who may get an abandoned-cart email (docs/notify.md): opted_in, not_opted_out, or off
+    # (off only for transactional use; the suppression list and blocked customers still apply).
+    consent_policy: Literal["opted_in", "not_opted_out", "off"] = "not_opted_out"
+    # At most one abandoned-cart sequence per customer in this many hours; 0 turns the cap off.
+    frequency_cap_hours: int = Field(default=24, ge=0, le=24 * 30)
+    # Skip a cart whose customer placed an order since the cart last changed (SalesOrders/SearchOrders).
+    order_check: bool = True
+    # Minutes after the cart's last change at which each reminder step is due, e.g. "60,1440".
+    reminder_steps: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [60])
+    # Concurrent invocations share one customer and one product lookup per window.
+    coalesce_window_ms: int = Field(default=25, ge=0, le=1000)
+    product_cache_ttl_seconds: int = Field(default=600, ge=0, le=86_400)
+    channel_cache_ttl_seconds: int = Field(default=3600, ge=0, le=86_400)
+    # The storefront: product pages are {SITE_URL}/{name-slug}/{RecordId}.p
+    site_url: str | None = None
+    # Placeholders {cartId}, {oun}, {channelId}; values are URL-encoded.
+    return_to_cart_url_template: str | None = None
+    # Placeholders {customerId}, {cartId}, {oun}, {channelId}; unset: no unsubscribe link.
+    unsubscribe_url_template: str | None = None
+    # Media Server Base URL of the channel profile; relative image paths are appended to it.
+    image_base_url: str | None = None
+    # JSON list of {"media", "width", "height", "default"}: one resized image per viewport.
+    image_viewports: Annotated[list[dict[str, Any]], NoDecode] = Field(
+        default_factory=lambda: [dict(v) for v in DEFAULT_IMAGE_VIEWPORTS]
+    )
+
+    @field_validator("reminder_steps", mode="before")
+    @classmethod
+    def _parse_reminder_steps(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("reminder_steps")
+    @classmethod
+    def _check_reminder_steps(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one step (minutes after the cart's last change)")
+        if len(value) > MAX_REMINDER_STEPS:
+            raise ValueError(f"at most {MAX_REMINDER_STEPS} steps")
+        if any(minutes < 1 for minutes in value):
+            raise ValueError("each step is a whole number of minutes, at least 1")
+        if value != sorted(set(value)):
+            raise ValueError("steps must be strictly increasing, e.g. 60,1440")
+        if value[-1] > 60 * 24 * 30:
+            raise ValueError("the last step must be at most 30 days (43200 minutes) after the change")
+        return value
+
+    @field_validator("site_url", "image_base_url")
+    @classmethod
+    def _check_notify_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1]) == 0:
+            raise ValueError("must be an http(s):// URL")
+        return value
+
+    @field_validator("return_to_cart_url_template", "unsubscribe_url_template")
+    @classmethod
+    def _check_url_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL template")
+        allowed = (
+            {"cartId", "oun", "channelId"}
+            if info.field_name == "return_to_cart_url_template"
+            else {"customerId", "cartId", "oun", "channelId"}
+        )
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+        except ValueError as exc:
+            raise ValueError(
+                f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+            ) from None
+        unknown = sorted({field for field in fields if field not in allowed})
+        if unknown:
+            raise ValueError(f"uses unknown placeholder(s) {unknown}; allowed: {sorted(allowed)}")
+        if info.field_name == "return_to_cart_url_template" and "cartId" not in fields:
+            raise ValueError("must contain {cartId}, so each email links to its own cart")
+        return value
+
+    @field_validator("image_viewports", mode="before")
+    @classmethod
+    def _parse_image_viewports(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON list of {media, width, height, default}") from None
+        return value
+
+    @field_validator("image_viewports")
+    @classmethod
+    def _check_image_viewports(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not value:
+            raise ValueError("needs at least one viewport")
+        checked: list[dict[str, Any]] = []
+        for index, viewport in enumerate(value):
+            unknown = set(viewport) - {"media", "width", "height", "default"}
+            if unknown:
+                raise ValueError(f"viewport {index} has unknown key(s) {sorted(unknown)}")
+            media, width, height = viewport.get("media"), viewport.get("width"), viewport.get("height")
+            default = viewport.get("default", False)
+            if not isinstance(media, str) or not media.strip():
+                raise ValueError(f"viewport {index} needs a CSS media query in 'media'")
+            for name, size in (("width", width), ("height", height)):
+                if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 3000:
+                    raise ValueError(f"viewport {index}: '{name}' must be a whole number of pixels, 0-3000")
+            if not isinstance(default, bool):
+                raise ValueError(f"viewport {index}: 'default' must be true or false")
+            checked.append({"media": media.strip(), "width": width, "height": height, "default": default})
+        if sum(1 for viewport in checked if viewport["default"]) != 1:
+            raise ValueError("exactly one viewport must be the default (the <img> fallback)")
+        return checked
+
+    @model_validator(mode="after")
+    def _check_notify(self) -> Settings:
+        # The host names the poison queue <queue>-poison; it must still be a valid queue name.
+        if len(self.detection_queue_name) > 63 - len("-poison"):
+            raise ValueError("DETECTION_QUEUE_NAME must be at most 56 characters (its poison queue adds 7)")
+        return self
+
     # --- end notify --------------------------------------------------------------------------
 
     # --- email providers (issue 3): owned by shared/email -----------------------------------

@@ -1,0 +1,230 @@
+"""Batched, coalesced look-ups of customers, products, images and channel data, with TTL caches.
+
+The host runs several queue messages of one process at once (``batchSize`` in host.json). Rather
+than one ``Customers/GetByAccountNumbers`` and one ``Products/GetByIds`` call each, concurrent
+invocations put their ids into a :class:`Coalescer` batch that is sent once a short window has
+passed (``COALESCE_WINDOW_MS``) or the batch is full. Products, media locations and the channel
+configuration change rarely and are cached for a while; customers are never cached, because a
+customer's consent can change at any moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from shared.retail_server.client import RetailServerClient
+from shared.retail_server.models import ChannelConfiguration, Customer, MediaLocation, SimpleProduct
+
+G = TypeVar("G", bound=Hashable)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Retail Server documents no limit on ids per call; keep requests and $top modest.
+MAX_BATCH = 100
+
+
+class TtlCache(Generic[K, V]):
+    """A small in-process cache whose entries expire ``ttl`` seconds after they were stored."""
+
+    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000):
+        self._ttl = ttl
+        self._clock = clock
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires, value = found
+        if expires <= self._clock():
+            del self._entries[key]
+            return None
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._entries) >= self._max_entries:
+            # Oldest insertion first: dicts keep insertion order.
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (self._clock() + self._ttl, value)
+
+
+@dataclass
+class _Batch(Generic[K, V]):
+    keys: dict[K, None] = field(default_factory=dict)
+    result: asyncio.Future[Mapping[K, V]] | None = None
+    sent: bool = False
+
+
+class Coalescer(Generic[G, K, V]):
+    """Collect the keys asked for within ``window`` seconds, per group, and fetch them in one call.
+
+    ``fetch(group, keys)`` returns what it found; missing keys are simply absent. A failure of the
+    shared call is raised to every caller of that batch.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[G, list[K]], Awaitable[Mapping[K, V]]],
+        *,
+        window: float,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._fetch = fetch
+        self._window = window
+        self._max_batch = max_batch
+        self._open: dict[G, _Batch[K, V]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get_many(self, group: G, keys: Iterable[K]) -> dict[K, V]:
+        wanted = list(dict.fromkeys(keys))
+        results: dict[K, V] = {}
+        waits: list[asyncio.Future[Mapping[K, V]]] = []
+        for chunk_start in range(0, len(wanted), self._max_batch):
+            chunk = wanted[chunk_start : chunk_start + self._max_batch]
+            while chunk:
+                batch = self._batch_for(group)
+                room = self._max_batch - len(batch.keys)
+                taken, chunk = chunk[:room], chunk[room:]
+                batch.keys.update(dict.fromkeys(taken))
+                assert batch.result is not None
+                waits.append(batch.result)
+                if len(batch.keys) >= self._max_batch:
+                    self._send(group, batch)
+        for found in await asyncio.gather(*waits):
+            for key in wanted:
+                if key in found:
+                    results[key] = found[key]
+        return results
+
+    async def get(self, group: G, key: K) -> V | None:
+        return (await self.get_many(group, [key])).get(key)
+
+    def _batch_for(self, group: G) -> _Batch[K, V]:
+        batch = self._open.get(group)
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = _Batch(result=loop.create_future())
+            self._open[group] = batch
+            loop.call_later(self._window, self._send, group, batch)
+        return batch
+
+    def _send(self, group: G, batch: _Batch[K, V]) -> None:
+        if batch.sent:
+            return
+        batch.sent = True
+        if self._open.get(group) is batch:
+            del self._open[group]
+        task = asyncio.get_running_loop().create_task(self._run(group, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, group: G, batch: _Batch[K, V]) -> None:
+        assert batch.result is not None
+        try:
+            found = await self._fetch(group, list(batch.keys))
+        except Exception as exc:  # handed to every waiter of this batch
+            if not batch.result.done():
+                batch.result.set_exception(exc)
+            return
+        if not batch.result.done():
+            batch.result.set_result(found)
+
+
+class Enricher:
+    """What the notify service needs from Retail Server, batched and cached, one per process."""
+
+    def __init__(
+        self,
+        retail: RetailServerClient,
+        *,
+        window_seconds: float,
+        product_ttl_seconds: float,
+        channel_ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._retail = retail
+        self._customers: Coalescer[str, str, Customer] = Coalescer(
+            self._fetch_customers, window=window_seconds
+        )
+        self._products: Coalescer[tuple[str, int], int, SimpleProduct] = Coalescer(
+            self._fetch_products, window=window_seconds
+        )
+        self._product_cache: TtlCache[tuple[str, int, int], SimpleProduct] = TtlCache(
+            product_ttl_seconds, clock=clock
+        )
+        self._media_cache: TtlCache[tuple[str, int, int], list[MediaLocation]] = TtlCache(
+            product_ttl_seconds, clock=clock
+        )
+        self._channel_cache: TtlCache[str, ChannelConfiguration] = TtlCache(channel_ttl_seconds, clock=clock)
+        # One channel-configuration call in flight per channel, shared by whoever asks meanwhile.
+        self._channel_calls: dict[str, asyncio.Future[ChannelConfiguration]] = {}
+
+    async def customer(self, oun: str, account_number: str) -> Customer | None:
+        return await self._customers.get(oun, account_number)
+
+    async def products(
+        self, oun: str, channel_id: int, product_ids: Sequence[int]
+    ) -> dict[int, SimpleProduct]:
+        found: dict[int, SimpleProduct] = {}
+        missing: list[int] = []
+        for product_id in dict.fromkeys(product_ids):
+            cached = self._product_cache.get((oun, channel_id, product_id))
+            if cached is not None:
+                found[product_id] = cached
+            else:
+                missing.append(product_id)
+        if missing:
+            fetched = await self._products.get_many((oun, channel_id), missing)
+            for product_id, product in fetched.items():
+                self._product_cache.put((oun, channel_id, product_id), product)
+            found.update(fetched)
+        return found
+
+    async def media(self, oun: str, channel_id: int, product_id: int) -> list[MediaLocation]:
+        key = (oun, channel_id, product_id)
+        cached = self._media_cache.get(key)
+        if cached is not None:
+            return cached
+        media = await self._retail.get_media_locations(oun, channel_id, product_id)
+        self._media_cache.put(key, media)
+        return media
+
+    async def channel(self, oun: str) -> ChannelConfiguration:
+        cached = self._channel_cache.get(oun)
+        if cached is not None:
+            return cached
+        pending = self._channel_calls.get(oun)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._channel_calls[oun] = pending
+            try:
+                configuration = await self._retail.get_channel_configuration(oun)
+            except Exception as exc:
+                pending.set_exception(exc)
+                # Retrieved here so a failure nobody else waited for is not reported as unhandled.
+                pending.exception()
+                raise
+            finally:
+                del self._channel_calls[oun]
+            self._channel_cache.put(oun, configuration)
+            pending.set_result(configuration)
+            return configuration
+        return await asyncio.shield(pending)
+
+    async def _fetch_customers(self, oun: str, account_numbers: list[str]) -> dict[str, Customer]:
+        customers = await self._retail.get_customers(oun, account_numbers)
+        return {customer.account_number: customer for customer in customers}
+
+    async def _fetch_products(
+        self, group: tuple[str, int], product_ids: list[int]
+    ) -> dict[int, SimpleProduct]:
+        oun, channel_id = group
+        products = await self._retail.get_products(oun, channel_id, product_ids)
+        return {product.record_id: product for product in products}
