@@ -97,6 +97,7 @@ class TokenProvider:
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
         self._http: _PinnedVerifySession | None = None
+        self._app_lock = asyncio.Lock()
         self.requests_made = 0
 
     async def get_token(self, scope: str) -> str:
@@ -124,10 +125,15 @@ class TokenProvider:
     def invalidate(self, scope: str) -> None:
         """Drop a cached token, e.g. after the upstream answered 401 to it."""
         self._tokens.pop(scope, None)
+        if self._app is not None:
+            # MSAL keeps its own cache and would hand the refused token back; this is in-memory only.
+            self._app.remove_tokens_for_client()
 
     async def _acquire(self, scope: str) -> str:
         secret = await self._secrets.get(self._secret_name)
-        app = self._application(secret)
+        # Building the application runs MSAL's authority discovery over HTTP: off the loop too.
+        async with self._app_lock:
+            app = await asyncio.to_thread(self._application, secret)
         self.requests_made += 1
         result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
         if "access_token" not in result:

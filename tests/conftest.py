@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox.server import Sandbox
 
+from sandbox.server import Sandbox
 from shared.logging_setup import configure_logging
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
@@ -30,7 +30,12 @@ class _Capture(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
-    """Capture every log record of the test; fail if one holds a sandbox customer's personal data."""
+    """Capture every log record of the test; fail if one holds a sandbox customer's personal data.
+
+    The sandbox is taken at setup: by teardown it has been torn down already."""
+    running: Sandbox | None = (
+        request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
+    )
     capture = _Capture()
     root = logging.getLogger()
     previous_level = root.level
@@ -41,11 +46,9 @@ def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
     finally:
         root.removeHandler(capture)
         root.setLevel(previous_level)
-    if "sandbox" not in request.fixturenames:
-        return
-    sandbox: Sandbox = request.getfixturevalue("sandbox")
-    leaks = find_personal_data(capture.lines, sandbox)
-    assert not leaks, f"personal data in log records: {leaks[:5]}"
+    if running is not None:
+        leaks = find_personal_data(capture.lines, running)
+        assert not leaks, f"personal data in log records: {leaks[:5]}"
 
 
 def personal_data_patterns(sandbox: Sandbox) -> list[re.Pattern[str]]:

@@ -114,11 +114,7 @@ class _Capture(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
-    """The shared guard, plus the payload's own email and phone (not in the seeded data).
-
-    Overrides the root conftest's guard, which asks for the sandbox only at teardown, after the
-    sandbox fixture is gone; this one takes it at set-up so it is still there to check against.
-    """
+    """The shared guard, plus the payload's own email and phone (not in the seeded data)."""
     sandbox: Sandbox | None = (
         request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     )

@@ -3,8 +3,7 @@ an HTTP client that trusts it and never really sleeps, and secrets from a plain 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,29 +18,6 @@ from shared.secrets import CachedSecrets, EnvironmentSecrets
 
 def _extensions() -> list[Any]:
     return [emarsys_stand_in.add_routes, sendgrid.add_routes, webhook.add_routes]
-
-
-@pytest.fixture(autouse=True)
-def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The shared guard, but it takes the sandbox at setup: at teardown the sandbox is gone already."""
-    from tests.conftest import _Capture, find_personal_data
-
-    running: Sandbox | None = (
-        request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
-    )
-    capture = _Capture()
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield capture
-    finally:
-        root.removeHandler(capture)
-        root.setLevel(previous_level)
-    if running is not None:
-        leaks = find_personal_data(capture.lines, running)
-        assert not leaks, f"personal data in log records: {leaks[:5]}"
 
 
 @pytest.fixture

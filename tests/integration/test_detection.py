@@ -1,0 +1,263 @@
+"""Detection through the timer function registered on ``function_app.app``, against the sandbox's
+Retail Server over HTTPS, with the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from sandbox.server import Sandbox
+from shared.abandoned_carts.blueprint import detection_config
+from shared.abandoned_carts.detect import Detector, skip_reason
+from shared.retail_server.client import CartSearchCriteria, RetailServerError
+from shared.retail_server.models import Cart
+from shared.runtime import Runtime, set_runtime
+from shared.settings import Settings
+from shared.state.ledger import Ledger, LedgerStatus
+from shared.state.records import RunSummaryStore
+from tests.conftest import OutStub, sandbox_settings
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(seed=42, now=NOW) as running:
+        yield running
+
+
+async def all_carts_in_window(runtime: Runtime, oun: str, start: datetime, end: datetime) -> list[Cart]:
+    """Every cart in the window, read independently of the detector (one big page, offset paging)."""
+    carts: list[Cart] = []
+    while True:
+        page = await runtime.retail.search_carts(
+            oun, CartSearchCriteria(last_modified_from=start, last_modified_to=end), top=1000, skip=len(carts)
+        )
+        carts.extend(page)
+        if not page:
+            return carts
+
+
+def expected_queued(carts: list[Cart]) -> set[str]:
+    """The most recent eligible cart of each customer."""
+    latest: dict[str, Cart] = {}
+    for cart in carts:
+        if skip_reason(cart) is not None:
+            continue
+        assert cart.customer_id and cart.modified_date_time
+        best = latest.get(cart.customer_id)
+        if best is None or (cart.modified_date_time, cart.id) > (best.modified_date_time, best.id):  # type: ignore[operator]
+            latest[cart.customer_id] = cart
+    return {cart.id for cart in latest.values()}
+
+
+def window(settings: Settings) -> tuple[datetime, datetime]:
+    return NOW - timedelta(minutes=settings.lookback_minutes), NOW - timedelta(
+        minutes=settings.abandoned_after_minutes
+    )
+
+
+def cart_ids(messages: list[str]) -> list[str]:
+    return [json.loads(m)["cartId"] for m in messages]
+
+
+async def run_detector(runtime: Runtime, settings: Settings, now: datetime = NOW) -> Any:
+    return await Detector(runtime.retail, runtime.store, detection_config(settings)).run(now)
+
+
+def test_timer_function_metadata(registered_functions: dict[str, Any]) -> None:
+    function = registered_functions["detect_abandoned_carts"]
+    trigger = function.get_trigger()
+    assert trigger.get_binding_name() == "timerTrigger"
+    spec = json.loads(function.get_function_json())
+    by_type = {b["type"]: b for b in spec["bindings"]}
+    assert by_type["timerTrigger"]["schedule"] == "%DETECT_SCHEDULE%"
+    assert by_type["timerTrigger"]["runOnStartup"] is False
+    assert by_type["queue"]["queueName"] == "%DETECTION_QUEUE_NAME%"
+    assert by_type["queue"]["connection"] == "AzureWebJobsStorage"
+    assert by_type["queue"]["direction"] == "OUT"
+
+
+async def assert_one_email_per_customer(runtime: Runtime, queued: list[str], carts: list[Cart]) -> None:
+    """Every customer's newest eligible cart is queued; any older cart queued in the same pass was
+    marked superseded when the newer one was recorded, so notify skips it: one email per customer."""
+    assert len(queued) == len(set(queued)), "no cart queued twice"
+    expected = expected_queued(carts)
+    assert expected <= set(queued)
+    ledger = Ledger(runtime.store)
+    for cart_id in set(queued) - expected:
+        entries = await ledger.entries_of_cart(cart_id)
+        assert [e.status for e in entries] == [LedgerStatus.SUPERSEDED], cart_id
+
+
+async def test_registered_timer_queues_ids_only(
+    sandbox: Sandbox,
+    settings: Settings,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    registered_functions: dict[str, Any],
+) -> None:
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
+    out = OutStub()
+    timer = registered_functions["detect_abandoned_carts"].get_user_function()
+    await timer(TimerRequest(past_due=False), out)
+    messages: list[str] = out.get()
+    assert messages, "the sandbox has abandoned carts in the default window"
+    for raw in messages:
+        message = json.loads(raw)
+        assert set(message) == {"v", "cartId", "cartVersion", "oun", "step"}
+        assert message["v"] == 1 and message["oun"] == "128" and message["step"] == 1
+    start, end = window(settings)
+    await assert_one_email_per_customer(
+        runtime, cart_ids(messages), await all_carts_in_window(runtime, "128", start, end)
+    )
+    summaries = await RunSummaryStore(runtime.store).recent()
+    assert summaries[0]["queued"] == len(messages)
+    assert summaries[0]["channels"]["128"]["stopped"] == "complete"
+
+
+async def test_keyset_paging_loses_and_repeats_nothing(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    # Small pages over a window holding hundreds of carts that share one ModifiedDateTime.
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=7, lookback_minutes=4 * 24 * 60)
+    runtime = Runtime.create(settings)
+    try:
+        start, end = window(settings)
+        carts = await all_carts_in_window(runtime, "128", start, end)
+        instants = [c.modified_date_time for c in carts]
+        assert max(instants.count(t) for t in set(instants)) >= 300, "the sandbox's same-instant block"
+        result = await run_detector(runtime, settings)
+        outcome = result.channels["128"]
+        assert outcome.found == len(carts)
+        assert outcome.queued + sum(outcome.skipped.values()) == len(carts)
+        await assert_one_email_per_customer(runtime, cart_ids(result.messages), carts)
+        again = await run_detector(runtime, settings, NOW + timedelta(minutes=1))
+        assert again.messages == []
+        assert again.channels["128"].found == 0
+    finally:
+        await runtime.close()
+
+
+async def test_cap_stops_and_next_runs_continue(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=20, max_carts_per_run=60)
+    runtime = Runtime.create(settings)
+    try:
+        start, end = window(settings)
+        carts = await all_carts_in_window(runtime, "128", start, end)
+        assert len(carts) > 60
+        queued: list[str] = []
+        found = 0
+        runs = 0
+        while True:
+            result = await run_detector(runtime, settings)
+            runs += 1
+            found += result.channels["128"].found
+            queued.extend(cart_ids(result.messages))
+            if result.channels["128"].stopped != "cap_reached":
+                break
+            assert result.channels["128"].found == 60
+        assert found == len(carts)
+        assert runs == -(-len(carts) // 60) or runs == -(-len(carts) // 60) + 1
+        await assert_one_email_per_customer(runtime, queued, carts)
+    finally:
+        await runtime.close()
+
+
+async def test_overlapping_runs_change_nothing_twice(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=15)
+    runtime = Runtime.create(settings)
+    try:
+        first, second = await asyncio.gather(run_detector(runtime, settings), run_detector(runtime, settings))
+        queued = cart_ids(first.messages) + cart_ids(second.messages)
+        start, end = window(settings)
+        await assert_one_email_per_customer(
+            runtime, queued, await all_carts_in_window(runtime, "128", start, end)
+        )
+    finally:
+        await runtime.close()
+
+
+async def test_window_and_downtime(sandbox: Sandbox, settings: Settings, runtime: Runtime) -> None:
+    first = await run_detector(runtime, settings)
+    assert first.channels["128"].window_from == NOW - timedelta(minutes=settings.lookback_minutes)
+    # Three days later: the watermark is older than the lookback window, so the run starts at its floor.
+    later = NOW + timedelta(days=3)
+    result = await run_detector(runtime, settings, later)
+    assert result.channels["128"].window_from == later - timedelta(minutes=settings.lookback_minutes)
+    assert result.channels["128"].window_to == later - timedelta(minutes=settings.abandoned_after_minutes)
+
+
+async def test_two_channels_keep_their_own_watermarks(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, operating_unit_numbers="128,067")
+    runtime = Runtime.create(settings)
+    try:
+        result = await run_detector(runtime, settings)
+        assert set(result.channels) == {"128", "067"}
+        assert result.channels["067"].found > 0
+        ouns = {json.loads(m)["oun"] for m in result.messages}
+        assert ouns == {"128", "067"}
+    finally:
+        await runtime.close()
+
+
+async def test_retries_then_typed_error_keeps_watermark(
+    sandbox: Sandbox, settings: Settings, runtime: Runtime
+) -> None:
+    sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=2)
+    result = await run_detector(runtime, settings)
+    assert result.channels["128"].found > 0, "two 503s are retried away"
+    sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=None)
+    with pytest.raises(RetailServerError) as caught:
+        await run_detector(runtime, settings, NOW + timedelta(minutes=30))
+    assert caught.value.status == 503
+
+
+async def test_one_token_request_for_many_calls(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=10)
+    runtime = Runtime.create(settings)
+    try:
+        result = await run_detector(runtime, settings)
+        assert result.channels["128"].pages > 10
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+    finally:
+        await runtime.close()
+
+
+async def test_app_not_on_allow_list_gets_401(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.register_app("99999999-0000-0000-0000-000000000001", "other-secret", relying_party=False)
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", "other-secret")
+    settings = sandbox_settings(sandbox, tmp_path, entra_client_id="99999999-0000-0000-0000-000000000001")
+    runtime = Runtime.create(settings)
+    try:
+        with pytest.raises(RetailServerError) as caught:
+            await run_detector(runtime, settings)
+        assert caught.value.status == 401
+        assert "relying party" in str(caught.value)
+        # The 401 made the client drop its token and try once more with a fresh one.
+        assert sandbox.stats.token_requests["99999999-0000-0000-0000-000000000001"] == 2
+    finally:
+        await runtime.close()
+        set_runtime(None)

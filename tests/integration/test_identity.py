@@ -1,0 +1,87 @@
+"""Client-credential tokens from the sandbox's Entra ID stand-in through real MSAL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sandbox.server import Sandbox
+from shared.identity import TokenError, TokenProvider, scope_for
+from shared.secrets import CachedSecrets, EnvironmentSecrets
+
+SCOPE = scope_for("https://commerce.dynamics.com")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def provider(sandbox: Sandbox, secret: str, clock: Clock | None = None) -> TokenProvider:
+    secrets = CachedSecrets(EnvironmentSecrets({"ENTRA_CLIENT_SECRET": secret}), ttl_seconds=300)
+    return TokenProvider(
+        authority=f"{sandbox.authority_host}/{sandbox.tenant_id}",
+        client_id=sandbox.client_id,
+        secret_name="entra-client-secret",
+        secrets=secrets,
+        extra_ca_bundle=sandbox.ca_path,
+        **({"clock": clock} if clock else {}),
+    )
+
+
+async def test_concurrent_callers_share_one_token_request(sandbox: Sandbox) -> None:
+    tokens = provider(sandbox, sandbox.client_secret)
+    try:
+        results = await asyncio.gather(*(tokens.get_token(SCOPE) for _ in range(10)))
+        assert len(set(results)) == 1
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+        assert await tokens.get_token(SCOPE) == results[0]
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+    finally:
+        tokens.close()
+
+
+async def test_token_is_renewed_ahead_of_expiry(sandbox: Sandbox) -> None:
+    clock = Clock()
+    tokens = provider(sandbox, sandbox.client_secret, clock)
+    try:
+        first = await tokens.get_token(SCOPE)
+        clock.now += 3600 - 301  # inside the five-minute refresh margin of a one-hour token
+        assert await tokens.get_token(SCOPE) == first
+        clock.now += 2
+        # MSAL's own cache still holds the old token by wall clock: only our margin asks for a new one.
+        tokens.invalidate(SCOPE)
+        await tokens.get_token(SCOPE)
+        assert tokens.requests_made == 2
+    finally:
+        tokens.close()
+
+
+async def test_wrong_secret_is_a_clear_error_without_the_secret(sandbox: Sandbox) -> None:
+    tokens = provider(sandbox, "definitely-wrong-secret")
+    try:
+        with pytest.raises(TokenError) as caught:
+            await tokens.get_token(SCOPE)
+        assert caught.value.error == "invalid_client"
+        assert "definitely-wrong-secret" not in str(caught.value)
+        assert sandbox.client_id in str(caught.value)
+    finally:
+        tokens.close()
+
+
+async def test_requests_ca_bundle_does_not_override_trust(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests would let this variable replace the session's CA file and fail verification.
+    import certifi
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    tokens = provider(sandbox, sandbox.client_secret)
+    try:
+        assert await tokens.get_token(SCOPE)
+    finally:
+        tokens.close()
