@@ -7,7 +7,6 @@ a real ``azure.functions.HttpRequest`` as the host would, and returns printable 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -56,11 +55,6 @@ async def demo_create_customer(sandbox: Sandbox, settings: Settings) -> str:
         settings = settings.model_copy(update={"fno_url": fno_url(sandbox)})
     previous = runtime_module._runtime
     runtime = Runtime.create(settings)
-    # MSAL's constructor does blocking HTTP (OIDC discovery); against the in-process sandbox it
-    # must not run on the event loop, so the app is built on a thread first.
-    await asyncio.to_thread(
-        runtime.tokens._application, await runtime.secrets.get(settings.entra_client_secret_name)
-    )
     set_runtime(runtime)
     try:
         request = func.HttpRequest(

@@ -45,6 +45,9 @@ class DetectionConfig:
     max_carts_per_run: int
     page_size: int
     due_sweep_limit: int = 500
+    # REMINDER_STEPS[0]: step 1 is due this long after the cart's last change. A cart found earlier
+    # (ABANDONED_AFTER_MINUTES is shorter) is recorded as pending and queued by the due sweep later.
+    first_step_delay: timedelta = timedelta(0)
 
 
 @dataclass
@@ -123,13 +126,17 @@ class Detector:
     async def run(self, now: datetime) -> RunResult:
         started = time.monotonic()
         run_id = f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        messages: list[str] = []
+        # The output binding takes the run's messages at the end, so they are in memory anyway;
+        # keyed by (channel, customer), a newer cart of a customer replaces the older one's message
+        # instead of queueing a message that notify would only find superseded.
+        fresh: dict[tuple[str, str], str] = {}
         budget = self._config.max_carts_per_run
         channels: dict[str, ChannelOutcome] = {}
         for oun in self._config.operating_unit_numbers:
-            outcome = await self._detect_channel(oun, now, budget, messages)
+            outcome = await self._detect_channel(oun, now, budget, fresh)
             channels[oun] = outcome
             budget -= outcome.found
+        messages = list(fresh.values())
         requeued = await self._queue_due_entries(now, messages)
         result = RunResult(
             run_id=run_id,
@@ -146,7 +153,7 @@ class Detector:
         return result
 
     async def _detect_channel(
-        self, oun: str, now: datetime, budget: int, messages: list[str]
+        self, oun: str, now: datetime, budget: int, messages: dict[tuple[str, str], str]
     ) -> ChannelOutcome:
         floor = now - self._config.lookback
         window_to = now - self._config.abandoned_after
@@ -206,7 +213,12 @@ class Detector:
                 return outcome
 
     async def _consider(
-        self, oun: str, cart: Cart, now: datetime, outcome: ChannelOutcome, messages: list[str]
+        self,
+        oun: str,
+        cart: Cart,
+        now: datetime,
+        outcome: ChannelOutcome,
+        messages: dict[tuple[str, str], str],
     ) -> None:
         reason = skip_reason(cart)
         if reason is not None:
@@ -214,6 +226,7 @@ class Detector:
             return
         assert cart.customer_id is not None
         assert cart.modified_date_time is not None
+        due_at = max(now, cart.modified_date_time + self._config.first_step_delay)
         entry = LedgerEntry(
             cart_id=cart.id,
             cart_version=cart.version,
@@ -221,8 +234,8 @@ class Detector:
             oun=oun,
             customer_id=cart.customer_id,
             modified_at=cart.modified_date_time,
-            due_at=now,
-            queued_at=now,
+            due_at=due_at,
+            queued_at=now if due_at <= now else None,
             updated_at=now,
         )
         if not await self._ledger.record(entry):
@@ -234,7 +247,15 @@ class Detector:
         if not latest:
             outcome.skipped["superseded"] += 1
             return
-        messages.append(CartMessage(cart_id=cart.id, cart_version=cart.version, oun=oun, step=1).encode())
+        if entry.queued_at is None:
+            outcome.skipped["not_yet_due"] += 1
+            return
+        key = (oun, cart.customer_id)
+        if key in messages:
+            # This run queued the customer's older cart already; its ledger entry is superseded now.
+            outcome.queued -= 1
+            outcome.skipped["superseded"] += 1
+        messages[key] = CartMessage(cart_id=cart.id, cart_version=cart.version, oun=oun, step=1).encode()
         outcome.queued += 1
 
     async def _queue_due_entries(self, now: datetime, messages: list[str]) -> int:

@@ -176,6 +176,24 @@ class RetailServerClient:
         )
         return carts[0] if carts else None
 
+    async def has_orders(self, oun: str, customer_id: str, since: datetime, until: datetime) -> bool:
+        """Whether ``SalesOrders/SearchOrders`` finds an order of the customer in [since, until]."""
+        body = {
+            "orderSearchCriteria": {
+                "CustomerAccountNumber": customer_id,
+                "StartDateTime": format_datetime(since),
+                "EndDateTime": format_datetime(until),
+            }
+        }
+        payload = await self._call("POST", "SalesOrders/SearchOrders", oun, body=body, query={"$top": "1"})
+        if not isinstance(payload, dict) or not isinstance(payload.get("value"), list):
+            raise RetailServerContractError(
+                SERVICE,
+                "SalesOrders/SearchOrders did not answer with an OData collection",
+                correlation_id="-",
+            )
+        return len(payload["value"]) > 0
+
     async def get_customers(self, oun: str, account_numbers: Sequence[str]) -> list[Customer]:
         if not account_numbers:
             return []

@@ -118,6 +118,9 @@ async def test_registered_timer_queues_ids_only(
     await assert_one_email_per_customer(
         runtime, cart_ids(messages), await all_carts_in_window(runtime, "128", start, end)
     )
+    # A run queues only each customer's newest cart, not older ones notify would find superseded.
+    customers = [sandbox.data.carts[cart_id].customer_id for cart_id in cart_ids(messages)]
+    assert len(customers) == len(set(customers))
     summaries = await RunSummaryStore(runtime.store).recent()
     assert summaries[0]["queued"] == len(messages)
     assert summaries[0]["channels"]["128"]["stopped"] == "complete"

@@ -1,0 +1,225 @@
+"""``make demo``: the whole connector against the sandbox, through the functions registered on
+``function_app.app``, called with real ``azure.functions`` binding objects as the host would.
+
+1. detection: the timer function ``detect_abandoned_carts`` once, with the SQLite store;
+2. notification: every message it queued through ``notify_abandoned_cart``, with the preview
+   provider (``--provider emarsys`` sends through the Emarsys stand-in instead);
+3. CreateCustomer: one customer through ``create_customer`` against the F&O stand-in.
+
+It prints what happened and where the rendered email previews are. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
+from azure.functions.timer import TimerRequest
+
+from sandbox import emarsys, fno, orders
+from sandbox.demo_customers import DEMO_CUSTOMER
+from sandbox.server import Sandbox
+from shared.runtime import Runtime, set_runtime
+from shared.settings import Settings
+from shared.state.ledger import Ledger
+from shared.state.records import RunSummaryStore
+
+STATE_DIR = Path(".state/demo")
+PREVIEW_DIR = Path("out/previews")
+
+
+class _Out:
+    """A ``func.Out`` as the host provides one."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        self.value = val
+
+    def get(self) -> Any:
+        return self.value
+
+
+def registered_functions() -> dict[str, Any]:
+    import function_app
+
+    # get_functions() indexes the app once per process; a second call (tests) must reset it.
+    function_app.app.functions_bindings = None
+    functions = function_app.app.get_functions()
+    logging.getLogger().setLevel(logging.WARNING)  # function_app set INFO; the demo prints its own
+    return {str(f.get_function_name()): f.get_user_function() for f in functions}
+
+
+def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
+    values: dict[str, Any] = {
+        "entra_tenant_id": sandbox.tenant_id,
+        "entra_authority_host": sandbox.authority_host,
+        "entra_client_id": sandbox.client_id,
+        "retail_server_url": sandbox.retail_server_url,
+        "retail_server_audience": sandbox.retail_server_audience,
+        "operating_unit_numbers": "128,067",
+        "extra_ca_bundle": sandbox.ca_path,
+        "state_store": "sqlite",
+        "sqlite_path": STATE_DIR / "connector.sqlite3",
+        "site_url": "https://shop.example.com",
+        # A retailer's Commerce CDN (Media Server Base URL); images do not load offline.
+        "image_base_url": "https://images-us-prod.cms.commerce.dynamics.com/cms/api/demo/imageFileData/search?fileName=/",
+        "return_to_cart_url_template": "https://shop.example.com/cart?cartId={cartId}&channel={channelId}",
+        "unsubscribe_url_template": "https://shop.example.com/unsubscribe?customer={customerId}",
+        "reminder_steps": "60,1440",
+        "fno_url": fno.fno_url(sandbox),
+        "preview_dir": PREVIEW_DIR,
+        "email_provider": "preview",
+    }
+    os.environ["ENTRA_CLIENT_SECRET"] = sandbox.client_secret
+    if provider == "emarsys":
+        for key, value in emarsys.env(sandbox).items():
+            if key.lower() in Settings.model_fields:
+                values[key.lower()] = value
+            else:
+                os.environ[key] = value  # the stand-in's credentials, read as local secrets
+    return Settings(**values)
+
+
+def fresh_directories() -> None:
+    """Each demo starts from an empty ledger and no previews, so it shows a first run."""
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    shutil.rmtree(PREVIEW_DIR, ignore_errors=True)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def preview_pages() -> list[Path]:
+    return sorted(PREVIEW_DIR.glob("*.html"))
+
+
+async def run_demo(provider: str, seed: int) -> str:
+    await asyncio.to_thread(fresh_directories)
+    functions = registered_functions()
+    extensions = [orders.add_routes, fno.add_routes, emarsys.add_routes]
+    async with Sandbox(seed=seed, extensions=extensions) as sandbox:
+        settings = demo_settings(sandbox, provider)
+        runtime = Runtime.create(settings)
+        set_runtime(runtime)
+        try:
+            lines = [f"Sandbox on {sandbox.base_url} (seed {seed}); state in {settings.sqlite_path}", ""]
+            lines += await _detect_and_notify(functions, runtime, sandbox, provider)
+            lines += ["", await _create_customer(functions)]
+            return "\n".join(lines)
+        finally:
+            set_runtime(None)
+            await runtime.close()
+
+
+async def _detect_and_notify(
+    functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox, provider: str
+) -> list[str]:
+    queued = _Out()
+    await functions["detect_abandoned_carts"](TimerRequest(past_due=False), queued)
+    messages: list[str] = queued.get() or []
+    summary = await _latest_summary(runtime)
+    lines = [
+        "Detection (detect_abandoned_carts, one timer run):",
+        f"  carts found {summary['found']}, queued {summary['queued']}, "
+        f"re-queued due steps {summary['requeued']}, in {summary['durationMs']} ms",
+        *(
+            f"  channel {oun}: window {c['window']['from']} .. {c['window']['to']}, "
+            f"{c['found']} found, {c['queued']} queued, {c['pages']} pages"
+            for oun, c in summary["channels"].items()
+        ),
+        "  skipped: " + _counts(summary["skipped"]),
+        "",
+    ]
+    outcomes: Counter[str] = Counter()
+    poisoned = 0
+    for index, body in enumerate(messages):
+        poison = _Out()
+        message = QueueMessage(id=f"demo-{index}", body=body.encode("utf-8"), dequeue_count=1)  # type: ignore[no-untyped-call]
+        try:
+            await functions["notify_abandoned_cart"](message, poison)
+        except Exception as exc:  # the host would retry; the demo reports it
+            outcomes[f"failed ({type(exc).__name__})"] += 1
+            continue
+        if poison.get() is not None:
+            poisoned += 1
+            continue
+        decoded = json.loads(body)
+        found = await Ledger(runtime.store).get(decoded["cartId"], decoded["cartVersion"], decoded["step"])
+        if found is not None:
+            entry = found[0]
+            outcomes[entry.status.value + (f" ({entry.reason})" if entry.reason else "")] += 1
+    lines += [
+        f"Notification (notify_abandoned_cart, {len(messages)} queue messages, provider {provider}):",
+        *(f"  {count:4d}  {outcome}" for outcome, count in sorted(outcomes.items())),
+    ]
+    if poisoned:
+        lines.append(f"  {poisoned:4d}  moved to the poison queue")
+    if provider == "emarsys":
+        triggers = emarsys.stand_in(sandbox).triggers
+        lines.append(f"  the Emarsys stand-in accepted {len(triggers)} external-event trigger(s)")
+    else:
+        pages = await asyncio.to_thread(preview_pages)
+        lines.append(f"  email previews: {len(pages)} HTML pages and their JSON payloads in {PREVIEW_DIR}/")
+        if pages:
+            lines.append(f"  open one: {pages[0].resolve().as_uri()}")
+    return lines
+
+
+async def _latest_summary(runtime: Runtime) -> dict[str, Any]:
+    recent = await RunSummaryStore(runtime.store).recent(limit=1)
+    if not recent:
+        raise RuntimeError("the detection run saved no summary")
+    return recent[0]
+
+
+async def _create_customer(functions: dict[str, Any]) -> str:
+    request = func.HttpRequest(
+        "POST",
+        "http://localhost:7071/api/customers",
+        headers={"Content-Type": "application/json", "Idempotency-Key": f"demo-{uuid.uuid4()}"},
+        body=json.dumps(DEMO_CUSTOMER).encode("utf-8"),
+    )
+    response: func.HttpResponse = await functions["create_customer"](request)
+    body = json.loads(response.get_body())
+    if response.status_code != 201:
+        return (
+            f"CreateCustomer: POST /api/customers answered {response.status_code}: "
+            f"{body.get('title')} - {body.get('detail')}"
+        )
+    lines = [
+        f"CreateCustomer (create_customer): 201, new customer account {body['customerAccount']}",
+        f"  Store Commerce deep link: {body['deepLinks']['storeCommerce']}",
+    ]
+    if "cloudPos" in body["deepLinks"]:
+        lines.append(f"  Cloud POS deep link:      {body['deepLinks']['cloudPos']}")
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())) or "none"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--provider", choices=["preview", "emarsys"], default="preview")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    started = datetime.now(UTC)
+    print(asyncio.run(run_demo(args.provider, args.seed)))
+    print(f"\nDone in {(datetime.now(UTC) - started).total_seconds():.1f} s.")
+
+
+if __name__ == "__main__":
+    main()

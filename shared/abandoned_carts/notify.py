@@ -1,0 +1,549 @@
+"""Notification: turn one queued cart into one email, at most once, only while it is still wanted.
+
+Per message (a :class:`CartMessage` naming cart id, version, channel and reminder step):
+
+1. claim the ledger entry with a conditional write (pending or failed -> claimed); an entry that
+   is claimed by a live invocation, sent, skipped or superseded ends the work here, so a
+   redelivered message sends nothing more;
+2. re-read the cart and skip if it is gone, changed, checked out or voided, if the customer has a
+   newer cart, or if the customer ordered since the cart last changed (``ORDER_CHECK``);
+3. load the customer, the channel configuration and the products (batched and cached, see
+   ``enrich.py``), apply consent, the suppression list and the per-customer frequency cap;
+4. build the payload, send it with a deterministic dedup key, record ``sent`` (with the provider's
+   ids), ``skipped(reason)`` or ``failed(reason)``, and after a sent step arm the next one.
+
+Transient failures are recorded as ``failed`` and raised, so the host retries the message (and a
+retry may re-claim a failed entry); permanent ones are recorded and the message completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import ValidationError
+
+from shared.abandoned_carts import orders
+from shared.abandoned_carts.enrich import Enricher
+from shared.abandoned_carts.images import Viewport, image_set
+from shared.abandoned_carts.links import fill_template, product_url
+from shared.abandoned_carts.messages import CartMessage
+from shared.abandoned_carts.payload import AbandonedCartPayload, ProductImageData, ProductLine, dedup_key
+from shared.email.base import (
+    EmailMessage,
+    EmailProvider,
+    ProviderRejectedError,
+    Recipient,
+    SendResult,
+)
+from shared.http import UpstreamError
+from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
+from shared.privacy.suppression import SuppressionList
+from shared.retail_server.client import RetailServerClient, RetailServerContractError
+from shared.retail_server.models import Cart, CartStatus, CartType, Customer
+from shared.settings import Settings
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus
+from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
+from shared.store_commerce import DeepLinkError, PricedItem, build_create_transaction_link
+from shared.timeutil import sortable
+
+logger = logging.getLogger(__name__)
+
+# A claim older than this belongs to an invocation that died (functionTimeout is 10 minutes): a
+# redelivered message may take it over; the provider's dedup key makes a repeated send harmless.
+CLAIM_LEASE = timedelta(minutes=15)
+_CLAIMABLE = frozenset({LedgerStatus.PENDING, LedgerStatus.FAILED})
+_FROM_CLAIMED = frozenset({LedgerStatus.CLAIMED})
+_MAX_CONDITIONAL_ATTEMPTS = 8
+# Upstream answers that an operator must fix (credentials, relying party, role): retrying the
+# message later is right, so they raise like transient failures and end in the poison queue.
+_OPERATOR_STATUSES = frozenset({401, 403})
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+Status = Literal["sent", "skipped", "failed", "ignored"]
+
+
+class MalformedMessageError(ValueError):
+    """The queue message cannot be read; retrying it would fail the same way."""
+
+
+def decode_message(body: bytes) -> CartMessage:
+    """The message, or :class:`MalformedMessageError` with a reason that holds no message content."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedMessageError("the message is not UTF-8 text") from None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise MalformedMessageError("the message is not JSON") from None
+    if not isinstance(raw, dict):
+        raise MalformedMessageError("the message is not a JSON object")
+    if raw.get("v") != 1:
+        raise MalformedMessageError("the message has no supported version (v must be 1)")
+    try:
+        return CartMessage.model_validate(raw)
+    except ValidationError as exc:
+        problems = ", ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'message'} ({error['type']})"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise MalformedMessageError(f"the message has invalid fields: {problems}") from None
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    consent_policy: ConsentPolicy
+    frequency_cap: timedelta
+    order_check: bool
+    reminder_steps: list[timedelta]
+    site_url: str | None
+    return_to_cart_url_template: str | None
+    unsubscribe_url_template: str | None
+    image_base_url: str | None
+    viewports: list[Viewport]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NotifyConfig:
+        return cls(
+            consent_policy=settings.consent_policy,
+            frequency_cap=timedelta(hours=settings.frequency_cap_hours),
+            order_check=settings.order_check,
+            reminder_steps=[timedelta(minutes=m) for m in settings.reminder_steps],
+            site_url=settings.site_url,
+            return_to_cart_url_template=settings.return_to_cart_url_template,
+            unsubscribe_url_template=settings.unsubscribe_url_template,
+            image_base_url=settings.image_base_url,
+            viewports=[Viewport.from_setting(v) for v in settings.image_viewports],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    reason: str | None
+    cart_id: str
+    cart_version: int
+    step: int
+    provider_ids: dict[str, str] = field(default_factory=dict)
+
+
+class _SkippedError(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class FrequencyCap:
+    """At most one abandoned-cart sequence per customer per window, across all carts and channels.
+
+    One document per customer (``state``, partition ``freqcap|<account>``) names the cart version
+    that holds the window; it is taken with a conditional write, so of two carts of one customer
+    sent at the same moment only one passes. The reminder steps of the holding cart version pass:
+    their timing is what ``REMINDER_STEPS`` asks for.
+    """
+
+    def __init__(self, store: DocumentStore, window: timedelta) -> None:
+        self._store = store
+        self._window = window
+
+    @staticmethod
+    def _partition(customer_id: str) -> str:
+        return f"freqcap|{customer_id}"
+
+    def _ttl(self) -> int:
+        return int(self._window.total_seconds()) + 86_400
+
+    async def reserve(self, customer_id: str, holder: str, now: datetime) -> bool:
+        if self._window <= timedelta(0):
+            return True
+        partition = self._partition(customer_id)
+        for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
+            document = await self._store.read("state", partition, "cap")
+            previous = None if document is None else document.body.get("sentAt")
+            body = {
+                "kind": "frequency-cap",
+                "holder": holder,
+                "sentAt": sortable(now),
+                "previousAt": previous,
+            }
+            try:
+                if document is None:
+                    await self._store.create("state", partition, "cap", body, ttl_seconds=self._ttl())
+                    return True
+                if document.body.get("holder") == holder:
+                    return True
+                if previous is not None and datetime.fromisoformat(previous) > now - self._window:
+                    return False
+                await self._store.replace(
+                    "state", partition, "cap", body, etag=document.etag, ttl_seconds=self._ttl()
+                )
+                return True
+            except (ConflictError, PreconditionFailedError):
+                continue
+        return False
+
+    async def release(self, customer_id: str, holder: str) -> None:
+        """Give the window back when the email did not go out after all."""
+        if self._window <= timedelta(0):
+            return
+        partition = self._partition(customer_id)
+        document = await self._store.read("state", partition, "cap")
+        if document is None or document.body.get("holder") != holder:
+            return
+        previous = document.body.get("previousAt")
+        try:
+            if previous is None:
+                await self._store.delete("state", partition, "cap", etag=document.etag)
+            else:
+                body = {"kind": "frequency-cap", "holder": None, "sentAt": previous, "previousAt": None}
+                await self._store.replace(
+                    "state", partition, "cap", body, etag=document.etag, ttl_seconds=self._ttl()
+                )
+        except PreconditionFailedError:
+            return
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Failures a retry of the same message cannot fix and no operator action is waiting for."""
+    if isinstance(exc, ProviderRejectedError | RetailServerContractError):
+        return True
+    if isinstance(exc, UpstreamError) and exc.status is not None:
+        return 400 <= exc.status < 500 and exc.status not in _OPERATOR_STATUSES | _RETRYABLE_STATUSES
+    return False
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, UpstreamError):
+        return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
+    return type(exc).__name__
+
+
+class NotifyService:
+    def __init__(
+        self,
+        *,
+        retail: RetailServerClient,
+        store: DocumentStore,
+        provider: EmailProvider,
+        enricher: Enricher,
+        config: NotifyConfig,
+    ) -> None:
+        self._retail = retail
+        self._ledger = Ledger(store)
+        self._store = store
+        self._provider = provider
+        self._enricher = enricher
+        self._config = config
+        self._suppression = SuppressionList(store)
+        self._cap = FrequencyCap(store, config.frequency_cap)
+        self.outcomes: Counter[str] = Counter()
+
+    async def handle(self, message: CartMessage, now: datetime) -> Outcome:
+        claimed, why_not = await self._claim(message, now)
+        if claimed is None:
+            outcome = Outcome("ignored", why_not, message.cart_id, message.cart_version, message.step)
+            return self._log(outcome)
+        try:
+            outcome = await self._process(claimed, now)
+        except Exception as exc:
+            reason = failure_reason(exc)
+            try:
+                await self._finish(claimed, LedgerStatus.FAILED, now, reason=reason)
+            except Exception:
+                logger.exception(
+                    "could not record the failure of cart %s step %d", claimed.cart_id, claimed.step
+                )
+            outcome = Outcome("failed", reason, claimed.cart_id, claimed.cart_version, claimed.step)
+            self._log(outcome, error=exc)
+            if is_permanent(exc):
+                return outcome
+            raise
+        return self._log(outcome)
+
+    # ----- claim and record
+
+    async def _claim(self, message: CartMessage, now: datetime) -> tuple[LedgerEntry | None, str]:
+        for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
+            found = await self._ledger.get(message.cart_id, message.cart_version, message.step)
+            if found is None:
+                return None, "no_ledger_entry"
+            entry, etag = found
+            stale_claim = entry.status is LedgerStatus.CLAIMED and entry.updated_at < now - CLAIM_LEASE
+            if entry.status not in _CLAIMABLE and not stale_claim:
+                return None, f"already_{entry.status.value}"
+            claimed = entry.model_copy(
+                update={
+                    "status": LedgerStatus.CLAIMED,
+                    "reason": None,
+                    "attempts": entry.attempts + 1,
+                    "updated_at": now,
+                }
+            )
+            try:
+                await self._store.replace("ledger", entry.cart_id, entry.key, claimed.body(), etag=etag)
+            except PreconditionFailedError:
+                continue
+            return claimed, ""
+        return None, "claim_contended"
+
+    async def _finish(
+        self,
+        entry: LedgerEntry,
+        status: LedgerStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        provider_ids: dict[str, str] | None = None,
+    ) -> None:
+        await self._ledger.transition(
+            entry.cart_id,
+            entry.cart_version,
+            entry.step,
+            allowed_from=_FROM_CLAIMED,
+            to=status,
+            now=now,
+            reason=reason,
+            provider_ids=provider_ids,
+        )
+
+    def _log(self, outcome: Outcome, *, error: BaseException | None = None) -> Outcome:
+        self.outcomes[f"{outcome.status}:{outcome.reason}" if outcome.reason else outcome.status] += 1
+        text = "abandoned-cart notify %s"
+        record = {
+            "cartId": outcome.cart_id,
+            "cartVersion": outcome.cart_version,
+            "step": outcome.step,
+            "status": outcome.status,
+            "reason": outcome.reason,
+        }
+        if error is not None:
+            # str() of these errors is safe to log by contract: no address, no secret.
+            logger.error(text + ": %s", json.dumps(record), error)
+        else:
+            logger.info(text, json.dumps(record))
+        return outcome
+
+    # ----- the decision
+
+    async def _process(self, entry: LedgerEntry, now: datetime) -> Outcome:
+        try:
+            message, payload = await self._prepare(entry, now)
+        except _SkippedError as skip:
+            await self._finish(entry, LedgerStatus.SKIPPED, now, reason=skip.reason)
+            return Outcome("skipped", skip.reason, entry.cart_id, entry.cart_version, entry.step)
+        holder = f"{entry.cart_id}|v{entry.cart_version}"
+        if not await self._cap.reserve(entry.customer_id, holder, now):
+            await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
+            return Outcome("skipped", "frequency_cap", entry.cart_id, entry.cart_version, entry.step)
+        try:
+            result = await self._provider.send(message)
+        except ProviderRejectedError:
+            await self._cap.release(entry.customer_id, holder)
+            raise
+        return await self._record_result(entry, payload, result, holder, now)
+
+    async def _record_result(
+        self,
+        entry: LedgerEntry,
+        payload: AbandonedCartPayload,
+        result: SendResult,
+        holder: str,
+        now: datetime,
+    ) -> Outcome:
+        if result.status == "sent":
+            await self._finish(entry, LedgerStatus.SENT, now, provider_ids=dict(result.provider_ids))
+            await self._arm_next_step(entry, now)
+            return Outcome(
+                "sent", None, entry.cart_id, entry.cart_version, entry.step, dict(result.provider_ids)
+            )
+        await self._cap.release(entry.customer_id, holder)
+        reason = result.reason or f"provider_{result.status}"
+        status = LedgerStatus.SKIPPED if result.status == "skipped" else LedgerStatus.FAILED
+        await self._finish(entry, status, now, reason=reason, provider_ids=dict(result.provider_ids))
+        return Outcome(
+            "skipped" if result.status == "skipped" else "failed",
+            reason,
+            entry.cart_id,
+            entry.cart_version,
+            entry.step,
+        )
+
+    async def _arm_next_step(self, entry: LedgerEntry, now: datetime) -> None:
+        steps = self._config.reminder_steps
+        if entry.step >= len(steps):
+            return
+        following = LedgerEntry(
+            cart_id=entry.cart_id,
+            cart_version=entry.cart_version,
+            step=entry.step + 1,
+            oun=entry.oun,
+            customer_id=entry.customer_id,
+            modified_at=entry.modified_at,
+            due_at=entry.modified_at + steps[entry.step],
+            queued_at=None,
+            updated_at=now,
+        )
+        await self._ledger.record(following)
+
+    async def _prepare(self, entry: LedgerEntry, now: datetime) -> tuple[EmailMessage, AbandonedCartPayload]:
+        if entry.step > 1:
+            before = await self._ledger.get(entry.cart_id, entry.cart_version, entry.step - 1)
+            if before is None or before[0].status is not LedgerStatus.SENT:
+                raise _SkippedError("previous_step_not_sent")
+        cart = await self._current_cart(entry)
+        latest = await self._ledger.latest_cart(entry.oun, entry.customer_id)
+        if latest is not None and latest != entry.cart_id:
+            raise _SkippedError("superseded")
+        if self._config.order_check and await orders.ordered_since(
+            self._retail, entry.oun, entry.customer_id, entry.modified_at, now
+        ):
+            raise _SkippedError("ordered_since")
+        customer = await self._enricher.customer(entry.oun, entry.customer_id)
+        if customer is None:
+            raise _SkippedError("customer_not_found")
+        refusal = consent_refusal(customer, self._config.consent_policy)
+        if refusal is not None:
+            raise _SkippedError(refusal)
+        email = email_of(customer)
+        assert email is not None  # consent_refusal answers "no_email" otherwise
+        if await self._suppression.contains(email):
+            raise _SkippedError("suppressed")
+        payload = await self._payload(entry, cart, customer, email)
+        try:
+            recipient = Recipient(
+                email=email,
+                first_name=customer.first_name or None,
+                last_name=customer.last_name or None,
+                language=payload.language,
+                customer_id=customer.account_number,
+            )
+        except ValidationError:
+            raise _SkippedError("invalid_email") from None
+        message = EmailMessage(
+            dedup_key=dedup_key(entry.cart_id, entry.cart_version, entry.step),
+            recipient=recipient,
+            data=payload.data(),
+        )
+        return message, payload
+
+    async def _current_cart(self, entry: LedgerEntry) -> Cart:
+        cart = await self._retail.get_cart(entry.oun, entry.cart_id)
+        if cart is None:
+            # Checking out turns the cart into an order and removes it from the cart table.
+            raise _SkippedError("cart_gone")
+        if cart.cart_status_value == CartStatus.VOIDED:
+            raise _SkippedError("voided")
+        if cart.cart_type_value != CartType.SHOPPING:
+            raise _SkippedError("checked_out")
+        if cart.version != entry.cart_version or cart.modified_date_time != entry.modified_at:
+            raise _SkippedError("cart_changed")
+        if not cart.active_lines:
+            raise _SkippedError("no_lines")
+        return cart
+
+    async def _payload(
+        self, entry: LedgerEntry, cart: Cart, customer: Customer, email: str
+    ) -> AbandonedCartPayload:
+        channel = await self._enricher.channel(entry.oun)
+        channel_id = cart.channel_id or channel.record_id
+        lines = [line for line in cart.active_lines if line.product_id is not None]
+        product_ids = [line.product_id for line in lines if line.product_id is not None]
+        products = await self._enricher.products(entry.oun, channel_id, product_ids)
+        found_ids = [pid for pid in dict.fromkeys(product_ids) if pid in products]
+        media = dict(
+            zip(
+                found_ids,
+                await asyncio.gather(
+                    *(self._enricher.media(entry.oun, channel_id, pid) for pid in found_ids)
+                ),
+                strict=True,
+            )
+        )
+        product_lines: list[ProductLine] = []
+        for line in lines:
+            assert line.product_id is not None
+            product = products.get(line.product_id)
+            if product is None:
+                logger.warning(
+                    "cart %s: product %d not found on channel %s; its line is left out",
+                    entry.cart_id,
+                    line.product_id,
+                    entry.oun,
+                )
+                continue
+            name = product.name or line.description or product.item_id or str(product.record_id)
+            images = image_set(
+                media=media.get(product.record_id, []),
+                primary_image_url=product.primary_image_url,
+                product_name=name,
+                base_url=self._config.image_base_url,
+                viewports=self._config.viewports,
+            )
+            product_lines.append(
+                ProductLine(
+                    product_id=product.record_id,
+                    item_id=line.item_id or product.item_id,
+                    name=name,
+                    quantity=line.quantity,
+                    unit_price=line.price,
+                    line_amount=(
+                        line.extended_price if line.extended_price is not None else line.price * line.quantity
+                    ),
+                    url=product_url(self._config.site_url, name, product.record_id),
+                    image=ProductImageData.of(images),
+                )
+            )
+        if not product_lines:
+            raise _SkippedError("no_products_found")
+        link, omitted = self._store_commerce_link(entry, product_lines)
+        values: dict[str, str | int] = {
+            "cartId": cart.id,
+            "oun": entry.oun,
+            "channelId": channel_id,
+            "customerId": customer.account_number,
+        }
+        subtotal = cart.subtotal_amount
+        if subtotal is None:
+            subtotal = sum((p.line_amount for p in product_lines), Decimal(0))
+        return AbandonedCartPayload(
+            cart_id=cart.id,
+            cart_version=cart.version,
+            step=entry.step,
+            oun=entry.oun,
+            channel_id=channel_id,
+            customer_id=customer.account_number,
+            first_name=customer.first_name or None,
+            last_name=customer.last_name or None,
+            email=email,
+            language=customer.language or channel.default_language_id,
+            currency=channel.currency,
+            cart_url=fill_template(self._config.return_to_cart_url_template, values),
+            products=product_lines,
+            subtotal=subtotal,
+            total=cart.total_amount if cart.total_amount is not None else subtotal,
+            store_commerce_link=link,
+            store_commerce_link_omitted_products=omitted,
+            unsubscribe_url=fill_template(self._config.unsubscribe_url_template, values),
+        )
+
+    def _store_commerce_link(
+        self, entry: LedgerEntry, lines: list[ProductLine]
+    ) -> tuple[str | None, list[int]]:
+        items = [
+            PricedItem(product_id=line.product_id, quantity=line.quantity, unit_price=line.unit_price)
+            for line in lines
+            if line.quantity > 0
+        ]
+        try:
+            built = build_create_transaction_link(entry.customer_id, items)
+        except (DeepLinkError, ValidationError) as exc:
+            logger.warning("cart %s: no Store Commerce link (%s)", entry.cart_id, type(exc).__name__)
+            return None, []
+        return built.url, built.dropped_product_ids
