@@ -42,6 +42,7 @@ from shared.email.base import (
     Recipient,
     SendResult,
 )
+from shared.email.batching import BatchingSender
 from shared.http import UpstreamError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
@@ -108,6 +109,8 @@ class NotifyConfig:
     unsubscribe_url_template: str | None
     image_base_url: str | None
     viewports: list[Viewport]
+    # Sends that arrive within this window leave as one provider batch call (COALESCE_WINDOW_MS).
+    send_window_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:
@@ -121,6 +124,7 @@ class NotifyConfig:
             unsubscribe_url_template=settings.unsubscribe_url_template,
             image_base_url=settings.image_base_url,
             viewports=[Viewport.from_setting(v) for v in settings.image_viewports],
+            send_window_seconds=settings.coalesce_window_ms / 1000,
         )
 
 
@@ -239,6 +243,7 @@ class NotifyService:
         self._ledger = Ledger(store)
         self._store = store
         self._provider = provider
+        self._sender = BatchingSender(provider, window_seconds=config.send_window_seconds)
         self._enricher = enricher
         self._config = config
         self._suppression = SuppressionList(store)
@@ -343,7 +348,7 @@ class NotifyService:
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
             return Outcome("skipped", "frequency_cap", entry.cart_id, entry.cart_version, entry.step)
         try:
-            result = await self._provider.send(message)
+            result = await self._sender.send(message)
         except ProviderRejectedError:
             await self._cap.release(entry.customer_id, holder)
             raise

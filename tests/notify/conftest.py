@@ -68,13 +68,20 @@ class RecordingProvider:
 
     def __init__(self) -> None:
         self.sent: list[EmailMessage] = []
+        # Messages per provider call: 1 for send, len(messages) for send_many.
+        self.calls: list[int] = []
 
     async def send(self, message: EmailMessage) -> SendResult:
-        self.sent.append(message)
-        return SendResult(status="sent", provider_ids={"recording": f"r{len(self.sent)}"})
+        self.calls.append(1)
+        return self._accept(message)
 
     async def send_many(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        return [await self.send(m) for m in messages]
+        self.calls.append(len(messages))
+        return [self._accept(m) for m in messages]
+
+    def _accept(self, message: EmailMessage) -> SendResult:
+        self.sent.append(message)
+        return SendResult(status="sent", provider_ids={"recording": f"r{len(self.sent)}"})
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,81 @@
+"""Concurrent sends of one process go to the provider as one batch call.
+
+The host runs up to ``batchSize`` queue messages of a process at once. Each invocation hands its
+one message to :class:`BatchingSender`; messages that arrive within a short window (the same
+``COALESCE_WINDOW_MS`` as the look-ups) leave together through the provider's ``send_many``
+(Emarsys' batch trigger, up to 1,000 contacts and 1 MB per call), and each invocation gets its own
+result back. A lone message uses ``send``, so its errors are the provider's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from shared.email.base import EmailMessage, EmailProvider, ProviderRejectedError, SendResult
+
+_Waiting = tuple[EmailMessage, "asyncio.Future[SendResult]"]
+
+
+class BatchingSender:
+    def __init__(self, provider: EmailProvider, *, window_seconds: float, max_batch: int = 1000) -> None:
+        self._provider = provider
+        self._window = window_seconds
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.calls = 0
+
+    async def send(self, message: EmailMessage) -> SendResult:
+        if self._window <= 0:
+            self.calls += 1
+            return await self._provider.send(message)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SendResult] = loop.create_future()
+        self._waiting.append((message, future))
+        if len(self._waiting) >= self._max_batch:
+            self._flush_now()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush_now)
+        return await future
+
+    def _flush_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._deliver(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _deliver(self, batch: Sequence[_Waiting]) -> None:
+        self.calls += 1
+        try:
+            if len(batch) == 1:
+                results = [await self._provider.send(batch[0][0])]
+            else:
+                results = await self._provider.send_many([message for message, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if result.status == "failed":
+                # What send() raises for a refused message; here one of a batch was refused.
+                future.set_exception(ProviderRejectedError(result.reason or "refused by the provider"))
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        self._flush_now()
+        for task in list(self._flushes):
+            with contextlib.suppress(Exception):
+                await task
