@@ -10,12 +10,25 @@ import hashlib
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from pydantic.alias_generators import to_camel
 
 from shared.abandoned_carts.images import ImageSet
 
 _DEDUP_PREFIX = "ac"
+_CENT = Decimal("0.01")
+
+
+def money_text(value: Decimal) -> str:
+    """Amounts as a template prints them: two decimals ("49.50"), never float noise."""
+    return str(value.quantize(_CENT))
+
+
+def quantity_text(value: Decimal) -> str:
+    """Quantities without trailing zeros ("3", "1.5"), not Retail Server's "3.0"."""
+    return format(value.normalize(), "f")
+
+
 _MAX_DEDUP_KEY = 128
 
 
@@ -66,6 +79,14 @@ class ProductLine(_Camel):
     url: str | None
     image: ProductImageData | None
 
+    @field_serializer("unit_price", "line_amount", when_used="json")
+    def _money(self, value: Decimal) -> str:
+        return money_text(value)
+
+    @field_serializer("quantity", when_used="json")
+    def _quantity(self, value: Decimal) -> str:
+        return quantity_text(value)
+
 
 class AbandonedCartPayload(_Camel):
     cart_id: str
@@ -87,6 +108,10 @@ class AbandonedCartPayload(_Camel):
     # Lines left out of the Store Commerce link to keep it under 2,048 characters (cheapest first).
     store_commerce_link_omitted_products: list[int] = Field(default_factory=list)
     unsubscribe_url: str | None = None
+
+    @field_serializer("subtotal", "total", when_used="json")
+    def _money(self, value: Decimal) -> str:
+        return money_text(value)
 
     def data(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

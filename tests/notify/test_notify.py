@@ -111,7 +111,9 @@ async def test_every_payload_field_of_a_known_cart(
             query = parse_qs(url.query)
             assert query["w"] == [str(viewport["width"])] and query["h"] == [str(viewport["height"])]
             assert query["q"] == ["80"] and query["m"] == ["6"] and query["f"] == ["jpg"]
-    assert Decimal(data["subtotal"]) == total
+    assert data["subtotal"] == f"{total:.2f}"
+    assert [p["quantity"] for p in data["products"]] == ["2", "1"]
+    assert all(len(p["unitPrice"].split(".")[1]) == 2 for p in data["products"])
     assert Decimal(data["total"]) >= total
     link = parse_deep_link(data["storeCommerceLink"])
     assert link.action_name == "D365.CreateTransaction"
