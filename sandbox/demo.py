@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,8 @@ from azure.functions.queue import QueueMessage  # the host's class: it carries d
 from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys, fno, orders
-from sandbox.demo_customers import DEMO_CUSTOMER
+from sandbox.bindings import OutBinding
+from sandbox.demo_customers import demo_request, describe
 from sandbox.server import Sandbox
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
@@ -37,19 +37,6 @@ from shared.state.records import RunSummaryStore
 
 STATE_DIR = Path(".state/demo")
 PREVIEW_DIR = Path("out/previews")
-
-
-class _Out:
-    """A ``func.Out`` as the host provides one."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, val: Any) -> None:
-        self.value = val
-
-    def get(self) -> Any:
-        return self.value
 
 
 def registered_functions() -> dict[str, Any]:
@@ -125,7 +112,7 @@ async def run_demo(provider: str, seed: int) -> str:
 async def _detect_and_notify(
     functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox, provider: str
 ) -> list[str]:
-    queued = _Out()
+    queued = OutBinding()
     await functions["detect_abandoned_carts"](TimerRequest(past_due=False), queued)
     messages: list[str] = queued.get() or []
     summary = await _latest_summary(runtime)
@@ -144,7 +131,7 @@ async def _detect_and_notify(
     outcomes: Counter[str] = Counter()
     poisoned = 0
     for index, body in enumerate(messages):
-        poison = _Out()
+        poison = OutBinding()
         message = QueueMessage(id=f"demo-{index}", body=body.encode("utf-8"), dequeue_count=1)  # type: ignore[no-untyped-call]
         try:
             await functions["notify_abandoned_cart"](message, poison)
@@ -184,26 +171,8 @@ async def _latest_summary(runtime: Runtime) -> dict[str, Any]:
 
 
 async def _create_customer(functions: dict[str, Any]) -> str:
-    request = func.HttpRequest(
-        "POST",
-        "http://localhost:7071/api/customers",
-        headers={"Content-Type": "application/json", "Idempotency-Key": f"demo-{uuid.uuid4()}"},
-        body=json.dumps(DEMO_CUSTOMER).encode("utf-8"),
-    )
-    response: func.HttpResponse = await functions["create_customer"](request)
-    body = json.loads(response.get_body())
-    if response.status_code != 201:
-        return (
-            f"CreateCustomer: POST /api/customers answered {response.status_code}: "
-            f"{body.get('title')} - {body.get('detail')}"
-        )
-    lines = [
-        f"CreateCustomer (create_customer): 201, new customer account {body['customerAccount']}",
-        f"  Store Commerce deep link: {body['deepLinks']['storeCommerce']}",
-    ]
-    if "cloudPos" in body["deepLinks"]:
-        lines.append(f"  Cloud POS deep link:      {body['deepLinks']['cloudPos']}")
-    return "\n".join(lines)
+    response: func.HttpResponse = await functions["create_customer"](demo_request())
+    return describe(response)
 
 
 def _counts(counts: dict[str, int]) -> str:

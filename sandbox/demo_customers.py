@@ -57,16 +57,24 @@ async def demo_create_customer(sandbox: Sandbox, settings: Settings) -> str:
     runtime = Runtime.create(settings)
     set_runtime(runtime)
     try:
-        request = func.HttpRequest(
-            "POST",
-            "http://localhost:7071/api/customers",
-            headers={"Content-Type": "application/json", "Idempotency-Key": f"demo-{uuid.uuid4()}"},
-            body=json.dumps(DEMO_CUSTOMER).encode("utf-8"),
-        )
-        response: func.HttpResponse = await create_customer(request)
+        response: func.HttpResponse = await create_customer(demo_request())
     finally:
         set_runtime(previous)
         await runtime.close()
+    return describe(response)
+
+
+def demo_request() -> func.HttpRequest:
+    """``POST /api/customers`` with the demo customer, as the POS extension sends it."""
+    return func.HttpRequest(
+        "POST",
+        "http://localhost:7071/api/customers",
+        headers={"Content-Type": "application/json", "Idempotency-Key": f"demo-{uuid.uuid4()}"},
+        body=json.dumps(DEMO_CUSTOMER).encode("utf-8"),
+    )
+
+
+def describe(response: func.HttpResponse) -> str:
     body = json.loads(response.get_body())
     if response.status_code != 201:
         status, title = response.status_code, body.get("title")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.bindings import OutBinding
 from sandbox.server import Sandbox
 from shared.logging_setup import configure_logging
 from shared.runtime import Runtime, set_runtime
@@ -99,17 +100,8 @@ def registered_functions() -> dict[str, Any]:
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
-class OutStub:
-    """A ``func.Out`` the way the host provides one: ``set`` stores the value, ``get`` reads it."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, val: Any) -> None:
-        self.value = val
-
-    def get(self) -> Any:
-        return self.value
+# A func.Out as the host provides one (the demo uses it too).
+OutStub = OutBinding
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ async def test_demo_detects_notifies_and_creates_a_customer(scratch: Path) -> No
     data = json.loads(payloads[0].read_text())["data"]
     assert data["products"] and data["cartUrl"].startswith("https://shop.example.com/cart?cartId=")
     assert "skipped (no_email)" in text or "skipped (" in text
-    assert "CreateCustomer (create_customer): 201, new customer account" in text
+    assert "CreateCustomer: POST /api/customers answered 201, new customer account" in text
     assert "ms-d365sc://executeAction?actionName=D365.CreateTransaction&param=" in text
 
 
