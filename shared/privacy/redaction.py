@@ -21,14 +21,28 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1=[redacted]",
     ),
     (re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "[email]"),
-    (re.compile(r"(?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.])"), "[number]"),
+)
+_PHONE = re.compile(r"(?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.])")
+# Digit runs that are not phone numbers and that an operator needs intact in the logs: UUIDs
+# (correlation ids), IPv4 addresses with a port, and ISO dates and timestamps.
+_NOT_A_PHONE = re.compile(
+    r"\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"
+    r"|\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?"
 )
 
 
 def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    pieces: list[str] = []
+    start = 0
+    for kept in _NOT_A_PHONE.finditer(text):
+        pieces.append(_PHONE.sub("[number]", text[start : kept.start()]))
+        pieces.append(kept.group())
+        start = kept.end()
+    pieces.append(_PHONE.sub("[number]", text[start:]))
+    return "".join(pieces)
 
 
 def _scrub(record: logging.LogRecord) -> None:

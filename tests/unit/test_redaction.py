@@ -39,3 +39,22 @@ def test_every_logger_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "someone@example.com" not in text and "other@example.com" not in text
     assert "[email]" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "correlation id da5ac034-1234-4567-8ce5-393327de5793",
+        "correlation id 12345678-1234-4567-8123-123456789012",
+        "token for https://127.0.0.1:33323/fno/.default",
+        "window 2026-12-01 .. 2026-12-02",
+        "at 2026-12-01T20:06:43.408523Z",
+    ],
+)
+def test_ids_addresses_and_dates_are_not_phone_numbers(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_phone_number_beside_an_id_is_still_masked() -> None:
+    text = "customer +1 425 555 0100 (request 12345678-1234-4567-8123-123456789012)"
+    assert redact(text) == "customer [number] (request 12345678-1234-4567-8123-123456789012)"
