@@ -6,7 +6,8 @@ tokens (client id and secret in HTTP Basic), ``/emarsys/api/v3/...`` accepts onl
 nonce). Triggers enforce the 1,000-contact and 1 MB limits, answer with Emarsys' reply codes
 (2008 unknown contact, 5004 unknown event, 5005 event not connected, 7003 with HTTP 429 and
 ``X-RateLimit-*`` headers over the budget), drop a repeated ``trigger_id`` and record every accepted
-trigger in :attr:`EmarsysStandIn.triggers` for tests.
+trigger in :attr:`EmarsysStandIn.triggers` and every contact update in
+:attr:`EmarsysStandIn.upserts` for tests.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ class Trigger:
     api_version: str
 
 
+@dataclass(frozen=True)
+class ContactUpsert:
+    """One ``PUT /contact`` that passed authentication, as it reached the stand-in."""
+
+    api_version: str
+    key_id: str
+    create_if_not_exists: bool
+    contacts: list[dict[str, Any]]
+
+
 @dataclass
 class EmarsysStandIn:
     """The stand-in's state; tests read and change it directly."""
@@ -77,6 +88,7 @@ class EmarsysStandIn:
     clock: Callable[[], float] = time.time
     contacts: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    upserts: list[ContactUpsert] = field(default_factory=list)
     duplicates_dropped: int = 0
     token_requests: int = 0
     trigger_requests: int = 0
@@ -326,7 +338,7 @@ class EmarsysStandIn:
         )
 
     async def _upsert_contacts(self, request: web.Request) -> web.Response:
-        _, rejected = await self._guard(request)
+        version, rejected = await self._guard(request)
         if rejected is not None:
             return rejected
         headers = self._rate_headers()
@@ -343,6 +355,14 @@ class EmarsysStandIn:
         if not isinstance(items, list) or len(items) > MAX_CONTACTS:
             return _reply(1000, f"At most {MAX_CONTACTS} contacts per call", status=400, headers=headers)
         create = request.query.get("create_if_not_exists") == "1"
+        self.upserts.append(
+            ContactUpsert(
+                api_version=version,
+                key_id=key_id,
+                create_if_not_exists=create,
+                contacts=[dict(item) for item in items if isinstance(item, dict)],
+            )
+        )
         ids: list[int | str] = []
         errors: dict[str, dict[str, str]] = {}
         for item in items:

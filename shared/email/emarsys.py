@@ -47,6 +47,10 @@ ALREADY_TRIGGERED = 9003
 RATE_LIMITED = 7003
 _TRANSIENT_CODES = frozenset({1003, 2011, RATE_LIMITED})
 _UNKNOWN_EVENT = frozenset({5001, 5004})
+# X-RateLimit-Reset is a whole-second timestamp of a window that can end up to a second after it,
+# and clocks differ: a retry at exactly the stated second is refused again, after which the reset
+# lies in the past and every further retry would wait nothing. Wait this much beyond what is asked.
+SERVER_DELAY_SLACK_SECONDS = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -302,6 +306,8 @@ class EmarsysProvider:
 
     async def _wait(self, attempt: int, server_delay: float | None, reason: str) -> None:
         delay = self._policy.delay(attempt, server_delay)
+        if server_delay is not None:
+            delay += SERVER_DELAY_SLACK_SECONDS
         logger.warning(
             "retrying Emarsys call after %s (attempt %d of %d, waiting %.2fs)",
             reason,
