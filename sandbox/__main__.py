@@ -13,12 +13,17 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import shutil
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from sandbox.server import Extension, Sandbox
 
+# What local.settings.sample.json expects: `func start` works against `python -m sandbox` as is.
+DEFAULT_PORT = 7443
+STABLE_CA_PATH = Path(".state/sandbox-ca.pem")
 OPTIONAL_STAND_INS = ("sandbox.fno", "sandbox.emarsys", "sandbox.sendgrid", "sandbox.webhook")
 
 
@@ -56,6 +61,11 @@ def describe(sandbox: Sandbox, modules: list[ModuleType]) -> str:
     return "\n".join(lines)
 
 
+def publish_ca(ca_path: Path) -> None:
+    STABLE_CA_PATH.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca_path, STABLE_CA_PATH)
+
+
 async def serve(seed: int, port: int) -> None:
     modules = optional_modules()
     extensions: list[Extension] = [module.add_routes for module in modules]
@@ -65,6 +75,8 @@ async def serve(seed: int, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with Sandbox(seed=seed, extensions=extensions, port=port, access_log=True) as sandbox:
+        # local.settings.sample.json trusts the CA at this fixed path (EXTRA_CA_BUNDLE).
+        await asyncio.to_thread(publish_ca, sandbox.ca_path)
         print(describe(sandbox, modules), flush=True)
         await stop.wait()
 
@@ -72,7 +84,12 @@ async def serve(seed: int, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=42, help="seed of the generated data (default 42)")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, what local.settings.sample.json names; 0: any)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

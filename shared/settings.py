@@ -252,6 +252,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
 
+    @field_validator("emarsys_event_id", "sendgrid_unsubscribe_group_id", mode="before")
+    @classmethod
+    def _blank_number_is_unset(cls, value: object) -> object:
+        # An app setting left empty (the portal, Bicep, local.settings.json) means "not set".
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
     @field_validator("sendgrid_template_id", "sendgrid_from_email", "sendgrid_from_name")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

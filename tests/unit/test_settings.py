@@ -80,3 +80,9 @@ def test_sample_local_settings_cover_every_setting() -> None:
     sample = json.loads(Path("local.settings.sample.json").read_text())["Values"]
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in sample]
     assert not missing, f"local.settings.sample.json lacks {missing}"
+
+
+def test_empty_optional_numbers_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, EMARSYS_EVENT_ID="", SENDGRID_UNSUBSCRIBE_GROUP_ID=" ")
+    settings = load_settings()
+    assert settings.emarsys_event_id is None and settings.sendgrid_unsubscribe_group_id is None
