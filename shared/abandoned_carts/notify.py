@@ -38,6 +38,7 @@ from shared.abandoned_carts.payload import AbandonedCartPayload, ProductImageDat
 from shared.email.base import (
     EmailMessage,
     EmailProvider,
+    ProviderConfigurationError,
     ProviderRejectedError,
     Recipient,
     SendResult,
@@ -349,7 +350,9 @@ class NotifyService:
             return Outcome("skipped", "frequency_cap", entry.cart_id, entry.cart_version, entry.step)
         try:
             result = await self._sender.send(message)
-        except ProviderRejectedError:
+        except (ProviderRejectedError, ProviderConfigurationError):
+            # Certainly not sent, so the customer's window is given back. After a transient error
+            # it is kept: a timeout can hide an accepted send, and the retry holds the window anyway.
             await self._cap.release(entry.customer_id, holder)
             raise
         return await self._record_result(entry, payload, result, holder, now)

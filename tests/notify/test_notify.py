@@ -16,6 +16,7 @@ from azure.functions.timer import TimerRequest
 from sandbox.data import Cart
 from sandbox.server import Sandbox
 from shared.abandoned_carts.payload import dedup_key
+from shared.email.base import ProviderConfigurationError
 from shared.privacy.suppression import SuppressionList
 from shared.runtime import Runtime
 from shared.state.ledger import Ledger, LedgerStatus
@@ -530,3 +531,28 @@ async def test_concurrent_invocations_share_customer_and_product_lookups(
     assert requests["POST /rs/Commerce/Customers/GetByAccountNumbers"] == 1
     assert requests["POST /rs/Commerce/Products/GetByIds"] == 1
     assert requests["POST /rs/Commerce/OrgUnits/GetOrgUnitConfiguration"] == 1
+
+
+async def test_a_configuration_failure_gives_the_frequency_cap_back(
+    sandbox: Sandbox, runtime: Runtime, recorder: RecordingProvider, registered_functions: dict[str, Any]
+) -> None:
+    customer = consenting_customer(sandbox)
+    online = own_cart(sandbox, customer, oun="128")
+    other_channel = sandbox.data.add_cart(
+        oun="067", customer_id=customer.account_number, modified=NOW - timedelta(minutes=90)
+    )
+    first = await put_on_ledger(runtime, online, oun="128")
+    second = await put_on_ledger(runtime, other_channel, oun="067")
+
+    async def misconfigured(message: Any) -> Any:
+        raise ProviderConfigurationError("event 4711 is not connected to a program")
+
+    sending = recorder.send
+    recorder.send = misconfigured  # type: ignore[method-assign]
+    with pytest.raises(ProviderConfigurationError):
+        await run_notify(registered_functions, first.body)
+    recorder.send = sending  # type: ignore[method-assign]
+    # Nothing went out for the first cart, so the customer's window is still free.
+    await run_notify(registered_functions, second.body)
+
+    assert [m.data["cartId"] for m in recorder.sent] == [other_channel.id]
