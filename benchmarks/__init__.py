@@ -1,0 +1,1 @@
+"""Benchmark scenarios: timing targets live here, never in the test suite."""
