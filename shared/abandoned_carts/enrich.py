@@ -55,6 +55,34 @@ class TtlCache(Generic[K, V]):
         self._entries[key] = (self._clock() + self._ttl, value)
 
 
+class SingleFlight(Generic[K, V]):
+    """Concurrent callers asking for one key share one call; its result or error reaches them all."""
+
+    def __init__(self) -> None:
+        self._calls: dict[K, asyncio.Future[V]] = {}
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        pending = self._calls.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.get_running_loop().create_future()
+        self._calls[key] = pending
+        try:
+            value = await call()
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)
+                # Retrieved here so a failure nobody else waited for is not reported as unhandled.
+                pending.exception()
+            else:
+                pending.cancel()  # the caller was cancelled; the others must not wait forever
+            raise
+        finally:
+            del self._calls[key]
+        pending.set_result(value)
+        return value
+
+
 @dataclass
 class _Batch(Generic[K, V]):
     keys: dict[K, None] = field(default_factory=dict)
@@ -163,8 +191,9 @@ class Enricher:
             product_ttl_seconds, clock=clock
         )
         self._channel_cache: TtlCache[str, ChannelConfiguration] = TtlCache(channel_ttl_seconds, clock=clock)
-        # One channel-configuration call in flight per channel, shared by whoever asks meanwhile.
-        self._channel_calls: dict[str, asyncio.Future[ChannelConfiguration]] = {}
+        # One call in flight per key, shared by whoever asks for the same thing meanwhile.
+        self._channel_calls: SingleFlight[str, ChannelConfiguration] = SingleFlight()
+        self._media_calls: SingleFlight[tuple[str, int, int], list[MediaLocation]] = SingleFlight()
 
     async def customer(self, oun: str, account_number: str) -> Customer | None:
         return await self._customers.get(oun, account_number)
@@ -192,7 +221,9 @@ class Enricher:
         cached = self._media_cache.get(key)
         if cached is not None:
             return cached
-        media = await self._retail.get_media_locations(oun, channel_id, product_id)
+        media = await self._media_calls.run(
+            key, lambda: self._retail.get_media_locations(oun, channel_id, product_id)
+        )
         self._media_cache.put(key, media)
         return media
 
@@ -200,23 +231,11 @@ class Enricher:
         cached = self._channel_cache.get(oun)
         if cached is not None:
             return cached
-        pending = self._channel_calls.get(oun)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._channel_calls[oun] = pending
-            try:
-                configuration = await self._retail.get_channel_configuration(oun)
-            except Exception as exc:
-                pending.set_exception(exc)
-                # Retrieved here so a failure nobody else waited for is not reported as unhandled.
-                pending.exception()
-                raise
-            finally:
-                del self._channel_calls[oun]
-            self._channel_cache.put(oun, configuration)
-            pending.set_result(configuration)
-            return configuration
-        return await asyncio.shield(pending)
+        configuration = await self._channel_calls.run(
+            oun, lambda: self._retail.get_channel_configuration(oun)
+        )
+        self._channel_cache.put(oun, configuration)
+        return configuration
 
     async def _fetch_customers(self, oun: str, account_numbers: list[str]) -> dict[str, Customer]:
         customers = await self._retail.get_customers(oun, account_numbers)

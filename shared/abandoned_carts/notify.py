@@ -40,6 +40,7 @@ from shared.email.base import (
     EmailProvider,
     ProviderConfigurationError,
     ProviderRejectedError,
+    ProviderTransientError,
     Recipient,
     SendResult,
 )
@@ -225,8 +226,15 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def failure_reason(exc: BaseException) -> str:
+    """A short, stable reason for the ledger; the detail (safe to log) is in the log line."""
     if isinstance(exc, UpstreamError):
         return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
+    if isinstance(exc, ProviderConfigurationError):
+        return "provider_misconfigured"
+    if isinstance(exc, ProviderTransientError):
+        return "provider_unavailable"
+    if isinstance(exc, ProviderRejectedError):
+        return "provider_rejected"
     return type(exc).__name__
 
 

@@ -531,6 +531,8 @@ async def test_concurrent_invocations_share_customer_and_product_lookups(
     assert requests["POST /rs/Commerce/Customers/GetByAccountNumbers"] == 1
     assert requests["POST /rs/Commerce/Products/GetByIds"] == 1
     assert requests["POST /rs/Commerce/OrgUnits/GetOrgUnitConfiguration"] == 1
+    # One image look-up per product, however many carts hold it.
+    assert sum(n for route, n in requests.items() if "GetMediaLocations" in route) == 2
 
 
 async def test_a_configuration_failure_gives_the_frequency_cap_back(

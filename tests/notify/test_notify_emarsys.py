@@ -372,13 +372,13 @@ async def test_event_not_connected_raises_for_the_operator_and_records_failed(
     assert find_personal_data([text], sandbox) == []
     assert stand_in.triggers == []
     assert sandbox.stats.requests[trigger_path(UNCONNECTED_EVENT_ID)] == 1  # not retried in-call
-    assert await ledger_status(runtime, cart) == ("failed", "ProviderConfigurationError")
+    assert await ledger_status(runtime, cart) == ("failed", "provider_misconfigured")
 
     # Each host retry ends the same way (then the poison queue); it is never recorded as sent.
     with pytest.raises(ProviderConfigurationError):
         await run_notify(registered_functions, queued.body, dequeue_count=2)
     assert stand_in.triggers == []
-    assert await ledger_status(runtime, cart) == ("failed", "ProviderConfigurationError")
+    assert await ledger_status(runtime, cart) == ("failed", "provider_misconfigured")
 
 
 # ----- 6: 7003 / HTTP 429 until X-RateLimit-Reset
