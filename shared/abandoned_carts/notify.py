@@ -195,6 +195,16 @@ class FrequencyCap:
                 continue
         return False
 
+    async def held_by_other(self, customer_id: str, holder: str, now: datetime) -> bool:
+        """Whether ``reserve`` would refuse now; a read only, to skip work that would be wasted."""
+        if self._window <= timedelta(0):
+            return False
+        document = await self._store.read("state", self._partition(customer_id), "cap")
+        if document is None or document.body.get("holder") == holder:
+            return False
+        sent_at = document.body.get("sentAt")
+        return sent_at is not None and datetime.fromisoformat(sent_at) > now - self._window
+
     async def release(self, customer_id: str, holder: str) -> None:
         """Give the window back when the email did not go out after all."""
         if self._window <= timedelta(0):
@@ -352,7 +362,7 @@ class NotifyService:
         except _SkippedError as skip:
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason=skip.reason)
             return Outcome("skipped", skip.reason, entry.cart_id, entry.cart_version, entry.step)
-        holder = f"{entry.cart_id}|v{entry.cart_version}"
+        holder = self._holder(entry)
         if not await self._cap.reserve(entry.customer_id, holder, now):
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
             return Outcome("skipped", "frequency_cap", entry.cart_id, entry.cart_version, entry.step)
@@ -364,6 +374,10 @@ class NotifyService:
             await self._cap.release(entry.customer_id, holder)
             raise
         return await self._record_result(entry, payload, result, holder, now)
+
+    @staticmethod
+    def _holder(entry: LedgerEntry) -> str:
+        return f"{entry.cart_id}|v{entry.cart_version}"
 
     async def _record_result(
         self,
@@ -417,10 +431,6 @@ class NotifyService:
         latest = await self._ledger.latest_cart(entry.oun, entry.customer_id)
         if latest is not None and latest != entry.cart_id:
             raise _SkippedError("superseded")
-        if self._config.order_check and await orders.ordered_since(
-            self._retail, entry.oun, entry.customer_id, entry.modified_at, now
-        ):
-            raise _SkippedError("ordered_since")
         customer = await self._enricher.customer(entry.oun, entry.customer_id)
         if customer is None:
             raise _SkippedError("customer_not_found")
@@ -431,6 +441,14 @@ class NotifyService:
         assert email is not None  # consent_refusal answers "no_email" otherwise
         if await self._suppression.contains(email):
             raise _SkippedError("suppressed")
+        # Cheap checks first: a capped customer costs no order search and no product look-ups.
+        # The reservation that really decides is taken right before sending.
+        if await self._cap.held_by_other(entry.customer_id, self._holder(entry), now):
+            raise _SkippedError("frequency_cap")
+        if self._config.order_check and await orders.ordered_since(
+            self._retail, entry.oun, entry.customer_id, entry.modified_at, now
+        ):
+            raise _SkippedError("ordered_since")
         payload = await self._payload(entry, cart, customer, email)
         try:
             recipient = Recipient(

@@ -8,7 +8,9 @@ where these tests look anyway.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -111,6 +113,9 @@ class Template:
         def one(match: re.Match[str]) -> str:
             nonlocal unresolved
             head, _, rest = match.group(1).partition(".")
+            if head not in self.variables and head not in self.parameters:
+                unresolved = True
+                return match.group(0)
             resolved = self.resolve(head)
             for key in rest.split(".") if rest else []:
                 resolved = (
@@ -123,6 +128,121 @@ class Template:
 
         filled = _INTERPOLATION.sub(one, text)
         return Opaque(filled) if unresolved else filled
+
+    def evaluate(self, value: Any, arguments: Mapping[str, Any]) -> Any:
+        """What Bicep computes for ``value`` when the parameters are ``arguments`` (else defaults).
+
+        Enough of the language for app settings: literals, parameters, variables, interpolation,
+        ``cond ? a : b``, ``==``/``!=``/``!``/``&&``/``||`` and ``empty``, ``string``, ``concat``,
+        ``toLower``/``toUpper``. A resource, a module output or any other function stays
+        ``Opaque``; a parameter with neither argument nor default stays ``ParamRef``.
+        """
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            return self._evaluate_name(value, arguments)
+        if isinstance(value, list):
+            return [self.evaluate(item, arguments) for item in value]
+        if isinstance(value, dict) and "operator" in value:
+            return self._evaluate_operator(value, arguments)
+        if isinstance(value, dict) and "function" in value:
+            return self._evaluate_function(value, arguments)
+        if isinstance(value, dict):
+            return {key: self.evaluate(item, arguments) for key, item in value.items()}
+        return Opaque(repr(value))
+
+    def _evaluate_name(self, value: str, arguments: Mapping[str, Any]) -> Any:
+        if value in self.variables:
+            return self.evaluate(self.variables[value]["value"], arguments)
+        if value in self.parameters:
+            if value in arguments:
+                return arguments[value]
+            # pycep gives a parameter without a default ``"default": None``.
+            default = self.parameters[value].get("default")
+            return ParamRef(self.path, value) if default is None else self.evaluate(default, arguments)
+        if value in self.resources or value in self.modules:
+            return Opaque(value)
+        if not _INTERPOLATION.search(value):
+            return value
+        unresolved = False
+
+        def one(match: re.Match[str]) -> str:
+            nonlocal unresolved
+            head, *keys = match.group(1).split(".")
+            known = head in self.variables or head in self.parameters
+            filled = self._follow(self._evaluate_name(head, arguments), keys) if known else None
+            if isinstance(filled, str | int) and not isinstance(filled, bool):
+                return str(filled)
+            unresolved = True
+            return match.group(0)
+
+        text = _INTERPOLATION.sub(one, value)
+        return Opaque(text) if unresolved else text
+
+    @staticmethod
+    def _follow(target: Any, keys: list[str]) -> Any:
+        for key in keys:
+            if isinstance(target, Opaque):
+                target = Opaque(f"{target.expression}.{key}")
+            elif isinstance(target, dict) and key in target:
+                target = target[key]
+            else:
+                return Opaque(f"{target!r}.{key}")
+        return target
+
+    def _evaluate_operator(self, value: dict[str, Any], arguments: Mapping[str, Any]) -> Any:
+        operator = value["operator"]
+        kind, operands = operator["type"], operator["operands"]
+        if kind == "property_accessor":
+            # a.b.c is a right-nested chain: operand_1 a, operand_2 (b, c).
+            keys: list[str] = []
+            rest = operands["operand_2"]
+            while isinstance(rest, dict) and rest.get("operator", {}).get("type") == "property_accessor":
+                keys.append(rest["operator"]["operands"]["operand_1"])
+                rest = rest["operator"]["operands"]["operand_2"]
+            if not isinstance(rest, str) or not all(isinstance(key, str) for key in keys):
+                return Opaque(repr(value))
+            return self._follow(self.evaluate(operands["operand_1"], arguments), [*keys, rest])
+        if kind == "conditional":
+            condition = self.evaluate(operands["condition"], arguments)
+            if not isinstance(condition, bool):
+                return Opaque(repr(value))
+            branch = operands["true_value"] if condition else operands["false_value"]
+            return self.evaluate(branch, arguments)
+        values = [self.evaluate(operand, arguments) for operand in operands.values()]
+        if any(isinstance(item, ParamRef | Opaque) for item in values):
+            return Opaque(repr(value))
+        if kind == "equals":
+            return values[0] == values[1]
+        if kind == "not_equals":
+            return values[0] != values[1]
+        if kind == "not" and isinstance(values[0], bool):
+            return not values[0]
+        if kind == "and" and all(isinstance(item, bool) for item in values):
+            return all(values)
+        if kind == "or" and all(isinstance(item, bool) for item in values):
+            return any(values)
+        if kind == "minus" and isinstance(values[0], int):
+            return -values[0]
+        return Opaque(repr(value))
+
+    def _evaluate_function(self, value: dict[str, Any], arguments: Mapping[str, Any]) -> Any:
+        function = value["function"]
+        values = [self.evaluate(item, arguments) for item in function.get("parameters", {}).values()]
+        if any(isinstance(item, ParamRef | Opaque) for item in values):
+            return Opaque(repr(value))
+        kind = function["type"]
+        if kind == "empty" and len(values) == 1 and (values[0] is None or isinstance(values[0], str | list | dict)):
+            return not values[0]
+        if kind == "string" and len(values) == 1:
+            return arm_string(values[0])
+        if kind == "concat" and values and all(isinstance(item, list) for item in values):
+            return [element for item in values for element in item]
+        if kind == "concat" and values and all(isinstance(item, str | int) for item in values):
+            return "".join(arm_string(item) for item in values)
+        if kind in ("to_lower", "to_upper") and len(values) == 1 and isinstance(values[0], str):
+            return values[0].lower() if kind == "to_lower" else values[0].upper()
+        return Opaque(repr(value))
 
     def symbol_of(self, value: Any) -> str | None:
         """The resource a ``scope``/``parent`` points at: ``vault`` or ``vault.id``."""
@@ -144,6 +264,17 @@ def through_module(parent: Template, module_symbol: str, value: Any) -> Any:
     return resolved
 
 
+def arm_string(value: Any) -> str:
+    """ARM's ``string()``: ``True``/``False`` for booleans (capitalised, as .NET writes them)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
 def main() -> Template:
     return Template(MAIN)
 
@@ -152,3 +283,59 @@ def main_param_default(ref: ParamRef) -> Any:
     """A main.bicep parameter's default, or ``ref`` itself when it has none."""
     default = main().parameters[ref.name].get("default")
     return ref if default is None else default
+
+
+def _site(api: Template) -> dict[str, Any]:
+    sites = api.resources_of_type("Microsoft.Web/sites")
+    assert len(sites) == 1, "expected one function app"
+    (site,) = sites.values()
+    return site
+
+
+def _setting_entries(template: Template, value: Any) -> Iterator[dict[str, Any]]:
+    """Every ``{name, value}`` the settings expression can produce, whichever branch is taken."""
+    if isinstance(value, str) and value in template.variables:
+        yield from _setting_entries(template, template.variables[value]["value"])
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and "name" in item:
+                yield item
+            else:
+                yield from _setting_entries(template, item)
+    elif isinstance(value, dict) and value.get("operator", {}).get("type") == "conditional":
+        operands = value["operator"]["operands"]
+        yield from _setting_entries(template, operands["true_value"])
+        yield from _setting_entries(template, operands["false_value"])
+    elif isinstance(value, dict) and value.get("function", {}).get("type") == "concat":
+        for item in value["function"]["parameters"].values():
+            yield from _setting_entries(template, item)
+    else:
+        raise AssertionError(f"cannot read app settings from {value!r}")
+
+
+def api_arguments(main_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters main.bicep passes to app/api.bicep, given main's own (else their defaults)."""
+    root = main()
+    _, params = root.module("api")
+    return {name: root.evaluate(expression, main_arguments or {}) for name, expression in params.items()}
+
+
+def app_setting_names() -> dict[str, Any]:
+    """Each app setting the Bicep may give the function app, with its unevaluated value."""
+    api, _ = main().module("api")
+    expression = _site(api)["properties"]["siteConfig"]["appSettings"]
+    entries = list(_setting_entries(api, expression))
+    names = [entry["name"] for entry in entries]
+    assert len(names) == len(set(names)), "an app setting is listed twice"
+    return {entry["name"]: entry["value"] for entry in entries}
+
+
+def app_settings(main_arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The app settings a deployment with these main.bicep parameters (else defaults) gets."""
+    api, _ = main().module("api")
+    expression = _site(api)["properties"]["siteConfig"]["appSettings"]
+    entries = api.evaluate(expression, api_arguments(main_arguments))
+    assert isinstance(entries, list), f"app settings did not evaluate to a list: {entries!r}"
+    settings = {entry["name"]: entry["value"] for entry in entries}
+    assert len(settings) == len(entries), "an app setting is listed twice"
+    return settings

@@ -309,10 +309,13 @@ async def test_frequency_cap_one_email_per_customer_across_channels(
     second = await put_on_ledger(runtime, other_channel, oun="067")
 
     await run_notify(registered_functions, first.body)
+    sandbox.stats.reset()
     await run_notify(registered_functions, second.body)
 
     assert len(recorder.sent) == 1
     assert await ledger_status(runtime, other_channel) == ("skipped", "frequency_cap")
+    # Decided before the order search and the product look-ups, which would be wasted.
+    assert not [r for r in sandbox.stats.requests if "SearchOrders" in r or "Products" in r]
 
 
 async def test_frequency_cap_zero_turns_it_off(
