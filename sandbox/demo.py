@@ -45,7 +45,9 @@ def registered_functions() -> dict[str, Any]:
     # get_functions() indexes the app once per process; a second call (tests) must reset it.
     function_app.app.functions_bindings = None
     functions = function_app.app.get_functions()
-    logging.getLogger().setLevel(logging.WARNING)  # function_app set INFO; the demo prints its own
+    # function_app logs per message at INFO; the demo prints its own summary instead.
+    for name in ("", "shared"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return {str(f.get_function_name()): f.get_user_function() for f in functions}
 
 
@@ -85,6 +87,10 @@ def fresh_directories() -> None:
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     shutil.rmtree(PREVIEW_DIR, ignore_errors=True)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def host_batch_size() -> int:
+    return int(json.loads(Path("host.json").read_text())["extensions"]["queues"]["batchSize"])
 
 
 def preview_pages() -> list[Path]:
@@ -130,24 +136,34 @@ async def _detect_and_notify(
     ]
     outcomes: Counter[str] = Counter()
     poisoned = 0
-    for index, body in enumerate(messages):
+
+    async def deliver(index: int, body: str) -> None:
+        nonlocal poisoned
         poison = OutBinding()
         message = QueueMessage(id=f"demo-{index}", body=body.encode("utf-8"), dequeue_count=1)  # type: ignore[no-untyped-call]
         try:
             await functions["notify_abandoned_cart"](message, poison)
         except Exception as exc:  # the host would retry; the demo reports it
             outcomes[f"failed ({type(exc).__name__})"] += 1
-            continue
+            return
         if poison.get() is not None:
             poisoned += 1
-            continue
+            return
         decoded = json.loads(body)
         found = await Ledger(runtime.store).get(decoded["cartId"], decoded["cartVersion"], decoded["step"])
         if found is not None:
             entry = found[0]
             outcomes[entry.status.value + (f" ({entry.reason})" if entry.reason else "")] += 1
+
+    # As the host does: up to host.json's batchSize messages of one instance at a time.
+    batch_size = await asyncio.to_thread(host_batch_size)
+    for start in range(0, len(messages), batch_size):
+        await asyncio.gather(
+            *(deliver(start + i, body) for i, body in enumerate(messages[start : start + batch_size]))
+        )
     lines += [
-        f"Notification (notify_abandoned_cart, {len(messages)} queue messages, provider {provider}):",
+        f"Notification (notify_abandoned_cart, {len(messages)} queue messages, {batch_size} at a time, "
+        f"provider {provider}):",
         *(f"  {count:4d}  {outcome}" for outcome, count in sorted(outcomes.items())),
     ]
     if poisoned:
