@@ -35,6 +35,7 @@ from shared.settings import Settings
 from shared.state.ledger import Ledger
 from shared.state.records import RunSummaryStore
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(".state/demo")
 PREVIEW_DIR = Path("out/previews")
 
@@ -90,7 +91,8 @@ def fresh_directories() -> None:
 
 
 def host_batch_size() -> int:
-    return int(json.loads(Path("host.json").read_text())["extensions"]["queues"]["batchSize"])
+    host = json.loads((PROJECT_ROOT / "host.json").read_text())
+    return int(host["extensions"]["queues"]["batchSize"])
 
 
 def preview_pages() -> list[Path]:
