@@ -98,6 +98,21 @@ param operatingUnitNumbers string
 @description('Six-field NCRONTAB schedule of the detection timer, in UTC.')
 param detectSchedule string = '0 */15 * * * *'
 
+@description('How far back, in minutes, detection looks for carts, even after downtime (1-43200).')
+@minValue(1)
+@maxValue(43200)
+param lookbackMinutes int = 1440
+
+@description('Minutes without a change after which a cart counts as abandoned; must be below lookbackMinutes.')
+@minValue(1)
+@maxValue(10080)
+param abandonedAfterMinutes int = 60
+
+@description('Most carts one detection run records and queues; the rest wait for the next run.')
+@minValue(1)
+@maxValue(100000)
+param maxCartsPerRun int = 2000
+
 @description('Log level of the connector\'s own loggers.')
 @allowed([
   'DEBUG'
@@ -106,6 +121,106 @@ param detectSchedule string = '0 */15 * * * *'
   'ERROR'
 ])
 param logLevel string = 'INFO'
+
+// --- notification ------------------------------------------------------------------------------
+@description('Who may get an abandoned-cart email: opted_in (explicit opt-in), not_opted_out, or off (transactional use only; the suppression list still applies).')
+@allowed([
+  'opted_in'
+  'not_opted_out'
+  'off'
+])
+param consentPolicy string = 'not_opted_out'
+
+@description('At most one abandoned-cart sequence per customer in this many hours; 0 turns the cap off.')
+@minValue(0)
+@maxValue(720)
+param frequencyCapHours int = 24
+
+@description('Skip a cart whose customer placed an order since the cart last changed.')
+param orderCheck bool = true
+
+@minLength(1)
+@description('Comma-separated, strictly increasing minutes after the cart\'s last change at which each reminder is due, e.g. 60,1440 (at most 20 steps, the last at most 43200).')
+param reminderSteps string = '60'
+
+@description('Storefront base URL, https://shop.example.com; product links are <siteUrl>/<name-slug>/<RecordId>.p. Empty: no product links.')
+param siteUrl string = ''
+
+@description('Return-to-cart link with the placeholders {cartId} (required), {oun} and {channelId}, e.g. https://shop.example.com/cart?cartId={cartId}. Empty: no cart link.')
+param returnToCartUrlTemplate string = ''
+
+@description('Unsubscribe link with the placeholders {customerId}, {cartId}, {oun} and {channelId}. Empty: no unsubscribe link in the email.')
+param unsubscribeUrlTemplate string = ''
+
+@description('Media Server base URL of the channel profile; relative product image paths are appended to it. Empty: only absolute image URLs are used.')
+param imageBaseUrl string = ''
+
+// --- email provider ----------------------------------------------------------------------------
+@description('Which provider sends the emails. preview sends nothing and writes each message to /tmp/previews on the instance.')
+@allowed([
+  'emarsys'
+  'sendgrid'
+  'webhook'
+  'preview'
+])
+param emailProvider string = 'preview'
+
+@description('true sends nothing whatever emailProvider says (each message is previewed instead). On by default so a first deployment mails no customer; set it to false once the provider is configured.')
+param dryRun bool = true
+
+@description('Emarsys authentication: oauth (OAuth 2.0 client credentials, API v3) or wsse (API v2, until its sunset at the end of 2026).')
+@allowed([
+  'oauth'
+  'wsse'
+])
+param emarsysAuth string = 'oauth'
+
+@minLength(1)
+@description('Emarsys API base URL (https).')
+param emarsysApiUrl string = 'https://api.emarsys.net'
+
+@description('Numeric id of the Emarsys external event that triggers the abandoned-cart program; required when emailProvider is emarsys and dryRun is false. Empty: not set.')
+param emarsysEventId string = ''
+
+@minLength(1)
+@description('Emarsys contact field that identifies the recipient: 3 is E-Mail (the address is sent); any other id is an indexed custom field holding the customer account number.')
+param emarsysKeyId string = '3'
+
+@description('On Emarsys reply 2008 (unknown contact): true creates the contact and triggers once more; false skips the step.')
+param emarsysCreateMissingContacts bool = false
+
+@description('SendGrid dynamic template id (d-...); required when emailProvider is sendgrid.')
+param sendgridTemplateId string = ''
+
+@description('Sender address of SendGrid emails (a verified sender); required when emailProvider is sendgrid.')
+param sendgridFromEmail string = ''
+
+@description('Sender display name of SendGrid emails. Empty: the address only.')
+param sendgridFromName string = ''
+
+@description('https endpoint that receives each message, signed with the webhook-signing-secret; required when emailProvider is webhook.')
+param webhookUrl string = ''
+
+// --- customers (POST /api/customers) -------------------------------------------------------------
+@description('Finance and Operations environment URL, https://<env>.operations.dynamics.com; the token audience is derived from it. Empty: POST /api/customers answers 503.')
+param fnoUrl string = ''
+
+@description('Client id of a separate Entra app for F&O (its secret is fno-client-secret in Key Vault). Empty: the connector\'s own app (entraClientId) is used.')
+param fnoClientId string = ''
+
+@description('Require the customersAppRole role claim from App Service authentication (Easy Auth). Only with authentication configured on the app: without it the claims header could be forged.')
+param easyAuthEnabled bool = false
+
+@minLength(1)
+@maxLength(120)
+@description('App role a caller of the customers endpoint must hold when easyAuthEnabled is true.')
+param customersAppRole string = 'Customers.Create'
+
+@description('Look the email of a new customer up in F&O (CustomersV3) before creating it; a match answers 409.')
+param duplicateCheckEnabled bool = false
+
+@description('Cloud POS base URL (without /POS) for the cloudPos deep link returned with a new customer. Empty: the Store Commerce link only.')
+param cposUrl string = ''
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -217,7 +332,35 @@ module api 'app/api.bicep' = {
     retailServerAudience: retailServerAudience
     operatingUnitNumbers: operatingUnitNumbers
     detectSchedule: detectSchedule
+    lookbackMinutes: lookbackMinutes
+    abandonedAfterMinutes: abandonedAfterMinutes
+    maxCartsPerRun: maxCartsPerRun
     logLevel: logLevel
+    consentPolicy: consentPolicy
+    frequencyCapHours: frequencyCapHours
+    orderCheck: orderCheck
+    reminderSteps: reminderSteps
+    siteUrl: siteUrl
+    returnToCartUrlTemplate: returnToCartUrlTemplate
+    unsubscribeUrlTemplate: unsubscribeUrlTemplate
+    imageBaseUrl: imageBaseUrl
+    emailProvider: emailProvider
+    dryRun: dryRun
+    emarsysAuth: emarsysAuth
+    emarsysApiUrl: emarsysApiUrl
+    emarsysEventId: emarsysEventId
+    emarsysKeyId: emarsysKeyId
+    emarsysCreateMissingContacts: emarsysCreateMissingContacts
+    sendgridTemplateId: sendgridTemplateId
+    sendgridFromEmail: sendgridFromEmail
+    sendgridFromName: sendgridFromName
+    webhookUrl: webhookUrl
+    fnoUrl: fnoUrl
+    fnoClientId: fnoClientId
+    easyAuthEnabled: easyAuthEnabled
+    customersAppRole: customersAppRole
+    duplicateCheckEnabled: duplicateCheckEnabled
+    cposUrl: cposUrl
   }
 }
 

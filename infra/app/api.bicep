@@ -33,7 +33,269 @@ param retailServerUrl string
 param retailServerAudience string
 param operatingUnitNumbers string
 param detectSchedule string
+param lookbackMinutes int
+param abandonedAfterMinutes int
+param maxCartsPerRun int
 param logLevel string
+
+// Notify, email providers and customers: main.bicep documents each one.
+param consentPolicy string
+param frequencyCapHours int
+param orderCheck bool
+param reminderSteps string
+param siteUrl string
+param returnToCartUrlTemplate string
+param unsubscribeUrlTemplate string
+param imageBaseUrl string
+param emailProvider string
+param dryRun bool
+param emarsysAuth string
+param emarsysApiUrl string
+param emarsysEventId string
+param emarsysKeyId string
+param emarsysCreateMissingContacts bool
+param sendgridTemplateId string
+param sendgridFromEmail string
+param sendgridFromName string
+param webhookUrl string
+param fnoUrl string
+param fnoClientId string
+param easyAuthEnabled bool
+param customersAppRole string
+param duplicateCheckEnabled bool
+param cposUrl string
+
+// The app settings. EMARSYS_EVENT_ID is a number to the code, so it is left out rather than set
+// empty when no event is named; every other optional value may be empty (it means unset).
+// Keep comments inside the list to four lines or fewer: the pycep parser checkov bundles (0.5.1)
+// fails on five comment lines in a row there, and the file then goes unscanned.
+var appSettings = [
+  // Host storage through the identity; the table endpoint is left out because nothing the app
+  // runs (timer, queue trigger, queue output) uses tables.
+  {
+    name: 'AzureWebJobsStorage__blobServiceUri'
+    value: storage.properties.primaryEndpoints.blob
+  }
+  {
+    name: 'AzureWebJobsStorage__queueServiceUri'
+    value: storage.properties.primaryEndpoints.queue
+  }
+  {
+    name: 'AzureWebJobsStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'AzureWebJobsStorage__clientId'
+    value: identity.properties.clientId
+  }
+  // Telemetry: local auth is off on the component, so the host signs in as the identity.
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: applicationInsights.properties.ConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+  }
+  // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this.
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identity.properties.clientId
+  }
+
+  {
+    name: 'LOG_LEVEL'
+    value: logLevel
+  }
+  {
+    name: 'KEY_VAULT_URL'
+    value: keyVaultUri
+  }
+  {
+    name: 'ENTRA_TENANT_ID'
+    value: entraTenantId
+  }
+  {
+    name: 'ENTRA_CLIENT_ID'
+    value: entraClientId
+  }
+  {
+    name: 'ENTRA_CLIENT_SECRET_NAME'
+    value: entraClientSecretName
+  }
+  {
+    name: 'STATE_STORE'
+    value: 'cosmos'
+  }
+  {
+    name: 'COSMOS_ENDPOINT'
+    value: cosmosEndpoint
+  }
+  {
+    name: 'COSMOS_DATABASE'
+    value: cosmosDatabaseName
+  }
+  {
+    name: 'COSMOS_LEDGER_CONTAINER'
+    value: cosmosLedgerContainerName
+  }
+  {
+    name: 'COSMOS_STATE_CONTAINER'
+    value: cosmosStateContainerName
+  }
+  {
+    name: 'RETAIL_SERVER_URL'
+    value: retailServerUrl
+  }
+  {
+    name: 'RETAIL_SERVER_AUDIENCE'
+    value: retailServerAudience
+  }
+  {
+    name: 'OPERATING_UNIT_NUMBERS'
+    value: operatingUnitNumbers
+  }
+  // The host resolves %DETECT_SCHEDULE% and %DETECTION_QUEUE_NAME% in the bindings itself,
+  // so these two must be real app settings, not just code defaults.
+  {
+    name: 'DETECT_SCHEDULE'
+    value: detectSchedule
+  }
+  {
+    name: 'DETECTION_QUEUE_NAME'
+    value: detectionQueueName
+  }
+  // The detection window and its bound per run.
+  {
+    name: 'LOOKBACK_MINUTES'
+    value: string(lookbackMinutes)
+  }
+  {
+    name: 'ABANDONED_AFTER_MINUTES'
+    value: string(abandonedAfterMinutes)
+  }
+  {
+    name: 'MAX_CARTS_PER_RUN'
+    value: string(maxCartsPerRun)
+  }
+
+  // Notify. An empty URL or template means "not set" to the code (shared/settings.py).
+  {
+    name: 'CONSENT_POLICY'
+    value: consentPolicy
+  }
+  {
+    name: 'FREQUENCY_CAP_HOURS'
+    value: string(frequencyCapHours)
+  }
+  {
+    name: 'ORDER_CHECK'
+    value: orderCheck ? 'true' : 'false'
+  }
+  {
+    name: 'REMINDER_STEPS'
+    value: reminderSteps
+  }
+  {
+    name: 'SITE_URL'
+    value: siteUrl
+  }
+  {
+    name: 'RETURN_TO_CART_URL_TEMPLATE'
+    value: returnToCartUrlTemplate
+  }
+  {
+    name: 'UNSUBSCRIBE_URL_TEMPLATE'
+    value: unsubscribeUrlTemplate
+  }
+  {
+    name: 'IMAGE_BASE_URL'
+    value: imageBaseUrl
+  }
+
+  // Email provider. Booleans are written as true or false (string() in ARM would give True).
+  {
+    name: 'EMAIL_PROVIDER'
+    value: emailProvider
+  }
+  {
+    name: 'DRY_RUN'
+    value: dryRun ? 'true' : 'false'
+  }
+  // Flex Consumption runs the app from its deployment package, mounted read-only, so the code
+  // default (out/previews, relative to the app root) cannot be written. /tmp is each instance's
+  // local scratch disk: writable, but not shared and lost on recycling, so dry-run previews are
+  // throw-away there; the outcome of every message is in Application Insights.
+  {
+    name: 'PREVIEW_DIR'
+    value: '/tmp/previews'
+  }
+  {
+    name: 'EMARSYS_AUTH'
+    value: emarsysAuth
+  }
+  {
+    name: 'EMARSYS_API_URL'
+    value: emarsysApiUrl
+  }
+  {
+    name: 'EMARSYS_KEY_ID'
+    value: emarsysKeyId
+  }
+  {
+    name: 'EMARSYS_CREATE_MISSING_CONTACTS'
+    value: emarsysCreateMissingContacts ? 'true' : 'false'
+  }
+  {
+    name: 'SENDGRID_TEMPLATE_ID'
+    value: sendgridTemplateId
+  }
+  {
+    name: 'SENDGRID_FROM_EMAIL'
+    value: sendgridFromEmail
+  }
+  {
+    name: 'SENDGRID_FROM_NAME'
+    value: sendgridFromName
+  }
+  {
+    name: 'WEBHOOK_URL'
+    value: webhookUrl
+  }
+
+  // Customers (POST /api/customers). An empty FNO_URL leaves the endpoint answering 503.
+  {
+    name: 'FNO_URL'
+    value: fnoUrl
+  }
+  {
+    name: 'FNO_CLIENT_ID'
+    value: fnoClientId
+  }
+  {
+    name: 'EASY_AUTH_ENABLED'
+    value: easyAuthEnabled ? 'true' : 'false'
+  }
+  {
+    name: 'CUSTOMERS_APP_ROLE'
+    value: customersAppRole
+  }
+  {
+    name: 'DUPLICATE_CHECK_ENABLED'
+    value: duplicateCheckEnabled ? 'true' : 'false'
+  }
+  {
+    name: 'CPOS_URL'
+    value: cposUrl
+  }
+]
+
+var optionalAppSettings = empty(emarsysEventId) ? [] : [
+  {
+    name: 'EMARSYS_EVENT_ID'
+    value: emarsysEventId
+  }
+]
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: identityName
@@ -91,103 +353,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       // The whole settings list: a redeployment replaces it, so what is here is all the app has.
-      appSettings: [
-        // Host storage through the identity; the table endpoint is left out because nothing the app
-        // runs (timer, queue trigger, queue output) uses tables.
-        {
-          name: 'AzureWebJobsStorage__blobServiceUri'
-          value: storage.properties.primaryEndpoints.blob
-        }
-        {
-          name: 'AzureWebJobsStorage__queueServiceUri'
-          value: storage.properties.primaryEndpoints.queue
-        }
-        {
-          name: 'AzureWebJobsStorage__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'AzureWebJobsStorage__clientId'
-          value: identity.properties.clientId
-        }
-        // Telemetry: local auth is off on the component, so the host signs in as the identity.
-        {
-          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-          value: applicationInsights.properties.ConnectionString
-        }
-        {
-          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-          value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
-        }
-        // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this.
-        {
-          name: 'AZURE_CLIENT_ID'
-          value: identity.properties.clientId
-        }
-
-        {
-          name: 'LOG_LEVEL'
-          value: logLevel
-        }
-        {
-          name: 'KEY_VAULT_URL'
-          value: keyVaultUri
-        }
-        {
-          name: 'ENTRA_TENANT_ID'
-          value: entraTenantId
-        }
-        {
-          name: 'ENTRA_CLIENT_ID'
-          value: entraClientId
-        }
-        {
-          name: 'ENTRA_CLIENT_SECRET_NAME'
-          value: entraClientSecretName
-        }
-        {
-          name: 'STATE_STORE'
-          value: 'cosmos'
-        }
-        {
-          name: 'COSMOS_ENDPOINT'
-          value: cosmosEndpoint
-        }
-        {
-          name: 'COSMOS_DATABASE'
-          value: cosmosDatabaseName
-        }
-        {
-          name: 'COSMOS_LEDGER_CONTAINER'
-          value: cosmosLedgerContainerName
-        }
-        {
-          name: 'COSMOS_STATE_CONTAINER'
-          value: cosmosStateContainerName
-        }
-        {
-          name: 'RETAIL_SERVER_URL'
-          value: retailServerUrl
-        }
-        {
-          name: 'RETAIL_SERVER_AUDIENCE'
-          value: retailServerAudience
-        }
-        {
-          name: 'OPERATING_UNIT_NUMBERS'
-          value: operatingUnitNumbers
-        }
-        // The host resolves %DETECT_SCHEDULE% and %DETECTION_QUEUE_NAME% in the bindings itself,
-        // so these two must be real app settings, not just code defaults.
-        {
-          name: 'DETECT_SCHEDULE'
-          value: detectSchedule
-        }
-        {
-          name: 'DETECTION_QUEUE_NAME'
-          value: detectionQueueName
-        }
-      ]
+      appSettings: concat(appSettings, optionalAppSettings)
     }
     functionAppConfig: {
       deployment: {

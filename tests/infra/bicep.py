@@ -232,7 +232,11 @@ class Template:
         if any(isinstance(item, ParamRef | Opaque) for item in values):
             return Opaque(repr(value))
         kind = function["type"]
-        if kind == "empty" and len(values) == 1 and (values[0] is None or isinstance(values[0], str | list | dict)):
+        if (
+            kind == "empty"
+            and len(values) == 1
+            and (values[0] is None or isinstance(values[0], str | list | dict))
+        ):
             return not values[0]
         if kind == "string" and len(values) == 1:
             return arm_string(values[0])
@@ -277,12 +281,6 @@ def arm_string(value: Any) -> str:
 
 def main() -> Template:
     return Template(MAIN)
-
-
-def main_param_default(ref: ParamRef) -> Any:
-    """A main.bicep parameter's default, or ``ref`` itself when it has none."""
-    default = main().parameters[ref.name].get("default")
-    return ref if default is None else default
 
 
 def _site(api: Template) -> dict[str, Any]:
@@ -339,3 +337,32 @@ def app_settings(main_arguments: Mapping[str, Any] | None = None) -> dict[str, A
     settings = {entry["name"]: entry["value"] for entry in entries}
     assert len(settings) == len(entries), "an app setting is listed twice"
     return settings
+
+
+def referenced_parameters(template: Template, value: Any) -> set[str]:
+    """The parameters of ``template`` an (unevaluated) expression uses, through its variables."""
+    if isinstance(value, str):
+        if value in template.variables:
+            return referenced_parameters(template, template.variables[value]["value"])
+        return {value} if value in template.parameters else set()
+    if isinstance(value, dict):
+        return {name for item in value.values() for name in referenced_parameters(template, item)}
+    if isinstance(value, list):
+        return {name for item in value for name in referenced_parameters(template, item)}
+    return set()
+
+
+def settings_fed_by_one_parameter() -> dict[str, str]:
+    """App setting -> the main.bicep parameter it is made of alone (an operator's choice)."""
+    root = main()
+    api, params = root.module("api")
+    found: dict[str, str] = {}
+    for setting, value in app_setting_names().items():
+        used = referenced_parameters(api, value)
+        if len(used) != 1:
+            continue
+        passed = params.get(next(iter(used)))
+        # A bare name of main.bicep's parameter; a variable or an expression is not a choice.
+        if isinstance(passed, str) and passed in root.parameters:
+            found[setting] = passed
+    return found

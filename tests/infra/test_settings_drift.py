@@ -9,7 +9,12 @@ rules, read from the class itself so they grow with it:
 - a ``%NAME%`` the Functions host resolves in a binding is provided (a code default cannot help the
   host), and every binding ``connection`` has its identity-based settings;
 - a provided value that is a fixed name (queue, database, container) or a default equals the
-  code's default, and the queues, database and containers the code names are declared.
+  code's default (an empty value stands for the code's "unset"), except the few Azure needs
+  otherwise (``AZURE_VALUES``), and the queues, database and containers the code names are declared;
+- every main.bicep parameter can be set from the azd environment; one that feeds an app setting is
+  read from the azd variable of the setting's own name, with main.bicep's default as its default.
+
+Whether the provided values also *validate* in Settings is tests/infra/test_deployed_settings.py.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ import pytest
 from pydantic_core import PydanticUndefined
 
 from shared.settings import Settings
-from tests.infra.bicep import INFRA, Opaque, ParamRef, Template, main, main_param_default, through_module
+from tests.infra.bicep import (
+    INFRA,
+    Opaque,
+    ParamRef,
+    Template,
+    api_arguments,
+    app_setting_names,
+    main,
+    settings_fed_by_one_parameter,
+    through_module,
+)
 
 # Read by the Functions host, the platform or azure-identity, never by shared/settings.py.
 PLATFORM_SETTINGS = {
@@ -42,8 +57,15 @@ PLATFORM_SETTINGS = {
 # Meaningful on a developer's machine only; in Azure they would point at nothing.
 LOCAL_ONLY = {"EXTRA_CA_BUNDLE", "SQLITE_PATH"}
 
-# Provided with a value other than the code default, on purpose.
-AZURE_VALUES = {"STATE_STORE": "cosmos"}
+# Provided (with the parameter defaults) with a value other than the code default, on purpose.
+AZURE_VALUES = {
+    # The embedded SQLite file would live on one instance's disk.
+    "STATE_STORE": "cosmos",
+    # The package is mounted read-only on Flex Consumption; /tmp is the writable scratch disk.
+    "PREVIEW_DIR": "/tmp/previews",  # noqa: S108 - the app's own scratch directory, by design
+    # A first deployment sends nothing until the operator turns the dry run off.
+    "DRY_RUN": "true",
+}
 
 _SUBSTITUTION = re.compile(r"%([A-Za-z0-9_]+)%")
 _AZD_DEFAULT = re.compile(r"^\$\{([A-Z0-9_]+)(?:=(.*))?\}$")
@@ -55,10 +77,17 @@ def _fields() -> dict[str, Any]:
 
 def _default(setting: str) -> Any:
     field = _fields()[setting]
+    if field.default_factory is not None:
+        return field.get_default(call_default_factory=True, validated_data={})
     return None if field.default is PydanticUndefined else field.default
 
 
 def _as_setting_text(value: Any) -> str:
+    """A code default as an app setting writes it; an empty setting is the code's "unset"."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
     return str(value)
@@ -66,16 +95,14 @@ def _as_setting_text(value: Any) -> str:
 
 @pytest.fixture(scope="module")
 def provided() -> dict[str, Any]:
-    """App setting name -> its value, followed out of api.bicep to main.bicep where possible."""
-    root = main()
-    api, _ = root.module("api")
-    sites = api.resources_of_type("Microsoft.Web/sites")
-    assert len(sites) == 1
-    (site,) = sites.values()
-    entries = site["properties"]["siteConfig"]["appSettings"]
-    names = [entry["name"] for entry in entries]
-    assert len(names) == len(set(names)), "an app setting is listed twice"
-    return {entry["name"]: through_module(root, "api", entry["value"]) for entry in entries}
+    """Every app setting the Bicep may provide (whichever branch), valued with main.bicep's defaults.
+
+    A value is text, or ``ParamRef`` for a main.bicep parameter without a default (the operator
+    supplies it), or ``Opaque`` for what only the deployment knows (an endpoint, a client id).
+    """
+    api, _ = main().module("api")
+    arguments = api_arguments()
+    return {name: api.evaluate(value, arguments) for name, value in app_setting_names().items()}
 
 
 def _binding_values() -> Iterator[tuple[str, str, Any]]:
@@ -144,12 +171,11 @@ def test_fixed_values_equal_the_code_defaults(provided: dict[str, Any]) -> None:
     for setting, value in provided.items():
         if setting not in _fields() or setting in AZURE_VALUES:
             continue
-        literal = main_param_default(value) if isinstance(value, ParamRef) else value
-        if isinstance(literal, ParamRef | Opaque | dict):
+        if isinstance(value, ParamRef | Opaque):
             continue
-        assert literal == _as_setting_text(_default(setting)), setting
+        assert value == _as_setting_text(_default(setting)), setting
         checked += 1
-    assert checked >= 3, "expected names and defaults to be compared"
+    assert checked >= 30, "expected names and defaults to be compared"
 
 
 def test_binding_substitutions_are_provided(provided: dict[str, Any]) -> None:
@@ -213,15 +239,46 @@ def test_cosmos_database_and_containers_match_the_code() -> None:
     assert "options" not in container["properties"], "serverless containers take no throughput"
 
 
-def test_parameters_file_matches_main() -> None:
+def _parameters_file() -> dict[str, tuple[str, str | None]]:
+    """main.parameters.json: parameter -> (azd variable, its default or None)."""
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    declared = main().parameters
-    assert set(parameters) <= set(declared), "a parameter main.bicep does not declare fails the deployment"
-    without_default = {name for name, param in declared.items() if "default" not in param}
-    assert without_default <= set(parameters)
+    wired: dict[str, tuple[str, str | None]] = {}
     for name, entry in parameters.items():
         match = _AZD_DEFAULT.match(entry["value"])
         assert match, f"{name}: expected an azd ${{ENV}} substitution"
-        env, default = match.groups()
-        if env in _fields() and default is not None:
+        wired[name] = (match.group(1), match.group(2))
+    return wired
+
+
+def test_parameters_file_matches_main() -> None:
+    wired = _parameters_file()
+    declared = main().parameters
+    assert set(wired) <= set(declared), "a parameter main.bicep does not declare fails the deployment"
+    assert sorted(set(declared) - set(wired)) == [], "every parameter can be set from the azd environment"
+    for env, default in wired.values():
+        if env in AZURE_VALUES:
+            assert default == AZURE_VALUES[env], env
+        elif env in _fields() and default is not None:
             assert default == _as_setting_text(_default(env)), env
+
+
+def test_parameters_file_defaults_equal_main_defaults() -> None:
+    """azd substitutes an unset variable without a default as "", which overrides main's default."""
+    declared = main().parameters
+    for name, (env, default) in _parameters_file().items():
+        bicep_default = declared[name].get("default")
+        if bicep_default is None:
+            assert default is None, f"{name} has no default in main.bicep, so {env} should have none"
+        elif isinstance(bicep_default, bool | int | str):
+            assert (default or "") == _as_setting_text(bicep_default), f"{env} vs {name}"
+
+
+def test_a_setting_from_one_parameter_is_read_from_its_own_azd_variable() -> None:
+    """An operator sets SITE_URL with `azd env set SITE_URL ...`: the names are the same."""
+    wired = _parameters_file()
+    fed = {
+        setting: param for setting, param in settings_fed_by_one_parameter().items() if setting in _fields()
+    }
+    assert len(fed) >= 30
+    for setting, parameter in fed.items():
+        assert wired[parameter][0] == setting, f"{parameter} feeds {setting}"

@@ -1,0 +1,273 @@
+"""The app settings the Bicep gives the function app validate in ``shared.settings.Settings``.
+
+The app reads its settings once at start and refuses to run on an invalid one, so a Bicep default
+the validators reject (an empty string where a number is expected, a bound the code does not allow)
+would deploy cleanly and then fail every invocation. These tests evaluate the Bicep (main.bicep's
+parameters, passed through app/api.bicep) with the values an operator would give and build
+``Settings`` from exactly the app settings that come out.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+import pytest
+
+from shared.settings import Settings
+from tests.infra.bicep import Opaque, ParamRef, app_settings, main, settings_fed_by_one_parameter
+
+# The main.bicep parameters without a default: azd asks for them (docs: RETAIL_SERVER_URL, ...).
+OPERATOR_VALUES = {
+    "entraClientId": "c0ffee00-5a4d-4b0c-9e11-d365c0ec7001",
+    "retailServerUrl": "https://contoso.commerce.dynamics.com",
+    "operatingUnitNumbers": "128,067",
+}
+# Not app settings: azd fills them in itself.
+AZD_VALUES = {"environmentName", "location"}
+
+# Values only the deployment knows, as Azure fills them in.
+AT_DEPLOYMENT = {
+    "KEY_VAULT_URL": "https://kv-abc123.vault.azure.net/",
+    "COSMOS_ENDPOINT": "https://cosmos-abc123.documents.azure.com:443/",
+    "ENTRA_TENANT_ID": "5f3a8c1e-2b7d-4e9a-8c61-0d4b7e2f9a13",
+}
+
+
+@pytest.fixture(autouse=True)
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings reads the environment too; only what the Bicep provides may count here."""
+    fields = set(Settings.model_fields)
+    for name in list(os.environ):
+        if name.lower() in fields:
+            monkeypatch.delenv(name)
+
+
+def _field_values(**arguments: Any) -> dict[str, Any]:
+    provided = app_settings({**OPERATOR_VALUES, **arguments})
+    values: dict[str, Any] = {}
+    for name, value in provided.items():
+        if name.lower() not in Settings.model_fields:
+            continue
+        if isinstance(value, Opaque | ParamRef):
+            assert name in AT_DEPLOYMENT, f"{name} is known only at deployment; add a sample value"
+            value = AT_DEPLOYMENT[name]
+        assert isinstance(value, str), f"{name}: an app setting is text, got {value!r}"
+        values[name.lower()] = value
+    return values
+
+
+def deployed(**arguments: Any) -> Settings:
+    """Settings as the deployed app reads them, for these main.bicep parameters (else defaults)."""
+    return Settings(**_field_values(**arguments))
+
+
+def _main_params_reaching_the_app() -> dict[str, dict[str, Any]]:
+    root = main()
+    return {name: param for name, param in root.parameters.items() if name in root.module("api")[1]}
+
+
+def _decorators(param: dict[str, Any]) -> dict[str, Any]:
+    return {decorator["type"]: decorator.get("argument") for decorator in param.get("decorators", [])}
+
+
+def _single_parameter_settings() -> dict[str, str]:
+    """main.bicep parameter -> the one app setting it feeds alone."""
+    return {param: setting for setting, param in settings_fed_by_one_parameter().items()}
+
+
+def test_operator_values_are_exactly_the_parameters_without_default() -> None:
+    without_default = {
+        name for name, param in main().parameters.items() if param.get("default") is None
+    } - AZD_VALUES
+    assert without_default == set(OPERATOR_VALUES)
+
+
+def test_only_endpoints_and_ids_wait_for_the_deployment() -> None:
+    provided = app_settings(OPERATOR_VALUES)
+    opaque = {
+        name
+        for name, value in provided.items()
+        if name.lower() in Settings.model_fields and isinstance(value, Opaque | ParamRef)
+    }
+    assert opaque == set(AT_DEPLOYMENT)
+
+
+def test_the_defaults_deploy_an_app_that_starts_and_sends_nothing() -> None:
+    settings = deployed()
+    assert settings.state_store == "cosmos"
+    assert settings.dry_run is True
+    assert settings.effective_email_provider == "preview"
+    # Flex Consumption runs from a read-only package; /tmp is the instance's writable disk.
+    assert settings.preview_dir == Path("/tmp/previews")  # noqa: S108 - compared, not written
+    assert settings.preview_dir.is_absolute()
+    # Empty parameters mean "not set" to the code, not an empty URL.
+    for field in (
+        "site_url",
+        "return_to_cart_url_template",
+        "unsubscribe_url_template",
+        "image_base_url",
+        "emarsys_event_id",
+        "sendgrid_template_id",
+        "sendgrid_from_email",
+        "sendgrid_from_name",
+        "webhook_url",
+        "fno_url",
+        "fno_client_id",
+        "cpos_url",
+    ):
+        assert getattr(settings, field) is None, field
+    assert settings.emarsys_api_url == "https://api.emarsys.net"
+    assert settings.reminder_steps == [60]
+    assert settings.operating_unit_numbers == ["128", "067"]
+
+
+def test_an_empty_emarsys_event_id_is_left_out_rather_than_set_empty() -> None:
+    assert "EMARSYS_EVENT_ID" not in app_settings(OPERATOR_VALUES)
+    assert app_settings({**OPERATOR_VALUES, "emarsysEventId": "4711"})["EMARSYS_EVENT_ID"] == "4711"
+
+
+def _choices() -> list[tuple[str, Any]]:
+    """Every value of every @allowed or bool parameter that reaches the app."""
+    choices: list[tuple[str, Any]] = []
+    for name, param in _main_params_reaching_the_app().items():
+        allowed = _decorators(param).get("allowed")
+        if allowed is not None:
+            choices += [(name, value) for value in allowed]
+        elif param["type"] == "bool":
+            choices += [(name, True), (name, False)]
+    return choices
+
+
+@pytest.mark.parametrize(("parameter", "value"), _choices(), ids=lambda v: str(v))
+def test_every_allowed_choice_validates(parameter: str, value: Any) -> None:
+    settings = deployed(**{parameter: value})
+    setting = _single_parameter_settings().get(parameter)
+    if setting is not None:
+        assert getattr(settings, setting.lower()) == value
+
+
+def test_choices_cover_the_new_parameters() -> None:
+    names = {name for name, _ in _choices()}
+    assert {"emailProvider", "dryRun", "consentPolicy", "emarsysAuth", "easyAuthEnabled"} <= names
+
+
+_VALUE_BOUNDS: dict[type[Any], tuple[str, str]] = {
+    annotated_types.Ge: ("low", "ge"),
+    annotated_types.Le: ("high", "le"),
+}
+_LENGTH_BOUNDS: dict[type[Any], tuple[str, str]] = {
+    annotated_types.MinLen: ("low", "min_length"),
+    annotated_types.MaxLen: ("high", "max_length"),
+}
+
+
+def _bounds(setting: str, kinds: dict[type[Any], tuple[str, str]]) -> tuple[Any, Any]:
+    found: dict[str, Any] = {"low": None, "high": None}
+    for item in Settings.model_fields[setting.lower()].metadata:
+        for kind, (end, attribute) in kinds.items():
+            if isinstance(item, kind):
+                found[end] = getattr(item, attribute)
+    return found["low"], found["high"]
+
+
+def test_parameter_constraints_are_the_codes() -> None:
+    """@allowed, @minValue/@maxValue and @minLength/@maxLength say what Settings says."""
+    params = _main_params_reaching_the_app()
+    checked = 0
+    for parameter, setting in _single_parameter_settings().items():
+        field = Settings.model_fields[setting.lower()]
+        decorators = _decorators(params[parameter])
+        if "allowed" in decorators:
+            assert typing.get_origin(field.annotation) is typing.Literal, setting
+            assert set(decorators["allowed"]) == set(typing.get_args(field.annotation)), setting
+        elif params[parameter]["type"] == "int":
+            low, high = _bounds(setting, _VALUE_BOUNDS)
+            assert (decorators.get("min_value"), decorators.get("max_value")) == (low, high), setting
+        elif params[parameter]["type"] == "string":
+            low, high = _bounds(setting, _LENGTH_BOUNDS)
+            if low is not None or high is not None:
+                assert decorators.get("min_length") == low, setting
+                assert decorators.get("max_length") == high, setting
+            if type(None) not in typing.get_args(field.annotation):
+                # Not optional in the code, so an empty value would not mean "unset": refuse it.
+                assert (decorators.get("min_length") or 0) >= 1, f"{parameter} may be empty"
+        checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"emailProvider": "emarsys", "emarsysEventId": "4711"},
+        {"emailProvider": "emarsys", "emarsysEventId": "4711", "emarsysAuth": "wsse", "emarsysKeyId": "12"},
+        {
+            "emailProvider": "sendgrid",
+            "sendgridTemplateId": "d-0123456789abcdef",
+            "sendgridFromEmail": "shop@contoso.com",
+        },
+        {"emailProvider": "webhook", "webhookUrl": "https://hooks.contoso.com/abandoned-cart"},
+        {"emailProvider": "preview"},
+    ],
+    ids=["emarsys", "emarsys-wsse", "sendgrid", "webhook", "preview"],
+)
+def test_each_provider_validates_once_the_dry_run_is_off(arguments: dict[str, Any]) -> None:
+    settings = deployed(dryRun=False, **arguments)
+    assert settings.effective_email_provider == arguments["emailProvider"]
+
+
+@pytest.mark.parametrize("provider", ["emarsys", "sendgrid", "webhook"])
+def test_a_provider_without_its_settings_stops_the_app_only_once_the_dry_run_is_off(provider: str) -> None:
+    assert deployed(emailProvider=provider).effective_email_provider == "preview"
+    with pytest.raises(ValueError, match=provider):
+        deployed(emailProvider=provider, dryRun=False)
+
+
+def test_real_values_reach_their_settings() -> None:
+    arguments = {
+        "siteUrl": "https://shop.contoso.com",
+        "returnToCartUrlTemplate": "https://shop.contoso.com/cart?cartId={cartId}&channel={channelId}",
+        "unsubscribeUrlTemplate": "https://shop.contoso.com/unsubscribe?c={customerId}",
+        "imageBaseUrl": "https://images.contoso.com/cms/imageFileData/search?fileName=/",
+        "fnoUrl": "https://contoso.operations.dynamics.com",
+        "fnoClientId": "0a1b2c3d-0000-4000-8000-000000000001",
+        "cposUrl": "https://contoso.commerce.dynamics.com",
+        "reminderSteps": "60,1440",
+        "frequencyCapHours": 0,
+        "lookbackMinutes": 2880,
+        "abandonedAfterMinutes": 120,
+        "maxCartsPerRun": 500,
+        "customersAppRole": "Pos.Customers.Create",
+        "sendgridFromName": "Contoso",
+    }
+    settings = deployed(**arguments)
+    assert settings.site_url == "https://shop.contoso.com"
+    assert settings.return_to_cart_url_template == arguments["returnToCartUrlTemplate"]
+    assert settings.unsubscribe_url_template == arguments["unsubscribeUrlTemplate"]
+    assert settings.image_base_url == arguments["imageBaseUrl"]
+    assert settings.fno_url == "https://contoso.operations.dynamics.com"
+    assert settings.fno_client_id == arguments["fnoClientId"]
+    assert settings.cpos_url == "https://contoso.commerce.dynamics.com"
+    assert settings.reminder_steps == [60, 1440]
+    assert settings.frequency_cap_hours == 0
+    assert (settings.lookback_minutes, settings.abandoned_after_minutes) == (2880, 120)
+    assert settings.max_carts_per_run == 500
+    assert settings.customers_app_role == "Pos.Customers.Create"
+    assert settings.sendgrid_from_name == "Contoso"
+
+
+def test_booleans_are_written_in_lower_case() -> None:
+    """ARM's string(true) is 'True'; the settings are written as 'true'/'false' like the sample."""
+    provided = app_settings({**OPERATOR_VALUES, "dryRun": False, "orderCheck": True})
+    assert (provided["DRY_RUN"], provided["ORDER_CHECK"]) == ("false", "true")
+    bool_settings = {
+        name
+        for name in provided
+        if name.lower() in Settings.model_fields and Settings.model_fields[name.lower()].annotation is bool
+    }
+    assert len(bool_settings) >= 5
+    for name in bool_settings:
+        assert provided[name] in ("true", "false"), name
