@@ -40,6 +40,16 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# URL settings that may be left empty (feature off); the others have a default or are required.
+_OPTIONAL_URLS = frozenset({"key_vault_url", "cosmos_endpoint", "webhook_url"})
+
+
+def _empty_url(info: ValidationInfo) -> None:
+    if info.field_name in _OPTIONAL_URLS:
+        return None
+    raise ValueError("must not be empty: remove the setting to use the default, or give an https:// URL")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="",
@@ -245,9 +255,9 @@ class Settings(BaseSettings):
 
     @field_validator("emarsys_api_url", "emarsys_auth_url", "sendgrid_api_url", "webhook_url")
     @classmethod
-    def _check_email_url(cls, value: str | None) -> str | None:
+    def _check_email_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
-            return None
+            return _empty_url(info)
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
@@ -374,9 +384,9 @@ class Settings(BaseSettings):
         "retail_server_audience",
     )
     @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
-            return None
+            return _empty_url(info)
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")

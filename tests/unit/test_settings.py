@@ -86,3 +86,27 @@ def test_empty_optional_numbers_are_unset(monkeypatch: pytest.MonkeyPatch) -> No
     set_env(monkeypatch, EMARSYS_EVENT_ID="", SENDGRID_UNSUBSCRIBE_GROUP_ID=" ")
     settings = load_settings()
     assert settings.emarsys_event_id is None and settings.sendgrid_unsubscribe_group_id is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ENTRA_AUTHORITY_HOST",
+        "RETAIL_SERVER_AUDIENCE",
+        "EMARSYS_API_URL",
+        "EMARSYS_AUTH_URL",
+        "SENDGRID_API_URL",
+    ],
+)
+def test_an_empty_url_with_a_default_fails_at_start_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    set_env(monkeypatch, **{name: ""})
+    with pytest.raises(SettingsError, match=f"{name} .*must not be empty"):
+        load_settings()
+
+
+def test_optional_urls_may_be_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, KEY_VAULT_URL="", COSMOS_ENDPOINT="", WEBHOOK_URL="")
+    settings = load_settings()
+    assert settings.key_vault_url is None and settings.webhook_url is None
