@@ -44,10 +44,9 @@ def _split_csv(value: object) -> object:
 _OPTIONAL_URLS = frozenset({"key_vault_url", "cosmos_endpoint", "webhook_url"})
 
 
-def _empty_url(info: ValidationInfo) -> None:
-    if info.field_name in _OPTIONAL_URLS:
-        return None
-    raise ValueError("must not be empty: remove the setting to use the default, or give an https:// URL")
+def _refuse_empty_url(info: ValidationInfo) -> None:
+    if info.field_name not in _OPTIONAL_URLS:
+        raise ValueError("must not be empty: remove the setting to use the default, or give an https:// URL")
 
 
 class Settings(BaseSettings):
@@ -257,7 +256,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_email_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
-            return _empty_url(info)
+            _refuse_empty_url(info)
+            return None
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
@@ -386,7 +386,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
-            return _empty_url(info)
+            _refuse_empty_url(info)
+            return None
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
