@@ -216,6 +216,16 @@ class CustomerService:
                 "The customer may have been created; look it up before creating it again.",
                 cid,
             )
+        elif exc.may_have_created:
+            # F&O may have run X++ (a 200 we cannot read, a connection broken after sending): a
+            # retry with a new key could create the customer twice, so say so, as the 504 does.
+            outcome = _problem(
+                502,
+                "upstream-uncertain",
+                "F&O's answer does not tell whether the customer was created",
+                "The customer may have been created; look it up before creating it again.",
+                cid,
+            )
         else:
             outcome = _problem(
                 502,

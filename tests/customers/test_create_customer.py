@@ -264,6 +264,43 @@ async def test_timeout_is_504(
     assert response.mimetype == PROBLEM
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 200, "body": ""},
+        {"status": 200, "body": '{"Result": "ok"}'},
+        {"reset": True},
+    ],
+    ids=["200-empty", "200-unrecognised", "connection-broke-after-sending"],
+)
+async def test_a_create_that_may_have_succeeded_says_look_it_up_and_is_kept_for_the_key(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    fault: dict[str, Any],
+) -> None:
+    sandbox.faults.add(create_route(settings), **fault)
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "k-uncertain"})
+    assert first.status_code == 502, first.get_body()
+    assert first.mimetype == PROBLEM
+    body = body_of(first)
+    assert body["type"] == "urn:d365-commerce-connector:problem:upstream-uncertain"
+    assert body["detail"] == "The customer may have been created; look it up before creating it again."
+    assert "try again" not in response_text(first).lower()
+    # Kept for the key: a retry with it gets the same answer and F&O is not called again.
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-uncertain"})
+    assert again.status_code == 502
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert body_of(again)["type"] == body["type"]
+    assert sandbox.stats.requests[create_route(settings)] == 1
+
+
+def response_text(response: Any) -> str:
+    return str(response.get_body().decode("utf-8"))
+
+
 @pytest.mark.parametrize("status", [429, 503])
 async def test_throttling_is_503_with_retry_after(
     registered_functions: dict[str, Any],
