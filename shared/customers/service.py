@@ -213,7 +213,10 @@ class CustomerService:
                 504,
                 "upstream-timeout",
                 "F&O did not answer in time",
-                "The customer may have been created; look it up before creating it again.",
+                "The customer may have been created; look it up before creating it again."
+                if exc.may_have_created
+                # The duplicate look-up timed out: CreateCustomer was never called.
+                else "The customer was not created; try again.",
                 cid,
             )
         elif exc.may_have_created:

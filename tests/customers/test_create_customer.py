@@ -352,6 +352,30 @@ async def test_duplicate_check_answers_409_with_the_existing_account(
     assert (await create(registered_functions, payload)).status_code == 201
 
 
+async def test_a_duplicate_check_timeout_says_nothing_was_created_and_releases_the_key(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    fno_stand_in: FinanceOpsStandIn,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    await make_runtime(duplicate_check_enabled=True, fno_timeout_seconds=0.3)
+    sandbox.faults.add(lookup_route(settings), timeout=True, times=2)
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "k-lookup"})
+    assert first.status_code == 504
+    assert "may have been created" not in body_of(first)["detail"]
+    assert sandbox.stats.requests[create_route(settings)] == 0
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-lookup"})
+    assert again.status_code == 201
+    assert fno_stand_in.creations == 1
+
+
+def lookup_route(settings: Settings) -> str:
+    assert settings.fno_url is not None
+    return "GET /" + settings.fno_url.split("/", 3)[3].rstrip("/") + "/data/CustomersV3"
+
+
 # ----- idempotency
 
 
