@@ -80,7 +80,7 @@ class FinanceOpsClient:
         """
         response = await self._send("POST", self._create_url, correlation_id, json_body=payload, create=True)
         if response.status != 200:
-            raise error_for_response(response)
+            raise error_for_response(response, create=True)
         body = _json_or_none(response)
         if contract_says_failed(body):
             raise _rejection_from_contract(body, response)
@@ -111,7 +111,7 @@ class FinanceOpsClient:
         }
         response = await self._send("GET", self._entity_url, correlation_id, params=params)
         if response.status != 200:
-            raise error_for_response(response)
+            raise error_for_response(response, create=False)
         rows = field_of(_json_or_none(response), "value")
         if not isinstance(rows, list):
             raise FnoOperationError(
@@ -181,8 +181,14 @@ class FinanceOpsClient:
             ) from None
 
 
-def error_for_response(response: UpstreamResponse) -> FnoError:
-    """The typed error for an F&O answer other than 200."""
+def error_for_response(response: UpstreamResponse, *, create: bool) -> FnoError:
+    """The typed error for an F&O answer other than 200.
+
+    ``create`` says the answer is CreateCustomer's. There a 502, 504 or other unexpected 5xx from
+    F&O or the gateway in front of it may come after X++ ran (a front end timing out while the
+    operation completes), so the customer may have been created; 500 (X++ threw: its transaction
+    rolled back) and 429/503 (not processed) are definite.
+    """
     status = response.status
     body = _json_or_none(response)
     exception_type = _str_or_none(field_of(body, "ExceptionType"))
@@ -211,7 +217,11 @@ def error_for_response(response: UpstreamResponse) -> FnoError:
         if is_duplicate(exception_type, message):
             return FnoDuplicateError("F&O refused a duplicate", user_message=user_message, **common)
         return FnoOperationError("the F&O operation threw", user_message=user_message, **common)
-    return FnoUnavailableError(f"unexpected answer from F&O or its gateway ({status})", **common)
+    return FnoUnavailableError(
+        f"unexpected answer from F&O or its gateway ({status})",
+        may_have_created=create and status >= 500,
+        **common,
+    )
 
 
 def _rejection_from_contract(body: Any, response: UpstreamResponse) -> FnoError:

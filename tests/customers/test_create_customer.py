@@ -297,6 +297,44 @@ async def test_a_create_that_may_have_succeeded_says_look_it_up_and_is_kept_for_
     assert sandbox.stats.requests[create_route(settings)] == 1
 
 
+@pytest.mark.parametrize("status", [502, 504, 507])
+async def test_a_gateway_5xx_on_create_may_have_created_and_is_kept_for_the_key(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    status: int,
+) -> None:
+    # A front end's 504 can come after X++ ran: the create is not known to have failed.
+    sandbox.faults.add(create_route(settings), status=status, body="<html>Gateway</html>")
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "k-gateway"})
+    assert first.status_code == 502
+    assert body_of(first)["type"].endswith(":upstream-uncertain")
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-gateway"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert sandbox.stats.requests[create_route(settings)] == 1
+
+
+async def test_a_gateway_5xx_on_the_duplicate_look_up_releases_the_key(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    fno_stand_in: FinanceOpsStandIn,
+    settings: Settings,
+    payload: dict[str, Any],
+) -> None:
+    await make_runtime(duplicate_check_enabled=True)
+    sandbox.faults.add(lookup_route(settings), status=504, times=None)
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "k-gateway-lookup"})
+    assert first.status_code == 502
+    assert body_of(first)["type"].endswith(":upstream-error")
+    sandbox.faults.clear()
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-gateway-lookup"})
+    assert again.status_code == 201
+    assert fno_stand_in.creations == 1
+
+
 def response_text(response: Any) -> str:
     return str(response.get_body().decode("utf-8"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import fno
 from sandbox.server import Sandbox
-from shared.finance_ops.client import FinanceOpsClient, environment_audience
+from shared.finance_ops.client import FinanceOpsClient, environment_audience, error_for_response
 from shared.finance_ops.errors import (
     FnoAuthError,
     FnoDuplicateError,
@@ -17,10 +17,11 @@ from shared.finance_ops.errors import (
     FnoRejectedError,
     FnoThrottledError,
     FnoTimeoutError,
+    FnoUnavailableError,
     user_facing_message,
 )
 from shared.finance_ops.models import account_number_from, odata_string
-from shared.http import HttpClient, RetryPolicy
+from shared.http import HttpClient, RetryPolicy, UpstreamResponse
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.customers.conftest import create_route
@@ -60,6 +61,24 @@ def test_audience_is_the_environment_url_lower_case_without_slash() -> None:
 )
 def test_account_number_from_the_success_body(body: Any, expected: str | None) -> None:
     assert account_number_from(body) == expected
+
+
+def _response(status: int, body: bytes = b"") -> UpstreamResponse:
+    return UpstreamResponse(status=status, headers={}, body=body, correlation_id="c-0")
+
+
+@pytest.mark.parametrize("status", [502, 504, 507, 599])
+def test_an_unexpected_5xx_may_have_created_on_the_create_call_only(status: int) -> None:
+    on_create = error_for_response(_response(status), create=True)
+    on_lookup = error_for_response(_response(status), create=False)
+    assert isinstance(on_create, FnoUnavailableError) and isinstance(on_lookup, FnoUnavailableError)
+    assert on_create.may_have_created
+    assert not on_lookup.may_have_created
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 503])
+def test_known_statuses_never_may_have_created(status: int) -> None:
+    assert not error_for_response(_response(status), create=True).may_have_created
 
 
 def test_odata_string_doubles_single_quotes() -> None:
