@@ -269,9 +269,10 @@ async def test_timeout_is_504(
     [
         {"status": 200, "body": ""},
         {"status": 200, "body": '{"Result": "ok"}'},
+        {"status": 200, "body": '"Created"'},
         {"reset": True},
     ],
-    ids=["200-empty", "200-unrecognised", "connection-broke-after-sending"],
+    ids=["200-empty", "200-unrecognised", "200-bare-word", "connection-broke-after-sending"],
 )
 async def test_a_create_that_may_have_succeeded_says_look_it_up_and_is_kept_for_the_key(
     registered_functions: dict[str, Any],
