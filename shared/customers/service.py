@@ -33,6 +33,7 @@ from shared.customers.links import deep_links
 from shared.finance_ops.client import FinanceOpsClient
 from shared.finance_ops.errors import (
     FnoAuthError,
+    FnoCredentialsError,
     FnoDuplicateError,
     FnoError,
     FnoRejectedError,
@@ -70,6 +71,13 @@ class CreateCustomerCommand:
     email: str | None
     correlation_id: str
     idempotency_key: str | None = None
+
+
+@dataclass
+class _Progress:
+    """How far one creation got: once CreateCustomer was called, F&O may have created it."""
+
+    create_called: bool = False
 
 
 class CustomerService:
@@ -124,17 +132,38 @@ class CustomerService:
                     ),
                 )
             claim = begun
-        outcome, keep = await self._create(command)
+        progress = _Progress()
+        try:
+            outcome, keep = await self._create(command, progress)
+        except BaseException as exc:
+            if claim is not None and not progress.create_called:
+                # F&O was never asked to create: free the key so the till's retry runs again
+                # instead of waiting out the lease. The original failure propagates either way.
+                await self._release(claim, cid, after=type(exc).__name__)
+            raise
         if claim is not None:
             if keep:
-                await self._records.complete(
-                    claim, StoredResponse(outcome.status, outcome.body, outcome.headers)
-                )
+                await self._complete(claim, outcome, cid)
             else:
-                await self._records.release(claim)
+                await self._release(claim, cid, after=f"answer {outcome.status}")
         return outcome
 
-    async def _create(self, command: CreateCustomerCommand) -> tuple[Outcome, bool]:
+    async def _complete(self, claim: Claim, outcome: Outcome, cid: str) -> None:
+        await self._records.complete(claim, StoredResponse(outcome.status, outcome.body, outcome.headers))
+
+    async def _release(self, claim: Claim, cid: str, *, after: str) -> None:
+        try:
+            await self._records.release(claim)
+        except Exception as exc:
+            logger.error(
+                "create_customer could not release the Idempotency-Key after %s (%s); it stays "
+                "claimed until its lease runs out [correlation id %s]",
+                after,
+                type(exc).__name__,
+                cid,
+            )
+
+    async def _create(self, command: CreateCustomerCommand, progress: _Progress) -> tuple[Outcome, bool]:
         cid = command.correlation_id
         try:
             if self._duplicate_check and command.email:
@@ -158,6 +187,7 @@ class CustomerService:
                     return outcome, True
         except FnoError as exc:
             return self._failure(exc, cid, during="duplicate check"), False
+        progress.create_called = True
         try:
             account = await self._fno.create_customer(command.payload, correlation_id=cid)
         except FnoError as exc:
@@ -185,6 +215,21 @@ class CustomerService:
                 "rejected-by-fno",
                 "F&O rejected the customer",
                 detail or "F&O refused the customer data.",
+                cid,
+            )
+        elif isinstance(exc, FnoCredentialsError):
+            # Our secret is missing or unreadable, or Entra ID refused or could not be reached.
+            logger.error(
+                "configuration fault: %s during %s; check the secret in Key Vault (or its "
+                "environment variable), ENTRA_TENANT_ID, ENTRA_AUTHORITY_HOST and the Entra app",
+                exc,
+                during,
+            )
+            outcome = _problem(
+                502,
+                "upstream-configuration",
+                "The connector cannot sign in to F&O",
+                "The connector could not get its F&O credentials; an administrator must fix them.",
                 cid,
             )
         elif isinstance(exc, FnoAuthError):
@@ -292,9 +337,13 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
             max_server_delay=settings.fno_max_retry_wait_seconds,
         ),
     )
+    secret_name = settings.entra_client_secret_name
+    if settings.fno_client_id and settings.fno_client_id != settings.entra_client_id:
+        secret_name = settings.fno_client_secret_name
     fno = FinanceOpsClient(
         http,
         tokens,
+        secret_name=secret_name,
         base_url=settings.fno_url,
         create_customer_path=settings.fno_create_customer_path,
         customers_entity=settings.fno_customers_entity,

@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import requests
+from azure.core.exceptions import AzureError
 
 from shared.finance_ops.errors import (
     FnoAuthError,
+    FnoCredentialsError,
     FnoDuplicateError,
     FnoError,
     FnoOperationError,
@@ -39,6 +42,7 @@ from shared.http import (
     UpstreamTimeoutError,
 )
 from shared.identity import TokenError, TokenProvider, scope_for
+from shared.secrets import SecretNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +66,11 @@ class FinanceOpsClient:
         create_customer_path: str,
         customers_entity: str = "CustomersV3",
         timeout: float | None = None,  # a per-call limit handed to HttpClient.send
+        secret_name: str = "the client secret",  # named in configuration faults, never its value
     ) -> None:
         self._http = http
         self._tokens = tokens
+        self._secret_name = secret_name
         self.base_url = base_url.strip().rstrip("/")
         self.audience = environment_audience(base_url)
         self.scope = scope_for(self.audience)
@@ -172,13 +178,30 @@ class FinanceOpsClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _token(self, correlation_id: str) -> str:
+        """A token for F&O; any failure to get one is :class:`FnoCredentialsError` (nothing sent).
+
+        The reasons name the secret and the exception type only: an SDK's text can quote a
+        response, and a secret's value must never reach a log.
+        """
+        secret = repr(self._secret_name)
         try:
             return await self._tokens.get_token(self.scope)
         except TokenError as exc:
-            raise FnoAuthError(
-                f"Entra ID refused a token for {self.scope}: {exc.error or 'error'}",
-                correlation_id=correlation_id,
-            ) from None
+            reason = f"Entra ID refused a token for {self.scope} ({exc.error or 'error'}; secret {secret})"
+        except SecretNotFoundError:
+            reason = f"the client secret {secret} is not set (Key Vault or its environment variable)"
+        except AzureError as exc:
+            status = getattr(exc, "status_code", None)
+            reason = (
+                f"reading the client secret {secret} from Key Vault failed "
+                f"({type(exc).__name__}{f', HTTP {status}' if status else ''})"
+            )
+        except requests.RequestException as exc:
+            reason = f"Entra ID could not be reached for a token ({type(exc).__name__})"
+        except Exception as exc:
+            # MSAL and the secret sources raise more kinds than these; all mean "no token".
+            reason = f"getting a token for {self.scope} failed ({type(exc).__name__})"
+        raise FnoCredentialsError(reason, correlation_id=correlation_id)
 
 
 def error_for_response(response: UpstreamResponse, *, create: bool) -> FnoError:

@@ -71,6 +71,11 @@ class FnoAuthError(FnoError):
     """F&O refused our token (401/403): our Entra app or its F&O mapping is wrong, not the caller."""
 
 
+class FnoCredentialsError(FnoAuthError):
+    """We could not get a token for F&O: the client secret could not be read (missing, Key Vault
+    refused), Entra ID refused it or could not be reached. Nothing was sent to F&O."""
+
+
 class FnoThrottledError(FnoError):
     """F&O asked us to come back later (429/503) and did not process the request."""
 

@@ -10,11 +10,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from sandbox.fno import FinanceOpsStandIn
 from sandbox.server import Sandbox
+from shared import runtime as runtime_module
+from shared.customers.idempotency import IdempotencyRecords
+from shared.finance_ops.client import FinanceOpsClient
 from shared.runtime import Runtime, set_runtime
+from shared.secrets import CachedSecrets, KeyVaultSecrets
 from shared.settings import Settings
+from shared.state.store import StoreError
 from shared.store_commerce import parse_deep_link
 from tests.customers.conftest import create_route
 from tests.customers.helpers import body_of, call, http_request, principal
@@ -353,6 +359,187 @@ async def test_throttling_is_503_with_retry_after(
     response = await create(registered_functions, payload)
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
+
+
+# ----- failures that are not F&O's
+
+
+@pytest.fixture
+async def fresh_runtime(runtime: Runtime, settings: Settings) -> AsyncIterator[MakeRuntime]:
+    """A runtime built as the host builds it: nothing prepared, no token fetched yet."""
+    made: list[Runtime] = []
+
+    async def make(**overrides: Any) -> Runtime:
+        created = Runtime.create(settings.model_copy(update=overrides))
+        made.append(created)
+        set_runtime(created)
+        return created
+
+    yield make
+    set_runtime(runtime)
+    for created in made:
+        await created.close()
+
+
+class _RefusingKeyVault:
+    """A Key Vault client whose caller lacks 'get' on secrets."""
+
+    async def get_secret(self, name: str) -> Any:
+        raise HttpResponseError(message="(Forbidden) Caller is not authorized; value=hunter2-leak")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_missing_client_secret_is_a_configuration_fault_naming_it_and_releases_the_key(
+    registered_functions: dict[str, Any],
+    fresh_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("ENTRA_CLIENT_SECRET")
+    await fresh_runtime()
+    with caplog.at_level(logging.ERROR):
+        first = await create(registered_functions, payload, **{"Idempotency-Key": "k-secret"})
+    assert first.status_code == 502, first.get_body()
+    assert first.mimetype == PROBLEM
+    body = body_of(first)
+    assert body["type"].endswith(":upstream-configuration")
+    faults = [r.getMessage() for r in caplog.records if "configuration fault" in r.getMessage()]
+    assert faults and "'entra-client-secret'" in faults[0] and body["correlationId"] in faults[0]
+    # Nothing reached F&O, so the key was released: with the secret back, the retry creates.
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-secret"})
+    assert again.status_code == 201, again.get_body()
+    assert fno_stand_in.creations == 1
+    assert all(sandbox.client_secret not in r.getMessage() for r in caplog.records)
+
+
+async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_its_text(
+    registered_functions: dict[str, Any],
+    fresh_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vault = KeyVaultSecrets("https://kv.example.vault.azure.net", client=_RefusingKeyVault())  # type: ignore[arg-type]
+    monkeypatch.setattr(runtime_module, "secret_source", lambda url, ttl: CachedSecrets(vault, ttl))
+    await fresh_runtime()
+    with caplog.at_level(logging.ERROR):
+        first = await create(registered_functions, payload, **{"Idempotency-Key": "k-vault"})
+        again = await create(registered_functions, payload, **{"Idempotency-Key": "k-vault"})
+    assert (first.status_code, again.status_code) == (502, 502)
+    assert body_of(again)["type"].endswith(":upstream-configuration")  # released, not 409 in flight
+    faults = [r.getMessage() for r in caplog.records if "configuration fault" in r.getMessage()]
+    assert faults and "'entra-client-secret'" in faults[0] and "HttpResponseError" in faults[0]
+    lines = [r.getMessage() for r in caplog.records] + [response_text(first)]
+    assert all("hunter2" not in line for line in lines)
+    assert sandbox.stats.requests[create_route(settings)] == 0
+
+
+async def test_entra_unreachable_is_a_configuration_fault_and_releases_the_key(
+    registered_functions: dict[str, Any],
+    fresh_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await fresh_runtime(entra_authority_host="https://127.0.0.1:9")  # nothing listens there
+    with caplog.at_level(logging.ERROR):
+        first = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra"})
+        again = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra"})
+    assert (first.status_code, again.status_code) == (502, 502), first.get_body()
+    assert body_of(first)["type"].endswith(":upstream-configuration")
+    assert body_of(again)["type"].endswith(":upstream-configuration")
+    assert any("configuration fault" in r.getMessage() for r in caplog.records)
+    assert sandbox.stats.requests[create_route(settings)] == 0
+
+
+async def test_an_unexpected_failure_before_fno_releases_the_key_and_is_a_bare_500(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await make_runtime(duplicate_check_enabled=True)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Traceback (most recent call last): robin.o'hara secret-text")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FinanceOpsClient, "find_customer_by_email", broken)
+        with caplog.at_level(logging.INFO):
+            first = await create(
+                registered_functions,
+                payload,
+                **{"Idempotency-Key": "k-bug", "x-correlation-id": "till-7-req-0500"},
+            )
+    assert first.status_code == 500
+    assert first.mimetype == PROBLEM
+    body = body_of(first)
+    assert body["type"].endswith(":internal")
+    assert body["correlationId"] == first.headers["x-correlation-id"] == "till-7-req-0500"
+    text = response_text(first)
+    assert "Traceback" not in text and "secret-text" not in text and "RuntimeError" not in text
+    assert any("RuntimeError" in r.getMessage() and "till-7-req-0500" in r.getMessage() for r in caplog.records)
+    assert all("secret-text" not in r.getMessage() for r in caplog.records)
+    # The claim was released, so the retry runs (instead of 409 "still running" for the lease).
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-bug"})
+    assert again.status_code == 201, again.get_body()
+    assert fno_stand_in.creations == 1
+
+
+async def test_a_failing_release_does_not_mask_the_original_failure(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await make_runtime(duplicate_check_enabled=True)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("lookup bug")
+
+    async def store_down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("state store unavailable")
+
+    monkeypatch.setattr(FinanceOpsClient, "find_customer_by_email", broken)
+    monkeypatch.setattr(IdempotencyRecords, "release", store_down)
+    with caplog.at_level(logging.INFO):
+        response = await create(registered_functions, payload, **{"Idempotency-Key": "k-bug-2"})
+    assert response.status_code == 500
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("failed unexpectedly (RuntimeError)" in m for m in messages)
+    assert any("release" in m and "StoreError" in m for m in messages)
+
+
+async def test_a_state_store_failure_before_fno_is_a_bare_500(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def store_down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("state store unavailable")
+
+    monkeypatch.setattr(runtime.store, "create", store_down)
+    response = await create(registered_functions, payload, **{"Idempotency-Key": "k-store"})
+    assert response.status_code == 500
+    assert response.mimetype == PROBLEM
+    assert body_of(response)["correlationId"] == response.headers["x-correlation-id"]
+    assert "state store unavailable" not in response_text(response)
+    assert sandbox.stats.requests[create_route(settings)] == 0
 
 
 async def test_error_correlation_id_is_logged(
