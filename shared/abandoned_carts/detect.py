@@ -272,4 +272,13 @@ class Detector:
                 ).encode()
             )
             requeued += 1
+        # An invocation that died mid-send left its entry claimed, and its message is gone: queue
+        # it again; notify takes the stale claim over (the dedup key stops a second email).
+        for entry in await self._ledger.stale_claims(now=now, limit=self._config.due_sweep_limit):
+            messages.append(
+                CartMessage(
+                    cart_id=entry.cart_id, cart_version=entry.cart_version, oun=entry.oun, step=entry.step
+                ).encode()
+            )
+            requeued += 1
         return requeued

@@ -51,16 +51,13 @@ from shared.privacy.suppression import SuppressionList
 from shared.retail_server.client import RetailServerClient, RetailServerContractError
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
 from shared.settings import Settings
-from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus
+from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerEntry, LedgerStatus
 from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
 from shared.store_commerce import DeepLinkError, PricedItem, build_create_transaction_link
 from shared.timeutil import sortable
 
 logger = logging.getLogger(__name__)
 
-# A claim older than this belongs to an invocation that died (functionTimeout is 10 minutes): a
-# redelivered message may take it over; the provider's dedup key makes a repeated send harmless.
-CLAIM_LEASE = timedelta(minutes=15)
 _CLAIMABLE = frozenset({LedgerStatus.PENDING, LedgerStatus.FAILED})
 _FROM_CLAIMED = frozenset({LedgerStatus.CLAIMED})
 _MAX_CONDITIONAL_ATTEMPTS = 8

@@ -12,7 +12,7 @@ holding all carts in memory.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +22,10 @@ from shared.state.store import ConflictError, DocumentStore, PreconditionFailedE
 from shared.timeutil import UtcDateTime, sortable
 
 _MAX_CONDITIONAL_ATTEMPTS = 8
+# A claim older than this belongs to an invocation that died (functionTimeout is 10 minutes): notify
+# may take it over, and detection queues it again, because the host deleted its message when the
+# redelivery found the claim still live. The provider's dedup key makes a repeated send harmless.
+CLAIM_LEASE = timedelta(minutes=15)
 
 
 class LedgerStatus(StrEnum):
@@ -102,6 +106,17 @@ class Ledger:
             equals={"status": LedgerStatus.PENDING.value},
             at_most={"dueAt": sortable(now)},
             order_by="dueAt",
+            limit=limit,
+        )
+        return [LedgerEntry.model_validate(document.body) for document in documents]
+
+    async def stale_claims(self, *, now: datetime, limit: int) -> list[LedgerEntry]:
+        """Claimed entries whose invocation died: claimed longer ago than the lease, oldest first."""
+        documents = await self._store.query(
+            "ledger",
+            equals={"status": LedgerStatus.CLAIMED.value},
+            at_most={"updatedAt": sortable(now - CLAIM_LEASE)},
+            order_by="updatedAt",
             limit=limit,
         )
         return [LedgerEntry.model_validate(document.body) for document in documents]

@@ -19,7 +19,7 @@ from shared.abandoned_carts.payload import dedup_key
 from shared.email.base import ProviderConfigurationError
 from shared.privacy.suppression import SuppressionList
 from shared.runtime import Runtime
-from shared.state.ledger import Ledger, LedgerStatus
+from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerStatus
 from shared.store_commerce import parse_deep_link
 from tests.conftest import OutStub
 from tests.notify.conftest import (
@@ -561,3 +561,30 @@ async def test_a_configuration_failure_gives_the_frequency_cap_back(
     await run_notify(registered_functions, second.body)
 
     assert [m.data["cartId"] for m in recorder.sent] == [other_channel.id]
+
+
+async def test_a_claim_left_by_a_dead_invocation_is_queued_again_and_sent_once(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cart = own_cart(sandbox, consenting_customer(sandbox))
+    queued = await put_on_ledger(runtime, cart)
+    ledger = Ledger(runtime.store)
+    found = await ledger.get(cart.id, cart.version, 1)
+    assert found is not None
+    # The worker died after claiming; the host deleted the message when a redelivery found the
+    # claim still live, so only the ledger knows about this cart now.
+    died_at = NOW - CLAIM_LEASE - timedelta(minutes=1)
+    claimed = found[0].model_copy(update={"status": LedgerStatus.CLAIMED, "updated_at": died_at})
+    await runtime.store.replace("ledger", cart.id, claimed.key, claimed.body(), etag=found[1])
+
+    again = for_cart(await detect(registered_functions, monkeypatch, NOW), cart)
+
+    assert again == [json.loads(queued.body)]
+    await run_notify(registered_functions, json.dumps(again[0]))
+    assert len(recorder.sent) == 1
+    assert await ledger_status(runtime, cart) == ("sent", None)
+    assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(minutes=1)), cart) == []
