@@ -149,7 +149,18 @@ class CustomerService:
         return outcome
 
     async def _complete(self, claim: Claim, outcome: Outcome, cid: str) -> None:
-        await self._records.complete(claim, StoredResponse(outcome.status, outcome.body, outcome.headers))
+        try:
+            await self._records.complete(claim, StoredResponse(outcome.status, outcome.body, outcome.headers))
+        except Exception as exc:
+            # The answer stands (after a 201 the customer exists); only its replay is lost. The key
+            # stays claimed until the lease runs out, so a retry meanwhile gets 409, not a new customer.
+            logger.error(
+                "create_customer could not store its answer %d for the Idempotency-Key (%s); "
+                "answering it anyway [correlation id %s]",
+                outcome.status,
+                type(exc).__name__,
+                cid,
+            )
 
     async def _release(self, claim: Claim, cid: str, *, after: str) -> None:
         try:

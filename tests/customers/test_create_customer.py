@@ -418,6 +418,24 @@ async def test_a_missing_client_secret_is_a_configuration_fault_naming_it_and_re
     assert all(sandbox.client_secret not in r.getMessage() for r in caplog.records)
 
 
+async def test_the_separate_fno_apps_secret_is_the_one_named(
+    registered_functions: dict[str, Any],
+    fresh_runtime: MakeRuntime,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("FNO_CLIENT_SECRET", raising=False)
+    await fresh_runtime(fno_client_id="00000000-0000-0000-0000-0000000000f0")
+    with caplog.at_level(logging.ERROR):
+        response = await create(registered_functions, payload)
+    assert response.status_code == 502
+    assert any(
+        "configuration fault" in r.getMessage() and "'fno-client-secret'" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_its_text(
     registered_functions: dict[str, Any],
     fresh_runtime: MakeRuntime,
@@ -540,6 +558,34 @@ async def test_a_state_store_failure_before_fno_is_a_bare_500(
     assert body_of(response)["correlationId"] == response.headers["x-correlation-id"]
     assert "state store unavailable" not in response_text(response)
     assert sandbox.stats.requests[create_route(settings)] == 0
+
+
+async def test_a_state_store_failure_after_fno_created_still_answers_201(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def store_down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("state store unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime.store, "replace", store_down)
+        with caplog.at_level(logging.INFO):
+            response = await create(registered_functions, payload, **{"Idempotency-Key": "k-complete"})
+    assert response.status_code == 201, response.get_body()
+    assert body_of(response)["customerAccount"] == fno_stand_in.customers[0].account
+    assert any(
+        "could not store" in r.getMessage() and "StoreError" in r.getMessage() and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
+    # The claim stays until its lease runs out: a retry meanwhile waits instead of creating again.
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-complete"})
+    assert again.status_code == 409
+    assert body_of(again)["type"].endswith(":request-in-progress")
+    assert fno_stand_in.creations == 1
 
 
 async def test_error_correlation_id_is_logged(
