@@ -132,8 +132,19 @@ class Detector:
         fresh: dict[tuple[str, str], str] = {}
         budget = self._config.max_carts_per_run
         channels: dict[str, ChannelOutcome] = {}
+        errors: list[Exception] = []
         for oun in self._config.operating_unit_numbers:
-            outcome = await self._detect_channel(oun, now, budget, fresh)
+            try:
+                outcome = await self._detect_channel(oun, now, budget, fresh)
+            except Exception as exc:
+                errors.append(exc)
+                # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
+                # the others' messages: the output binding is only written if the run returns.
+                # Its watermark stayed where the last good page left it, so nothing is lost.
+                logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
+                outcome = ChannelOutcome(
+                    window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}"
+                )
             channels[oun] = outcome
             budget -= outcome.found
         messages = list(fresh.values())
@@ -150,6 +161,10 @@ class Detector:
         summary = result.summary()
         await self._runs.save(run_id, summary)
         logger.info("abandoned-cart detection run %s", json.dumps(summary, separators=(",", ":")))
+        if errors and len(errors) == len(self._config.operating_unit_numbers):
+            # Nothing worked (Retail Server down, credentials refused): fail the run where the
+            # operator sees it. The due entries marked queued are swept again after REQUEUE_AFTER.
+            raise errors[0]
         return result
 
     async def _detect_channel(

@@ -21,7 +21,7 @@ from shared.retail_server.models import Cart
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 from shared.state.ledger import Ledger, LedgerStatus
-from shared.state.records import RunSummaryStore
+from shared.state.records import RunSummaryStore, WatermarkStore
 from tests.conftest import OutStub, sandbox_settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -264,3 +264,36 @@ async def test_app_not_on_allow_list_gets_401(
     finally:
         await runtime.close()
         set_runtime(None)
+
+
+async def test_a_failing_channel_does_not_hold_back_the_others(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_functions: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    # 999 is no channel of this Retail Server: every search there answers 404.
+    settings = sandbox_settings(sandbox, tmp_path, operating_unit_numbers="999,128")
+    runtime = Runtime.create(settings)
+    set_runtime(runtime)
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
+    try:
+        out = OutStub()
+        timer = registered_functions["detect_abandoned_carts"].get_user_function()
+        await timer(TimerRequest(past_due=False), out)
+        messages = out.get()
+        assert messages and {json.loads(m)["oun"] for m in messages} == {"128"}
+        summary = (await RunSummaryStore(runtime.store).recent())[0]
+        assert summary["channels"]["999"]["stopped"] == "error:RetailServerError"
+        assert summary["channels"]["128"]["stopped"] == "complete"
+    finally:
+        set_runtime(None)
+        await runtime.close()
+
+
+async def test_every_channel_failing_fails_the_run(
+    sandbox: Sandbox, settings: Settings, runtime: Runtime
+) -> None:
+    sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=None)
+    with pytest.raises(RetailServerError):
+        await run_detector(runtime, settings)
+    watermark, _ = await WatermarkStore(runtime.store).load("128")
+    assert watermark is None, "nothing was read, so the next run starts from the window's start"
