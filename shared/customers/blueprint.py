@@ -158,7 +158,9 @@ def _join(prefix: str, path: str) -> str:
 
 
 def _response(outcome: Outcome, cid: str) -> func.HttpResponse:
-    headers = {CORRELATION_HEADER: cid, "Cache-Control": "no-store", **outcome.headers}
+    # This request's correlation id always wins: a replayed outcome must not carry the first one's.
+    kept = {k: v for k, v in outcome.headers.items() if k.lower() != CORRELATION_HEADER}
+    headers = {"Cache-Control": "no-store", **kept, CORRELATION_HEADER: cid}
     is_problem = outcome.status >= 400
     return func.HttpResponse(
         body=json.dumps(outcome.body),

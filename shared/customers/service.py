@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.customers.http_input import CORRELATION_HEADER
 from shared.customers.idempotency import (
     Claim,
     IdempotencyRecords,
@@ -106,7 +107,11 @@ class CustomerService:
                     cid,
                 )
                 stored = begun.response
-                return Outcome(stored.status, stored.body, {**stored.headers, REPLAY_HEADER: "true"})
+                # The body documents the first answer (its correlationId included); the headers
+                # belong to this request, whose correlation id is the one in the logs.
+                headers = {k: v for k, v in stored.headers.items() if k.lower() != CORRELATION_HEADER}
+                headers |= {CORRELATION_HEADER: cid, REPLAY_HEADER: "true"}
+                return Outcome(stored.status, stored.body, headers)
             if isinstance(begun, InFlight):
                 return _logged(
                     cid,
@@ -204,7 +209,7 @@ class CustomerService:
         except FnoError as exc:
             return self._failure(exc, cid, during="CreateCustomer"), _keep(exc)
         logger.info("create_customer created customer %s [correlation id %s]", account, cid)
-        return Outcome(201, self._created_body(account), {"x-correlation-id": cid}), True
+        return Outcome(201, self._created_body(account), {CORRELATION_HEADER: cid}), True
 
     def _created_body(self, account: str) -> dict[str, Any]:
         links = deep_links(CREATE_TRANSACTION, CreateTransactionParams(customer_id=account), self._cpos_url)
@@ -309,7 +314,7 @@ def _problem(status: int, kind: str, title: str, detail: str, cid: str, **extens
         status, correlation_id=cid, title=title, detail=detail, problem_type=PROBLEM_TYPE_PREFIX + kind
     )
     body = model.model_dump(mode="json", by_alias=True, exclude_none=True) | extensions
-    return Outcome(status, body, {"x-correlation-id": cid})
+    return Outcome(status, body, {CORRELATION_HEADER: cid})
 
 
 def _logged(cid: str, reason: str, outcome: Outcome) -> Outcome:

@@ -668,6 +668,36 @@ async def test_same_key_and_body_replays_without_calling_fno(
     assert sandbox.stats.requests[create_route(settings)] == 1
 
 
+@pytest.mark.parametrize("legal_entity", ["USRT", "ZZZZ"], ids=["201", "stored-422"])
+async def test_a_replay_carries_its_own_correlation_id_and_the_stored_body(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    legal_entity: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payload["Customer"]["LegalEntity"] = legal_entity
+    first = await create(
+        registered_functions, payload, **{"Idempotency-Key": "k-cid", "x-correlation-id": "till-7-req-0001"}
+    )
+    with caplog.at_level(logging.INFO):
+        again = await create(
+            registered_functions,
+            payload,
+            **{"Idempotency-Key": "k-cid", "x-correlation-id": "till-7-req-0002"},
+        )
+    assert again.status_code == first.status_code
+    assert first.headers["x-correlation-id"] == "till-7-req-0001"
+    assert again.headers["x-correlation-id"] == "till-7-req-0002"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    # The body is the stored one, documenting the first answer (its correlationId included).
+    assert body_of(again) == body_of(first)
+    if first.status_code >= 400:
+        assert body_of(again)["correlationId"] == "till-7-req-0001"
+    assert any("replayed" in r.getMessage() and "till-7-req-0002" in r.getMessage() for r in caplog.records)
+
+
 async def test_same_key_other_body_is_422(
     registered_functions: dict[str, Any],
     runtime: Runtime,
