@@ -29,6 +29,7 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 _UNNAMED_FIELD: Final = "<unrecognised name>"
 _EMAIL_LIKE = re.compile(r"[^\s'\"<>()]+@[^\s'\"<>()]+")
 _PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 # Messages for pydantic's own error types where its text is unclear or could carry the input.
 _MESSAGES: Final[Mapping[str, str]] = {
@@ -89,16 +90,28 @@ def problem(
     instance: str | None = None,
     errors: Sequence[FieldError] = (),
 ) -> Problem:
-    """A problem whose title defaults to the status phrase, as RFC 9457 asks for ``about:blank``."""
+    """A problem whose title defaults to the status phrase, as RFC 9457 asks for ``about:blank``.
+
+    ``instance`` defaults to ``urn:uuid:<correlation id>`` when the correlation id is a UUID (the
+    connector makes one when the caller sends none), naming this occurrence; otherwise it is left
+    out, as a caller's own id need not be a URI.
+    """
     return Problem(
         type=problem_type,
         title=title or HTTPStatus(status).phrase,
         status=status,
         detail=detail,
-        instance=instance,
+        instance=instance if instance is not None else instance_for(correlation_id),
         correlation_id=correlation_id,
         errors=list(errors),
     )
+
+
+def instance_for(correlation_id: str) -> str | None:
+    """``urn:uuid:<id>`` (RFC 9562, lower case) for a correlation id in the UUID form, else None."""
+    if not _UUID.fullmatch(correlation_id):
+        return None
+    return f"urn:uuid:{correlation_id.lower()}"
 
 
 def wire_path(loc: Sequence[str | int]) -> str:

@@ -588,6 +588,19 @@ async def test_a_state_store_failure_after_fno_created_still_answers_201(
     assert fno_stand_in.creations == 1
 
 
+async def test_a_problem_names_its_occurrence_by_the_generated_correlation_id(
+    registered_functions: dict[str, Any], runtime: Runtime, payload: dict[str, Any]
+) -> None:
+    payload["Customer"]["LegalEntity"] = "ZZZZ"  # a 422 from F&O
+    generated = body_of(await create(registered_functions, payload))
+    assert generated["instance"] == "urn:uuid:" + generated["correlationId"]
+    del payload["Customer"]["LastName"]  # a 400 of our own validation
+    invalid = body_of(await create(registered_functions, payload))
+    assert invalid["instance"] == "urn:uuid:" + invalid["correlationId"]
+    chosen = body_of(await create(registered_functions, payload, **{"x-correlation-id": "till-7-req-0042"}))
+    assert "instance" not in chosen
+
+
 async def test_error_correlation_id_is_logged(
     registered_functions: dict[str, Any],
     runtime: Runtime,

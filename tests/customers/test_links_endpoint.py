@@ -59,3 +59,10 @@ async def test_bad_requests_are_problems(
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
     assert path in {error["path"] for error in body_of(response)["errors"]}
+
+
+async def test_a_problem_names_its_occurrence_by_the_generated_correlation_id(
+    registered_functions: dict[str, Any], runtime: Runtime
+) -> None:
+    body = body_of(await links(registered_functions, {"actionName": "D365.RecallOrder", "parameters": {}}))
+    assert body["instance"] == "urn:uuid:" + body["correlationId"]

@@ -195,3 +195,24 @@ def test_problem_response_has_status_media_type_and_json_body() -> None:
 def test_problem_accepts_the_wire_name_of_the_correlation_id() -> None:
     result = Problem.model_validate({"title": "t", "status": 400, "correlationId": "c"})
     assert result.correlation_id == "c"
+
+
+UUID_CID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def test_instance_is_the_urn_of_a_uuid_correlation_id() -> None:
+    assert problem(502, correlation_id=UUID_CID).instance == f"urn:uuid:{UUID_CID}"
+    assert problem(502, correlation_id=UUID_CID.upper()).instance == f"urn:uuid:{UUID_CID}"
+    result = problem_from_validation_error(validation_error({}), correlation_id=UUID_CID)
+    assert json.loads(result.to_json())["instance"] == f"urn:uuid:{UUID_CID}"
+
+
+@pytest.mark.parametrize(
+    "cid", ["till-7-req-0042", "0f8fad5bd9cb469fa16570867728950e", "urn:uuid:" + UUID_CID, "c"]
+)
+def test_instance_is_left_out_for_other_correlation_ids(cid: str) -> None:
+    assert "instance" not in json.loads(problem(409, correlation_id=cid).to_json())
+
+
+def test_an_explicit_instance_wins() -> None:
+    assert problem(409, correlation_id=UUID_CID, instance="/api/customers").instance == "/api/customers"
