@@ -326,7 +326,7 @@ class Settings(BaseSettings):
 
     @field_validator("fno_url", "cpos_url")
     @classmethod
-    def _check_customer_urls(cls, value: str | None) -> str | None:
+    def _check_customer_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value.strip() == "":
             return None
         value = value.strip()
@@ -334,7 +334,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// URL")
         if "?" in value or "#" in value:
             raise ValueError("must not carry a query or fragment")
-        return value.rstrip("/")
+        value = value.rstrip("/")
+        # Cloud POS links append "/POS" themselves; a CPOS_URL copied from the browser ends in it.
+        path = value[len("https://") :].partition("/")[2]
+        if info.field_name == "cpos_url" and path and value.lower().endswith("/pos"):
+            value = value[: -len("/pos")]
+        return value
 
     @field_validator("fno_create_customer_path")
     @classmethod

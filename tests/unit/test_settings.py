@@ -110,3 +110,37 @@ def test_optional_urls_may_be_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     set_env(monkeypatch, KEY_VAULT_URL="", COSMOS_ENDPOINT="", WEBHOOK_URL="")
     settings = load_settings()
     assert settings.key_vault_url is None and settings.webhook_url is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://pos.contoso.example/cpos",
+        "https://pos.contoso.example/cpos/",
+        "https://pos.contoso.example/cpos/POS",
+        "https://pos.contoso.example/cpos/pos/",
+        "https://pos.contoso.example/cpos/Pos",
+    ],
+)
+def test_cpos_url_loses_one_trailing_pos(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from shared.store_commerce import cloud_pos_link
+
+    set_env(monkeypatch, CPOS_URL=value)
+    settings = load_settings()
+    assert settings.cpos_url == "https://pos.contoso.example/cpos"
+    link = cloud_pos_link(settings.cpos_url, "D365.RecallOrder", {"salesId": "SO-1"})
+    assert link.startswith("https://pos.contoso.example/cpos/POS?actionName=")
+
+
+def test_only_one_trailing_pos_is_removed_and_only_from_cpos_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, CPOS_URL="https://pos.contoso.example/POS/POS", FNO_URL="https://fno.example/POS")
+    settings = load_settings()
+    assert settings.cpos_url == "https://pos.contoso.example/POS"
+    assert settings.fno_url == "https://fno.example/POS"
+
+
+def test_a_host_named_pos_is_not_a_trailing_pos(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, CPOS_URL="https://pos/")
+    assert load_settings().cpos_url == "https://pos"
+    set_env(monkeypatch, CPOS_URL="https://contoso-pos.example/POS")
+    assert load_settings().cpos_url == "https://contoso-pos.example"
