@@ -23,8 +23,8 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_function
 async def test_demo_detects_notifies_and_creates_a_customer(scratch: Path) -> None:
     text = await demo.run_demo("preview", seed=42)
     assert "Detection (detect_abandoned_carts, one timer run):" in text
-    sent = next(line for line in text.splitlines() if line.strip().endswith(" sent"))
-    count = int(sent.split()[0])
+    previewed = next(line for line in text.splitlines() if line.strip().endswith(" previewed"))
+    count = int(previewed.split()[0])
     assert count > 0
     pages = sorted((scratch / "out/previews").glob("*.html"))
     payloads = sorted((scratch / "out/previews").glob("*.json"))

@@ -66,7 +66,7 @@ _MAX_CONDITIONAL_ATTEMPTS = 8
 _OPERATOR_STATUSES = frozenset({401, 403})
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
-Status = Literal["sent", "skipped", "failed", "ignored"]
+Status = Literal["sent", "previewed", "skipped", "failed", "ignored"]
 
 
 class MalformedMessageError(ValueError):
@@ -260,6 +260,8 @@ class NotifyService:
         self._store = store
         self._provider = provider
         self._sender = BatchingSender(provider, window_seconds=config.send_window_seconds)
+        # The preview provider (EMAIL_PROVIDER=preview, DRY_RUN=true) writes files, sends nothing.
+        self._previews_only = not getattr(provider, "sends_email", True)
         self._enricher = enricher
         self._config = config
         self._suppression = SuppressionList(store)
@@ -359,6 +361,10 @@ class NotifyService:
         except _SkippedError as skip:
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason=skip.reason)
             return Outcome("skipped", skip.reason, entry.cart_id, entry.cart_version, entry.step)
+        if self._previews_only:
+            # DRY_RUN: the preview is written, but nothing was sent, so the customer's frequency
+            # window stays free and no further step is armed (see _record_preview).
+            return await self._record_preview(entry, await self._sender.send(message), now)
         holder = self._holder(entry)
         if not await self._cap.reserve(entry.customer_id, holder, now):
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
@@ -375,6 +381,13 @@ class NotifyService:
     @staticmethod
     def _holder(entry: LedgerEntry) -> str:
         return f"{entry.cart_id}|v{entry.cart_version}"
+
+    async def _record_preview(self, entry: LedgerEntry, result: SendResult, now: datetime) -> Outcome:
+        """The terminal ``previewed`` state: a cart handled in a dry run is not mailed later, when
+        the connector goes live, unless it changes (a new version starts again at step 1)."""
+        ids = dict(result.provider_ids)
+        await self._finish(entry, LedgerStatus.PREVIEWED, now, provider_ids=ids)
+        return Outcome("previewed", None, entry.cart_id, entry.cart_version, entry.step, ids)
 
     async def _record_result(
         self,
@@ -413,7 +426,12 @@ class NotifyService:
             oun=entry.oun,
             customer_id=entry.customer_id,
             modified_at=entry.modified_at,
-            due_at=entry.modified_at + steps[entry.step],
+            # On schedule, but never sooner after this step than the schedule spaces them: a step
+            # sent late (go-live, downtime, a backlog) must not be followed by the next at once.
+            due_at=max(
+                entry.modified_at + steps[entry.step],
+                now + (steps[entry.step] - steps[entry.step - 1]),
+            ),
             queued_at=None,
             updated_at=now,
         )

@@ -121,6 +121,8 @@ class PreviewProvider:
     """Never touches the network."""
 
     name = "preview"
+    # Notify records what this provider handled as "previewed", not "sent": no email went out.
+    sends_email = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

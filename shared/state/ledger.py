@@ -1,7 +1,7 @@
 """The ledger: one entry per (cart id, cart version, reminder step), moved through its states
 with conditional writes so that nothing is sent twice and nothing is lost.
 
-    pending -> claimed -> sent | skipped(reason) | failed(reason)
+    pending -> claimed -> sent | previewed | skipped(reason) | failed(reason)
     pending -> superseded (a newer cart of the same customer was recorded)
     failed  -> claimed (a retry)
 
@@ -35,6 +35,8 @@ class LedgerStatus(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     SUPERSEDED = "superseded"
+    # Handled by a dry run (the preview provider): nothing was sent, and nothing will be.
+    PREVIEWED = "previewed"
 
 
 class LedgerEntry(BaseModel):

@@ -257,20 +257,21 @@ async def test_detected_carts_travel_through_the_queue_to_notify(
         assert found is not None, key
         entry = found[0]
         # Detection marks an older cart of a customer superseded when it records a newer one in
-        # the same pass; notify leaves such an entry alone. Everything else ends sent or skipped.
-        assert entry.status in {LedgerStatus.SENT, LedgerStatus.SKIPPED, LedgerStatus.SUPERSEDED}, (
+        # the same pass; notify leaves such an entry alone. Everything else ends previewed (the
+        # preview provider sends nothing) or skipped.
+        assert entry.status in {LedgerStatus.PREVIEWED, LedgerStatus.SKIPPED, LedgerStatus.SUPERSEDED}, (
             key,
             entry.status,
             entry.reason,
         )
-        if entry.status is LedgerStatus.SENT:
+        if entry.status is LedgerStatus.PREVIEWED:
             assert entry.reason is None and entry.provider_ids, key
         else:
             assert entry.reason, (key, entry.status)
         outcomes[entry.status.value] += 1
-    assert outcomes["sent"] > 0, f"some sandbox customers consent: {outcomes}"
+    assert outcomes["previewed"] > 0, f"some sandbox customers consent: {outcomes}"
     previews = await asyncio.to_thread(lambda: list(Path(settings.preview_dir).glob("*.json")))
-    assert len(previews) == outcomes["sent"], "the preview provider wrote one email per sent step"
+    assert len(previews) == outcomes["previewed"], "the preview provider wrote one email per step"
 
 
 async def test_malformed_message_goes_to_the_poison_queue(
@@ -342,6 +343,9 @@ async def test_transient_failure_leaves_the_message_for_host_retries(
     assert poison.get() is None
     found = await ledger.get(key["cartId"], key["cartVersion"], key["step"])
     assert found is not None
-    assert found[0].status in {LedgerStatus.SENT, LedgerStatus.SKIPPED}, (found[0].status, found[0].reason)
+    assert found[0].status in {LedgerStatus.PREVIEWED, LedgerStatus.SKIPPED}, (
+        found[0].status,
+        found[0].reason,
+    )
     assert found[0].attempts == 3
     assert await receive_all(queue, visibility_timeout=1) == []

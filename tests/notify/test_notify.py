@@ -460,7 +460,9 @@ async def test_reminder_steps_come_due_and_are_sent_once_each(
     assert await ledger_status(runtime, cart, 1) == ("sent", None)
     step_two = await Ledger(runtime.store).get(cart.id, cart.version, 2)
     assert step_two is not None and step_two[0].status is LedgerStatus.PENDING
-    assert step_two[0].due_at == cart.modified_date_time + timedelta(minutes=1440)
+    # Never closer to step 1 than the schedule spaces them: step 1 went out a minute late.
+    assert step_two[0].due_at == NOW + timedelta(minutes=1440 - 60)
+    assert step_two[0].due_at == cart.modified_date_time + timedelta(minutes=1441)
 
     # Before step 2 is due nothing is queued for the cart; after, step 2 exactly once.
     assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(hours=2)), cart) == []
@@ -588,3 +590,46 @@ async def test_a_claim_left_by_a_dead_invocation_is_queued_again_and_sent_once(
     assert len(recorder.sent) == 1
     assert await ledger_status(runtime, cart) == ("sent", None)
     assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(minutes=1)), cart) == []
+
+
+async def test_a_dry_run_previews_without_using_up_the_customer(
+    sandbox: Sandbox, runtime: Runtime, registered_functions: dict[str, Any]
+) -> None:
+    """The preview provider (DRY_RUN) records "previewed": no frequency window taken, no next step."""
+    runtime.extras.pop("email_provider", None)
+    runtime.extras.pop("notify_service", None)
+    assert runtime.settings.effective_email_provider == "preview"
+    customer = consenting_customer(sandbox)
+    online = own_cart(sandbox, customer, oun="128")
+    other_channel = sandbox.data.add_cart(
+        oun="067", customer_id=customer.account_number, modified=NOW - timedelta(minutes=90)
+    )
+    for queued in (await put_on_ledger(runtime, online), await put_on_ledger(runtime, other_channel, "067")):
+        await run_notify(registered_functions, queued.body)
+
+    assert await ledger_status(runtime, online) == ("previewed", None)
+    assert await ledger_status(runtime, other_channel) == ("previewed", None)
+    assert await Ledger(runtime.store).get(online.id, online.version, 2) is None
+    assert sorted(p.name for p in runtime.settings.preview_dir.glob("*.json")) == sorted(
+        f"{dedup_key(c.id, c.version, 1)}.json" for c in (online, other_channel)
+    )
+
+
+async def test_a_late_step_is_not_followed_by_the_next_at_once(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Steps 60,1440: step 1 of a 23-hour-old cart goes out now (go-live, downtime); step 2 then
+    waits the 23 hours the schedule puts between the steps, not the hour left until 1440."""
+    cart = own_cart(sandbox, consenting_customer(sandbox), age=timedelta(hours=23))
+    queued = await put_on_ledger(runtime, cart)
+
+    await run_notify(registered_functions, queued.body)
+
+    step_two = await Ledger(runtime.store).get(cart.id, cart.version, 2)
+    assert step_two is not None
+    assert step_two[0].due_at == NOW + timedelta(minutes=1440 - 60)
+    assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(hours=2)), cart) == []
