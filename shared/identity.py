@@ -45,12 +45,29 @@ class TokenError(Exception):
         super().__init__(message)
 
 
+class TokenTimeoutError(TokenError):
+    """Entra ID did not answer a token (or discovery) request within the provider's timeout."""
+
+
 class _PinnedVerifySession(requests.Session):
-    """A requests session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
+    """A requests session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE,
+    and whose requests time out.
 
     requests lets those variables win over ``session.verify``; pinning keeps the trust decision
-    with the app's own ``EXTRA_CA_BUNDLE`` setting.
+    with the app's own ``EXTRA_CA_BUNDLE`` setting. MSAL applies its own ``timeout`` only to a
+    session it creates itself, and requests has no session-wide timeout, so without ``timeout`` a
+    hung Entra endpoint would hold ``get_token`` (and everyone waiting on it) forever.
     """
+
+    def __init__(self, *, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        if not args and kwargs.get("timeout") is None:
+            # (connect, read): each bounded; ``args`` would only be a positional call nobody makes.
+            kwargs["timeout"] = (self.timeout, self.timeout)
+        return super().request(method, url, *args, **kwargs)
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -83,6 +100,7 @@ class TokenProvider:
         secrets: CachedSecrets,
         extra_ca_bundle: Path | None = None,
         refresh_margin_seconds: float = 300.0,
+        timeout_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.authority = authority.rstrip("/")
@@ -91,6 +109,7 @@ class TokenProvider:
         self._secrets = secrets
         self._extra_ca_bundle = extra_ca_bundle
         self._margin = refresh_margin_seconds
+        self._timeout = timeout_seconds
         self._clock = clock
         self._tokens: dict[str, _CachedToken] = {}
         self._pending: dict[str, asyncio.Future[str]] = {}
@@ -131,11 +150,18 @@ class TokenProvider:
 
     async def _acquire(self, scope: str) -> str:
         secret = await self._secrets.get(self._secret_name)
-        # Building the application runs MSAL's authority discovery over HTTP: off the loop too.
-        async with self._app_lock:
-            app = await asyncio.to_thread(self._application, secret)
-        self.requests_made += 1
-        result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
+        try:
+            # Building the application runs MSAL's authority discovery over HTTP: off the loop too.
+            async with self._app_lock:
+                app = await asyncio.to_thread(self._application, secret)
+            self.requests_made += 1
+            result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
+        except requests.Timeout as exc:
+            raise TokenTimeoutError(
+                f"Entra ID did not answer within {self._timeout:g}s for a token for {scope} to client "
+                f"{self.client_id} ({type(exc).__name__} from {self.authority})",
+                error="timeout",
+            ) from exc
         if "access_token" not in result:
             error = str(result.get("error", "unknown_error"))
             if error in {"invalid_client", "unauthorized_client"}:
@@ -156,7 +182,7 @@ class TokenProvider:
     def _application(self, secret: str) -> msal.ConfidentialClientApplication:
         if self._app is None or self._app_secret != secret:
             if self._http is None:
-                self._http = _PinnedVerifySession()
+                self._http = _PinnedVerifySession(timeout=self._timeout)
                 self._http.verify = (
                     _bundle_with_system_roots(self._extra_ca_bundle) if self._extra_ca_bundle else True
                 )

@@ -67,6 +67,7 @@ class Runtime:
             secret_name=settings.entra_client_secret_name,
             secrets=secrets,
             extra_ca_bundle=settings.extra_ca_bundle,
+            timeout_seconds=settings.http_timeout_seconds,
         )
         return cls(settings, http=http, secrets=secrets, tokens=tokens, store=create_store(settings))
 

@@ -342,6 +342,7 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
             secret_name=settings.fno_client_secret_name,
             secrets=runtime.secrets,
             extra_ca_bundle=settings.extra_ca_bundle,
+            timeout_seconds=settings.http_timeout_seconds,
         )
     # The till waits for this call: fewer attempts and shorter waits than background work.
     http = HttpClient(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ class Clock:
         return self.now
 
 
-def provider(sandbox: Sandbox, secret: str, clock: Clock | None = None) -> TokenProvider:
+def provider(sandbox: Sandbox, secret: str, clock: Clock | None = None, **options: Any) -> TokenProvider:
     secrets = CachedSecrets(EnvironmentSecrets({"ENTRA_CLIENT_SECRET": secret}), ttl_seconds=300)
     return TokenProvider(
         authority=f"{sandbox.authority_host}/{sandbox.tenant_id}",
@@ -30,6 +31,7 @@ def provider(sandbox: Sandbox, secret: str, clock: Clock | None = None) -> Token
         secrets=secrets,
         extra_ca_bundle=sandbox.ca_path,
         **({"clock": clock} if clock else {}),
+        **options,
     )
 
 
@@ -82,6 +84,26 @@ async def test_requests_ca_bundle_does_not_override_trust(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     tokens = provider(sandbox, sandbox.client_secret)
     try:
+        assert await tokens.get_token(SCOPE)
+    finally:
+        tokens.close()
+
+
+def token_route(sandbox: Sandbox) -> str:
+    return f"POST /entra/{sandbox.tenant_id}/oauth2/v2.0/token"
+
+
+async def test_a_hung_token_endpoint_raises_instead_of_hanging(sandbox: Sandbox) -> None:
+    # The stand-in holds the request for a minute; the provider's own timeout must end it first.
+    fault = sandbox.faults.add(token_route(sandbox), timeout=True)
+    tokens = provider(sandbox, sandbox.client_secret, timeout_seconds=0.5)
+    try:
+        with pytest.raises(TokenError) as caught:
+            await tokens.get_token(SCOPE)
+        assert fault.hits == 1
+        assert "Entra ID" in str(caught.value)
+        assert caught.value.error == "timeout"
+        # Nothing is left pending: the next call asks again and gets a token.
         assert await tokens.get_token(SCOPE)
     finally:
         tokens.close()
