@@ -29,11 +29,11 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from shared.abandoned_carts import orders
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.images import Viewport, image_set
 from shared.abandoned_carts.links import fill_template, product_url
 from shared.abandoned_carts.messages import CartMessage
+from shared.abandoned_carts.orders import OrderCheck
 from shared.abandoned_carts.payload import AbandonedCartPayload, ProductImageData, ProductLine, dedup_key
 from shared.email.base import (
     EmailMessage,
@@ -262,6 +262,7 @@ class NotifyService:
         self._sender = BatchingSender(provider, window_seconds=config.send_window_seconds)
         # The preview provider (EMAIL_PROVIDER=preview, DRY_RUN=true) writes files, sends nothing.
         self._previews_only = not getattr(provider, "sends_email", True)
+        self._orders = OrderCheck(retail, enabled=config.order_check)
         self._enricher = enricher
         self._config = config
         self._suppression = SuppressionList(store)
@@ -460,9 +461,7 @@ class NotifyService:
         # The reservation that really decides is taken right before sending.
         if await self._cap.held_by_other(entry.customer_id, self._holder(entry), now):
             raise _SkippedError("frequency_cap")
-        if self._config.order_check and await orders.ordered_since(
-            self._retail, entry.oun, entry.customer_id, entry.modified_at, now
-        ):
+        if await self._orders.ordered_since(entry.oun, entry.customer_id, entry.modified_at, now):
             raise _SkippedError("ordered_since")
         payload = await self._payload(entry, cart, customer, email)
         try:

@@ -633,3 +633,28 @@ async def test_a_late_step_is_not_followed_by_the_next_at_once(
     assert step_two is not None
     assert step_two[0].due_at == NOW + timedelta(minutes=1440 - 60)
     assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(hours=2)), cart) == []
+
+
+async def test_a_retail_server_without_the_order_look_up_turns_the_check_off(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    log_privacy_guard: Any,
+) -> None:
+    """Where the API role filter refuses SearchOrders to app tokens, carts still go out (the cart
+    re-check catches checkouts) and the operator is told once, instead of every cart failing."""
+    runtime.settings = runtime.settings.model_copy(update={"frequency_cap_hours": 0})
+    sandbox.faults.add("POST /rs/Commerce/SalesOrders/SearchOrders", status=403, times=None)
+    bodies = []
+    for index in range(2):
+        cart = own_cart(sandbox, consenting_customer(sandbox, index))
+        bodies.append((await put_on_ledger(runtime, cart)).body)
+
+    for body in bodies:
+        await run_notify(registered_functions, body)
+
+    assert len(recorder.sent) == 2
+    assert sandbox.stats.requests["POST /rs/Commerce/SalesOrders/SearchOrders"] == 1
+    told = [line for line in log_privacy_guard.lines if "ORDER_CHECK=false" in line]
+    assert len(told) == 1
