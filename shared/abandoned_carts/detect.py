@@ -104,6 +104,9 @@ def skip_reason(cart: Cart) -> str | None:
         return "not_shopping_cart"
     if cart.cart_status_value == CartStatus.VOIDED:
         return "voided"
+    if cart.cart_status_value == CartStatus.SUSPENDED:
+        # Parked at a till to be recalled there: not the online shopper's abandoned cart.
+        return "suspended"
     if not cart.customer_id:
         return "anonymous"
     if not cart.cart_lines:
@@ -133,9 +136,13 @@ class Detector:
         budget = self._config.max_carts_per_run
         channels: dict[str, ChannelOutcome] = {}
         errors: list[Exception] = []
-        for oun in self._config.operating_unit_numbers:
+        ouns = self._config.operating_unit_numbers
+        for index, oun in enumerate(ouns):
+            # A fair share of what is left, so a busy first channel cannot starve the others; what
+            # a quiet channel leaves unused goes to the channels after it.
+            share = budget // (len(ouns) - index) if budget > 0 else 0
             try:
-                outcome = await self._detect_channel(oun, now, budget, fresh)
+                outcome = await self._detect_channel(oun, now, share, fresh)
             except Exception as exc:
                 errors.append(exc)
                 # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back

@@ -297,3 +297,27 @@ async def test_every_channel_failing_fails_the_run(
         await run_detector(runtime, settings)
     watermark, _ = await WatermarkStore(runtime.store).load("128")
     assert watermark is None, "nothing was read, so the next run starts from the window's start"
+
+
+async def test_the_cap_is_shared_fairly_between_channels(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, operating_unit_numbers="128,067", max_carts_per_run=40)
+    runtime = Runtime.create(settings)
+    try:
+        result = await run_detector(runtime, settings)
+        assert result.channels["128"].found == 20 and result.channels["128"].stopped == "cap_reached"
+        assert result.channels["067"].found == 20 and result.channels["067"].stopped == "cap_reached"
+    finally:
+        await runtime.close()
+
+
+async def test_a_suspended_cart_is_skipped(sandbox: Sandbox, settings: Settings, runtime: Runtime) -> None:
+    customer = next(c for c in sandbox.data.customers.values() if c.email)
+    cart = sandbox.data.add_cart(
+        customer_id=customer.account_number, modified=NOW - timedelta(hours=2), cart_status_value=2
+    )
+    result = await run_detector(runtime, settings)
+    assert cart.id not in cart_ids(result.messages)
+    assert result.channels["128"].skipped["suspended"] == 1
