@@ -227,10 +227,12 @@ async def test_retries_then_typed_error_keeps_watermark(
     sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=2)
     result = await run_detector(runtime, settings)
     assert result.channels["128"].found > 0, "two 503s are retried away"
+    kept, _ = await WatermarkStore(runtime.store).load("128")
     sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=None)
     with pytest.raises(RetailServerError) as caught:
         await run_detector(runtime, settings, NOW + timedelta(minutes=30))
     assert caught.value.status == 503
+    assert (await WatermarkStore(runtime.store).load("128"))[0] == kept
 
 
 async def test_one_token_request_for_many_calls(
