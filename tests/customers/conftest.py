@@ -4,7 +4,6 @@ guard of our own for the payload's email and phone, which the seeded data does n
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import re
@@ -16,7 +15,6 @@ import pytest
 
 from sandbox import fno
 from sandbox.server import Sandbox
-from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import find_personal_data, sandbox_settings
 
@@ -51,18 +49,6 @@ def settings(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         fno_url=fno.fno_url(sandbox).replace("/fno", "/FnO") + "/",
         cpos_url="https://pos.contoso.example/cpos",
     )
-
-
-@pytest.fixture
-async def runtime(runtime: Runtime, sandbox: Sandbox) -> Runtime:
-    """The shared runtime, with its MSAL app built on a worker thread.
-
-    ``TokenProvider._application`` builds the MSAL app on the event loop, and MSAL's constructor
-    runs OIDC discovery with blocking HTTP; against the in-process sandbox that deadlocks. Until
-    shared/identity.py builds it inside ``asyncio.to_thread``, build it here first.
-    """
-    await asyncio.to_thread(runtime.tokens._application, sandbox.client_secret)
-    return runtime
 
 
 @pytest.fixture

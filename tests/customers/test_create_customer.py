@@ -30,13 +30,12 @@ MakeRuntime = Callable[..., Awaitable[Runtime]]
 
 
 @pytest.fixture
-async def make_runtime(runtime: Runtime, settings: Settings, sandbox: Sandbox) -> AsyncIterator[MakeRuntime]:
-    """Swap in a runtime whose settings differ from the fixture's."""
+async def make_runtime(runtime: Runtime, settings: Settings) -> AsyncIterator[MakeRuntime]:
+    """Swap in a runtime whose settings differ from the fixture's, built as the host builds it."""
     made: list[Runtime] = []
 
     async def make(**overrides: Any) -> Runtime:
         created = Runtime.create(settings.model_copy(update=overrides))
-        await asyncio.to_thread(created.tokens._application, sandbox.client_secret)
         made.append(created)
         set_runtime(created)
         return created
@@ -364,23 +363,6 @@ async def test_throttling_is_503_with_retry_after(
 # ----- failures that are not F&O's
 
 
-@pytest.fixture
-async def fresh_runtime(runtime: Runtime, settings: Settings) -> AsyncIterator[MakeRuntime]:
-    """A runtime built as the host builds it: nothing prepared, no token fetched yet."""
-    made: list[Runtime] = []
-
-    async def make(**overrides: Any) -> Runtime:
-        created = Runtime.create(settings.model_copy(update=overrides))
-        made.append(created)
-        set_runtime(created)
-        return created
-
-    yield make
-    set_runtime(runtime)
-    for created in made:
-        await created.close()
-
-
 class _RefusingKeyVault:
     """A Key Vault client whose caller lacks 'get' on secrets."""
 
@@ -393,7 +375,7 @@ class _RefusingKeyVault:
 
 async def test_a_missing_client_secret_is_a_configuration_fault_naming_it_and_releases_the_key(
     registered_functions: dict[str, Any],
-    fresh_runtime: MakeRuntime,
+    make_runtime: MakeRuntime,
     sandbox: Sandbox,
     fno_stand_in: FinanceOpsStandIn,
     payload: dict[str, Any],
@@ -401,7 +383,7 @@ async def test_a_missing_client_secret_is_a_configuration_fault_naming_it_and_re
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("ENTRA_CLIENT_SECRET")
-    await fresh_runtime()
+    await make_runtime()
     with caplog.at_level(logging.ERROR):
         first = await create(registered_functions, payload, **{"Idempotency-Key": "k-secret"})
     assert first.status_code == 502, first.get_body()
@@ -420,13 +402,13 @@ async def test_a_missing_client_secret_is_a_configuration_fault_naming_it_and_re
 
 async def test_the_separate_fno_apps_secret_is_the_one_named(
     registered_functions: dict[str, Any],
-    fresh_runtime: MakeRuntime,
+    make_runtime: MakeRuntime,
     payload: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("FNO_CLIENT_SECRET", raising=False)
-    await fresh_runtime(fno_client_id="00000000-0000-0000-0000-0000000000f0")
+    await make_runtime(fno_client_id="00000000-0000-0000-0000-0000000000f0")
     with caplog.at_level(logging.ERROR):
         response = await create(registered_functions, payload)
     assert response.status_code == 502
@@ -438,7 +420,7 @@ async def test_the_separate_fno_apps_secret_is_the_one_named(
 
 async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_its_text(
     registered_functions: dict[str, Any],
-    fresh_runtime: MakeRuntime,
+    make_runtime: MakeRuntime,
     sandbox: Sandbox,
     settings: Settings,
     payload: dict[str, Any],
@@ -447,7 +429,7 @@ async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_it
 ) -> None:
     vault = KeyVaultSecrets("https://kv.example.vault.azure.net", client=_RefusingKeyVault())  # type: ignore[arg-type]
     monkeypatch.setattr(runtime_module, "secret_source", lambda url, ttl: CachedSecrets(vault, ttl))
-    await fresh_runtime()
+    await make_runtime()
     with caplog.at_level(logging.ERROR):
         first = await create(registered_functions, payload, **{"Idempotency-Key": "k-vault"})
         again = await create(registered_functions, payload, **{"Idempotency-Key": "k-vault"})
@@ -462,13 +444,13 @@ async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_it
 
 async def test_entra_unreachable_is_a_configuration_fault_and_releases_the_key(
     registered_functions: dict[str, Any],
-    fresh_runtime: MakeRuntime,
+    make_runtime: MakeRuntime,
     sandbox: Sandbox,
     settings: Settings,
     payload: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await fresh_runtime(entra_authority_host="https://127.0.0.1:9")  # nothing listens there
+    await make_runtime(entra_authority_host="https://127.0.0.1:9")  # nothing listens there
     with caplog.at_level(logging.ERROR):
         first = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra"})
         again = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra"})
@@ -507,7 +489,9 @@ async def test_an_unexpected_failure_before_fno_releases_the_key_and_is_a_bare_5
     assert body["correlationId"] == first.headers["x-correlation-id"] == "till-7-req-0500"
     text = response_text(first)
     assert "Traceback" not in text and "secret-text" not in text and "RuntimeError" not in text
-    assert any("RuntimeError" in r.getMessage() and "till-7-req-0500" in r.getMessage() for r in caplog.records)
+    assert any(
+        "RuntimeError" in r.getMessage() and "till-7-req-0500" in r.getMessage() for r in caplog.records
+    )
     assert all("secret-text" not in r.getMessage() for r in caplog.records)
     # The claim was released, so the retry runs (instead of 409 "still running" for the lease).
     again = await create(registered_functions, payload, **{"Idempotency-Key": "k-bug"})

@@ -3,7 +3,6 @@ real call, nothing undocumented is produced, and every body validates against it
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -97,9 +96,8 @@ def spec() -> dict[str, Any]:
     return load_spec()
 
 
-async def with_settings(runtime: Runtime, sandbox: Sandbox, settings: Settings, **overrides: Any) -> Runtime:
+async def with_settings(runtime: Runtime, settings: Settings, **overrides: Any) -> Runtime:
     created = Runtime.create(settings.model_copy(update=overrides))
-    await asyncio.to_thread(created.tokens._application, sandbox.client_secret)
     set_runtime(created)
     return created
 
@@ -157,10 +155,10 @@ async def test_create_customer_matches_the_document(
     sandbox.faults.add(route, status=429, headers={"Retry-After": "0"}, times=None)
     record(await post(variant(EmailAddress="a2@example.org")))  # 503
     sandbox.faults.clear()
-    made = [await with_settings(runtime, sandbox, settings, fno_timeout_seconds=0.3)]
+    made = [await with_settings(runtime, settings, fno_timeout_seconds=0.3)]
     sandbox.faults.add(route, timeout=True)
     record(await post(variant(EmailAddress="a3@example.org")))  # 504
-    made.append(await with_settings(runtime, sandbox, settings, easy_auth_enabled=True))
+    made.append(await with_settings(runtime, settings, easy_auth_enabled=True))
     record(await post(payload, **{"X-MS-CLIENT-PRINCIPAL": principal("Other")}))  # 403
     set_runtime(runtime)
     monkeypatch.setattr(blueprint, "customer_service", _explode)
@@ -199,7 +197,7 @@ async def test_links_match_the_document(
     record(await post(raw=b"x", **{"Content-Type": "application/xml"}))  # 415
     record(await post({"actionName": "Contoso.Pos.Note", "parameters": {"text": "x" * 40_000}}))  # 413
     record(await post({"actionName": "Contoso.Pos.Note", "parameters": {"text": "x" * 2_000}}))  # 422
-    made = await with_settings(runtime, sandbox, settings, easy_auth_enabled=True)
+    made = await with_settings(runtime, settings, easy_auth_enabled=True)
     record(await post({"actionName": "D365.RecallOrder", "parameters": {"salesId": "SO-1"}}))  # 403
     set_runtime(runtime)
     await made.close()
