@@ -66,7 +66,7 @@ class FinanceOpsClient:
         create_customer_path: str,
         customers_entity: str = "CustomersV3",
         timeout: float | None = None,  # a per-call limit handed to HttpClient.send
-        secret_name: str = "the client secret",  # named in configuration faults, never its value
+        secret_name: str | None = None,  # named in configuration faults, never its value
     ) -> None:
         self._http = http
         self._tokens = tokens
@@ -183,7 +183,7 @@ class FinanceOpsClient:
         The reasons name the secret and the exception type only: an SDK's text can quote a
         response, and a secret's value must never reach a log.
         """
-        secret = repr(self._secret_name)
+        secret = repr(self._secret_name) if self._secret_name else "(name not given)"
         try:
             return await self._tokens.get_token(self.scope)
         except TokenError as exc:
