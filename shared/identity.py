@@ -3,12 +3,15 @@
 MSAL Python is synchronous (it uses ``requests``), so every call into it runs on a worker thread.
 Tokens are kept in memory until shortly before they expire, so MSAL runs about once an hour per
 scope; concurrent callers that need a new token wait for one shared request instead of each
-asking Entra ID.
+asking Entra ID. That request runs in its own task, so cancelling one caller does not cancel it
+for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -112,7 +115,7 @@ class TokenProvider:
         self._timeout = timeout_seconds
         self._clock = clock
         self._tokens: dict[str, _CachedToken] = {}
-        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._pending: dict[str, asyncio.Task[str]] = {}
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
         self._http: _PinnedVerifySession | None = None
@@ -123,23 +126,22 @@ class TokenProvider:
         cached = self._tokens.get(scope)
         if cached is not None and cached.expires_at - self._margin > self._clock():
             return cached.value
-        pending = self._pending.get(scope)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[scope] = future
-        try:
-            token = await self._acquire(scope)
-        except BaseException as exc:
-            future.set_exception(exc)
-            # Retrieve it here so a failure nobody else awaited is not reported as unhandled.
-            future.exception()
-            raise
-        else:
-            future.set_result(token)
-            return token
-        finally:
+        acquiring = self._pending.get(scope)
+        if acquiring is None:
+            # The request runs as its own task, not in the first caller: cancelling any caller
+            # (an invocation timing out, say) cancels only that caller's wait, never the request
+            # the others are waiting for. It is bounded by the session's timeout.
+            acquiring = asyncio.create_task(self._acquire(scope), name=f"entra-token {scope}")
+            self._pending[scope] = acquiring
+            acquiring.add_done_callback(functools.partial(self._acquired, scope))
+        return await asyncio.shield(acquiring)
+
+    def _acquired(self, scope: str, task: asyncio.Task[str]) -> None:
+        if self._pending.get(scope) is task:
             del self._pending[scope]
+        if not task.cancelled():
+            # Retrieved here so a failure nobody waited for any more is not reported as unhandled.
+            task.exception()
 
     def invalidate(self, scope: str) -> None:
         """Drop a cached token, e.g. after the upstream answered 401 to it."""
@@ -199,6 +201,9 @@ class TokenProvider:
         return self._app
 
     def close(self) -> None:
+        for acquiring in list(self._pending.values()):
+            with contextlib.suppress(RuntimeError):  # its loop is already closed: nothing runs
+                acquiring.cancel()
         if self._http is not None:
             self._http.close()
 

@@ -107,3 +107,61 @@ async def test_a_hung_token_endpoint_raises_instead_of_hanging(sandbox: Sandbox)
         assert await tokens.get_token(SCOPE)
     finally:
         tokens.close()
+
+
+def token_requested(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set when a token request reaches the stand-in's fault injection (the sandbox shares our loop)."""
+    seen = asyncio.Event()
+    take = sandbox.faults.take
+
+    def spy(method: str, path: str) -> Any:
+        if method == "POST" and path.endswith("/oauth2/v2.0/token"):
+            seen.set()
+        return take(method, path)
+
+    monkeypatch.setattr(sandbox.faults, "take", spy)
+    return seen
+
+
+@pytest.mark.parametrize("cancelled", [0, 1], ids=["first caller cancelled", "second caller cancelled"])
+async def test_cancelling_one_caller_leaves_the_others_their_token(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, cancelled: int
+) -> None:
+    # Latency keeps the one token request in flight while a caller is cancelled.
+    sandbox.faults.add(token_route(sandbox), latency=0.3)
+    requested = token_requested(sandbox, monkeypatch)
+    tokens = provider(sandbox, sandbox.client_secret)
+    try:
+        callers = [asyncio.create_task(tokens.get_token(SCOPE)) for _ in range(2)]
+        await requested.wait()
+        callers[cancelled].cancel()
+        other = callers[1 - cancelled]
+        assert await other
+        with pytest.raises(asyncio.CancelledError):
+            await callers[cancelled]
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+        # The token was cached for everyone, the cancelled caller's next call included.
+        assert await tokens.get_token(SCOPE) == other.result()
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+    finally:
+        tokens.close()
+
+
+async def test_a_request_nobody_waits_for_any_more_still_fills_the_cache(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.faults.add(token_route(sandbox), latency=0.3)
+    requested = token_requested(sandbox, monkeypatch)
+    tokens = provider(sandbox, sandbox.client_secret)
+    try:
+        caller = asyncio.create_task(tokens.get_token(SCOPE))
+        await requested.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        # A caller arriving meanwhile joins the request in flight instead of sending another.
+        assert await tokens.get_token(SCOPE)
+        assert tokens.requests_made == 1
+        assert sandbox.stats.token_requests[sandbox.client_id] == 1
+    finally:
+        tokens.close()
