@@ -11,9 +11,9 @@ customer's consent can change at any moment.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from shared.retail_server.client import RetailServerClient
@@ -56,45 +56,54 @@ class TtlCache(Generic[K, V]):
 
 
 class SingleFlight(Generic[K, V]):
-    """Concurrent callers asking for one key share one call; its result or error reaches them all."""
+    """Concurrent callers asking for one key share one call; its result or error reaches them all.
+
+    The call runs as its own task that every caller awaits shielded: a cancelled caller stops
+    waiting, and the call goes on for the others.
+    """
 
     def __init__(self) -> None:
-        self._calls: dict[K, asyncio.Future[V]] = {}
+        self._calls: dict[K, asyncio.Task[V]] = {}
 
     async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
-        pending = self._calls.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = asyncio.get_running_loop().create_future()
-        self._calls[key] = pending
-        try:
-            value = await call()
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                pending.set_exception(exc)
-                # Retrieved here so a failure nobody else waited for is not reported as unhandled.
-                pending.exception()
-            else:
-                pending.cancel()  # the caller was cancelled; the others must not wait forever
-            raise
-        finally:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.create_task(_call(call))
+            self._calls[key] = task
+            task.add_done_callback(functools.partial(self._finished, key))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._calls.get(key) is task:
             del self._calls[key]
-        pending.set_result(value)
-        return value
+        _retrieve(task)
 
 
-@dataclass
+async def _call(call: Callable[[], Awaitable[V]]) -> V:
+    return await call()
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """Mark a task's failure retrieved, so one nobody waited for any more is not reported."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Batch(Generic[K, V]):
-    keys: dict[K, None] = field(default_factory=dict)
-    result: asyncio.Future[Mapping[K, V]] | None = None
-    sent: bool = False
+    """The keys of one upstream call, and the task that sends it once ``closed`` is set."""
+
+    def __init__(self) -> None:
+        self.keys: dict[K, None] = {}
+        self.closed = asyncio.Event()
+        self.task: asyncio.Task[Mapping[K, V]] | None = None
 
 
 class Coalescer(Generic[G, K, V]):
     """Collect the keys asked for within ``window`` seconds, per group, and fetch them in one call.
 
     ``fetch(group, keys)`` returns what it found; missing keys are simply absent. A failure of the
-    shared call is raised to every caller of that batch.
+    shared call is raised to every caller of that batch. Each batch runs as its own task that the
+    callers await shielded, so cancelling one caller never cancels the batch for the others.
     """
 
     def __init__(
@@ -108,12 +117,12 @@ class Coalescer(Generic[G, K, V]):
         self._window = window
         self._max_batch = max_batch
         self._open: dict[G, _Batch[K, V]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Mapping[K, V]]] = set()
 
     async def get_many(self, group: G, keys: Iterable[K]) -> dict[K, V]:
         wanted = list(dict.fromkeys(keys))
         results: dict[K, V] = {}
-        waits: list[asyncio.Future[Mapping[K, V]]] = []
+        waits: dict[asyncio.Task[Mapping[K, V]], None] = {}
         for chunk_start in range(0, len(wanted), self._max_batch):
             chunk = wanted[chunk_start : chunk_start + self._max_batch]
             while chunk:
@@ -121,11 +130,11 @@ class Coalescer(Generic[G, K, V]):
                 room = self._max_batch - len(batch.keys)
                 taken, chunk = chunk[:room], chunk[room:]
                 batch.keys.update(dict.fromkeys(taken))
-                assert batch.result is not None
-                waits.append(batch.result)
+                assert batch.task is not None
+                waits[batch.task] = None
                 if len(batch.keys) >= self._max_batch:
-                    self._send(group, batch)
-        for found in await asyncio.gather(*waits):
+                    self._close(group, batch)
+        for found in await asyncio.gather(*(asyncio.shield(task) for task in waits)):
             for key in wanted:
                 if key in found:
                     results[key] = found[key]
@@ -137,32 +146,28 @@ class Coalescer(Generic[G, K, V]):
     def _batch_for(self, group: G) -> _Batch[K, V]:
         batch = self._open.get(group)
         if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = _Batch(result=loop.create_future())
+            batch = _Batch()
             self._open[group] = batch
-            loop.call_later(self._window, self._send, group, batch)
+            task = asyncio.create_task(self._run(group, batch))
+            batch.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+            asyncio.get_running_loop().call_later(self._window, self._close, group, batch)
         return batch
 
-    def _send(self, group: G, batch: _Batch[K, V]) -> None:
-        if batch.sent:
-            return
-        batch.sent = True
+    def _close(self, group: G, batch: _Batch[K, V]) -> None:
+        """No more keys join this batch: it is sent now."""
         if self._open.get(group) is batch:
             del self._open[group]
-        task = asyncio.get_running_loop().create_task(self._run(group, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        batch.closed.set()
 
-    async def _run(self, group: G, batch: _Batch[K, V]) -> None:
-        assert batch.result is not None
-        try:
-            found = await self._fetch(group, list(batch.keys))
-        except Exception as exc:  # handed to every waiter of this batch
-            if not batch.result.done():
-                batch.result.set_exception(exc)
-            return
-        if not batch.result.done():
-            batch.result.set_result(found)
+    async def _run(self, group: G, batch: _Batch[K, V]) -> Mapping[K, V]:
+        await batch.closed.wait()
+        return await self._fetch(group, list(batch.keys))
+
+    def _finished(self, task: asyncio.Task[Mapping[K, V]]) -> None:
+        self._tasks.discard(task)
+        _retrieve(task)
 
 
 class Enricher:
