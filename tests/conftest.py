@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,25 @@ class _Capture(logging.Handler):
         self.lines.append(self.format(record))
 
 
+@contextmanager
+def captured_logs() -> Iterator[_Capture]:
+    """Every record of every logger at every level, while the block runs."""
+    capture = _Capture()
+    root = logging.getLogger()
+    # The app's own logger is set to INFO at import; DEBUG records must be checked too.
+    app_logger = logging.getLogger("shared")
+    previous_levels = (root.level, app_logger.level)
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    app_logger.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous_levels[0])
+        app_logger.setLevel(previous_levels[1])
+
+
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
     """Capture every log record of the test; fail if one holds a sandbox customer's personal data.
@@ -37,16 +57,8 @@ def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
     running: Sandbox | None = (
         request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     )
-    capture = _Capture()
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
-    try:
+    with captured_logs() as capture:
         yield capture
-    finally:
-        root.removeHandler(capture)
-        root.setLevel(previous_level)
     if running is not None:
         leaks = find_personal_data(capture.lines, running)
         assert not leaks, f"personal data in log records: {leaks[:5]}"

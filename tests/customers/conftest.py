@@ -5,7 +5,6 @@ guard of our own for the payload's email and phone, which the seeded data does n
 from __future__ import annotations
 
 import copy
-import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from sandbox import fno
 from sandbox.server import Sandbox
 from shared.settings import Settings
-from tests.conftest import find_personal_data, sandbox_settings
+from tests.conftest import _Capture, captured_logs, find_personal_data, sandbox_settings
 
 NEW_EMAIL = "robin.o'hara+till@example.org"
 NEW_PHONE = "+14255550199"
@@ -89,31 +88,14 @@ def payload(seeded_person: Any) -> dict[str, Any]:
     )
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
     """The shared guard, plus the payload's own email and phone (not in the seeded data)."""
     sandbox: Sandbox | None = (
         request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     )
-    capture = _Capture()
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
-    try:
+    with captured_logs() as capture:
         yield capture
-    finally:
-        root.removeHandler(capture)
-        root.setLevel(previous_level)
     needles = [re.escape(NEW_EMAIL), re.escape(NEW_PHONE), re.escape(NEW_PHONE[2:])]
     leaks = [line for line in capture.lines if any(re.search(n, line, re.IGNORECASE) for n in needles)]
     if sandbox is not None:
