@@ -326,8 +326,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:The HTTP functions are called from outside Azure (Store Commerce, the e-commerce site); access is controlled by function keys and, for the customers endpoint, Easy Auth.
-  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys or Entra tokens (Easy Auth); POS devices do not hold client certificates.
+  // checkov:skip=CKV_AZURE_222:The HTTP functions are called from outside Azure (Store Commerce, the e-commerce site); access is controlled by function keys and, for the customers endpoint, Easy Auth set up by the operator after deployment (README, step 6).
+  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys, and with Entra tokens once the operator turns on Easy Auth (README, step 6); POS devices do not hold client certificates.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design; always-ready instances are a cost choice left to the operator.
   // checkov:skip=CKV_AZURE_213:The app serves no health endpoint; its timer and queue functions report failures to Application Insights, and instances scale to zero between runs.
   name: name
