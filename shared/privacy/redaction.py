@@ -2,7 +2,9 @@
 
 It is the safety net behind the rule that code never logs an email, phone number, name, token or
 secret: emails, bearer/id tokens, JWTs, ``key=value`` secrets and long digit runs (phone numbers)
-are masked in the formatted message before any handler sees it.
+are masked in the formatted message before any handler sees it. Digit runs an operator needs
+(correlation ids, addresses, timestamps, and product, channel, record, catalog and item ids named
+as such) are kept.
 """
 
 from __future__ import annotations
@@ -23,12 +25,23 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "[email]"),
 )
 _PHONE = re.compile(r"(?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.])")
+# A Commerce id after the word or key that names it: ``product 68719493156``, ``RecordId 5637...``,
+# ``productId=6871...``, ``"channelId": 5637...``. The word is product, channel, record, catalog or
+# item (any case, plural too); a key ends in ``Id``, in ``ID`` after a lower-case letter or digit
+# (so VOID or PAID are not keys) or in ``_id``. One unbroken digit run only: digits that go on
+# after a space, dot, dash or bracket look like a formatted phone number and are not exempt.
+_ID_VALUE = (
+    r"(?:\b(?i:product|channel|record|catalog|item)s?"
+    r"|\b[A-Za-z]\w*?(?:(?<=[A-Za-z0-9])Id|(?<=[a-z0-9])ID|_(?i:id))s?)"
+    r"\b[\"']?\s*[:=#]?\s*[\"']?\d+(?![\d]|[ ().-]\d)"
+)
 # Digit runs that are not phone numbers and that an operator needs intact in the logs: UUIDs
-# (correlation ids), IPv4 addresses with a port, and ISO dates and timestamps.
+# (correlation ids), IPv4 addresses with a port, ISO dates and timestamps, and named ids.
 _NOT_A_PHONE = re.compile(
     r"\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"
     r"|\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?"
+    r"|" + _ID_VALUE
 )
 
 

@@ -58,3 +58,51 @@ def test_ids_addresses_and_dates_are_not_phone_numbers(text: str) -> None:
 def test_a_phone_number_beside_an_id_is_still_masked() -> None:
     text = "customer +1 425 555 0100 (request 12345678-1234-4567-8123-123456789012)"
     assert redact(text) == "customer [number] (request 12345678-1234-4567-8123-123456789012)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cart x: product 68719493156 not found on channel 128",
+        "product 68719493156",
+        "Product: 68719493156",
+        "products 68719493156",
+        "productId=68719493156",
+        "RecordId 5637144592",
+        "record 5637144592 of catalog 5637145326, item 000000123456",
+        '{"channelId": 5637144592, "productId":68719493156}',
+        '{"CatalogId": "5637145326", "ItemId":"0000123456789"}',
+        "GetByIds channelId=5637144592&catalogId=5637145326",
+        "ChannelID 5637144592",
+        "record_id=5637144592",
+        "item 2026-12-01",
+    ],
+)
+def test_ids_after_an_id_word_are_not_phone_numbers(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call +1 425 555 0100", "call [number]"),
+        ("phone 4255550100", "phone [number]"),
+        ('{"Phone": "4255550100"}', '{"Phone": "[number]"}'),
+        ("product 68719493156 for +1 425 555 0100", "product 68719493156 for [number]"),
+        (
+            '{"productId": 68719493156, "mobile": "+14255550100"}',
+            '{"productId": 68719493156, "mobile": "[number]"}',
+        ),
+        # Words that merely end in "id" are not id keys.
+        ("paid 4255550100", "paid [number]"),
+        ("VOID 4255550100", "VOID [number]"),
+        ("android 4255550100", "android [number]"),
+        ("reproduction 4255550100", "reproduction [number]"),
+        ("lineitem 4255550100", "lineitem [number]"),
+        # An id is one unbroken digit run: a formatted number after an id word is still a phone.
+        ("product 425 555 0100", "product [number]"),
+        ("item (425) 555-0100", "item ([number]"),
+    ],
+)
+def test_phone_numbers_stay_masked_beside_id_words(text: str, expected: str) -> None:
+    assert redact(text) == expected
