@@ -145,7 +145,20 @@ class CustomerService:
                 # F&O was never asked to create: free the key so the till's retry runs again
                 # instead of waiting out the lease. The original failure propagates either way.
                 await self._release(claim, cid, after=type(exc).__name__)
-            raise
+                raise
+            if not progress.create_called or not isinstance(exc, Exception):
+                raise
+            # Something unforeseen after CreateCustomer was sent: F&O may have created the
+            # customer, so answer (and keep for the key) what a broken connection answers.
+            logger.exception(
+                "create_customer failed after CreateCustomer was sent (%s) [correlation id %s]",
+                type(exc).__name__,
+                cid,
+            )
+            outcome = _uncertain(cid)
+            if claim is not None:
+                await self._complete(claim, outcome, cid)
+            return outcome
         if claim is not None:
             if keep:
                 await self._complete(claim, outcome, cid)
@@ -283,13 +296,7 @@ class CustomerService:
         elif exc.may_have_created:
             # F&O may have run X++ (a 200 we cannot read, a connection broken after sending): a
             # retry with a new key could create the customer twice, so say so, as the 504 does.
-            outcome = _problem(
-                502,
-                "upstream-uncertain",
-                "F&O's answer does not tell whether the customer was created",
-                "The customer may have been created; look it up before creating it again.",
-                cid,
-            )
+            outcome = _uncertain(cid)
         else:
             outcome = _problem(
                 502,
@@ -307,6 +314,16 @@ def _keep(exc: FnoError) -> bool:
 
 
 PROBLEM_TYPE_PREFIX = "urn:d365-commerce-connector:problem:"
+
+
+def _uncertain(cid: str) -> Outcome:
+    return _problem(
+        502,
+        "upstream-uncertain",
+        "F&O's answer does not tell whether the customer was created",
+        "The customer may have been created; look it up before creating it again.",
+        cid,
+    )
 
 
 def _problem(status: int, kind: str, title: str, detail: str, cid: str, **extensions: Any) -> Outcome:

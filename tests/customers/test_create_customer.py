@@ -752,3 +752,31 @@ async def test_invalid_idempotency_key_is_400(
     response = await create(registered_functions, payload, **{"Idempotency-Key": "x" * 300})
     assert response.status_code == 400
     assert body_of(response)["errors"][0]["path"] == "Idempotency-Key"
+
+
+async def test_an_unforeseen_failure_after_sending_is_uncertain_and_kept_for_the_key(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug or an unmapped error after CreateCustomer went out must not invite a second customer."""
+    from shared.finance_ops.client import FinanceOpsClient
+
+    sent = FinanceOpsClient.create_customer
+
+    async def sent_then_broke(self: FinanceOpsClient, *args: Any, **kwargs: Any) -> str:
+        await sent(self, *args, **kwargs)
+        raise RuntimeError("an unforeseen failure while reading the answer")
+
+    monkeypatch.setattr(FinanceOpsClient, "create_customer", sent_then_broke)
+    first = await create(registered_functions, payload, **{"Idempotency-Key": "till-7-0099"})
+    monkeypatch.setattr(FinanceOpsClient, "create_customer", sent)
+    again = await create(registered_functions, copy.deepcopy(payload), **{"Idempotency-Key": "till-7-0099"})
+
+    assert first.status_code == 502
+    assert body_of(first)["type"].endswith(":upstream-uncertain")
+    assert "unforeseen" not in first.get_body().decode()
+    assert (again.status_code, again.headers["Idempotent-Replayed"]) == (502, "true")
+    assert fno_stand_in.creations == 1
