@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,9 @@ class TokenProvider:
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
         self._http: _PinnedVerifySession | None = None
+        # Our temporary CA file: removed by close(), or when the provider is collected or the
+        # process exits without close() (a provider nobody closes must not leave it behind).
+        self._bundle: weakref.finalize[[Path], TokenProvider] | None = None
         self._app_lock = asyncio.Lock()
         self.requests_made = 0
 
@@ -185,9 +189,10 @@ class TokenProvider:
         if self._app is None or self._app_secret != secret:
             if self._http is None:
                 self._http = _PinnedVerifySession(timeout=self._timeout)
-                self._http.verify = (
-                    _bundle_with_system_roots(self._extra_ca_bundle) if self._extra_ca_bundle else True
-                )
+                if self._extra_ca_bundle:
+                    bundle = _bundle_with_system_roots(self._extra_ca_bundle)
+                    self._bundle = weakref.finalize(self, _remove, bundle)
+                    self._http.verify = str(bundle)
             host = self.authority.split("/")[2].lower()
             self._app = msal.ConfidentialClientApplication(
                 self.client_id,
@@ -206,14 +211,25 @@ class TokenProvider:
                 acquiring.cancel()
         if self._http is not None:
             self._http.close()
+            # A later call builds a new session (and bundle) instead of using a closed one.
+            self._http = None
+            self._app = None
+            self._app_secret = None
+        if self._bundle is not None:
+            self._bundle()
+            self._bundle = None
 
 
-def _bundle_with_system_roots(extra: Path) -> str:
-    """A CA file holding the public roots plus the extra CA, so both kinds of host verify."""
+def _bundle_with_system_roots(extra: Path) -> Path:
+    """A temporary CA file holding the public roots plus the extra CA, so both kinds of host verify."""
     handle, name = tempfile.mkstemp(prefix="ca-bundle-", suffix=".pem")
     with os.fdopen(handle, "wb") as bundle:
         bundle.write(Path(certifi.where()).read_bytes() + b"\n" + extra.read_bytes())
-    return name
+    return Path(name)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _first_line(text: str) -> str:

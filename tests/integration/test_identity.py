@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +167,36 @@ async def test_a_request_nobody_waits_for_any_more_still_fills_the_cache(
         assert sandbox.stats.token_requests[sandbox.client_id] == 1
     finally:
         tokens.close()
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+async def test_close_removes_the_temporary_ca_bundle(sandbox: Sandbox) -> None:
+    tokens = provider(sandbox, sandbox.client_secret)
+    assert await tokens.get_token(SCOPE)
+    assert tokens._http is not None
+    bundle = Path(str(tokens._http.verify))
+    assert bundle != sandbox.ca_path and _is_file(bundle)
+    tokens.close()
+    assert not _is_file(bundle)
+    tokens.close()  # twice is harmless
+    # Used again after close, the provider builds a new session and bundle.
+    tokens.invalidate(SCOPE)
+    assert await tokens.get_token(SCOPE)
+    assert tokens._http is not None
+    again = Path(str(tokens._http.verify))
+    tokens.close()
+    assert not _is_file(again)
+
+
+async def test_a_provider_never_closed_removes_its_bundle_when_collected(sandbox: Sandbox) -> None:
+    tokens = provider(sandbox, sandbox.client_secret)
+    assert await tokens.get_token(SCOPE)
+    assert tokens._http is not None
+    bundle = Path(str(tokens._http.verify))
+    assert _is_file(bundle)
+    del tokens
+    gc.collect()
+    assert not _is_file(bundle)
