@@ -262,6 +262,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: object) -> object:
+        # logging_setup accepts "debug" as well; the settings must agree with it.
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("emarsys_event_id", "sendgrid_unsubscribe_group_id", mode="before")
     @classmethod
     def _blank_number_is_unset(cls, value: object) -> object:

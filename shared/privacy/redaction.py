@@ -22,7 +22,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1=[redacted]",
     ),
-    (re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "[email]"),
+    # The lookbehind starts a match only where an address can start, which keeps the scan linear
+    # on long runs of word characters (a quoted upstream body, say).
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+        ),
+        "[email]",
+    ),
 )
 _PHONE = re.compile(r"(?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.])")
 # A Commerce id after the word or key that names it: ``product 68719493156``, ``RecordId 5637...``,

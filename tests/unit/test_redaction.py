@@ -106,3 +106,10 @@ def test_ids_after_an_id_word_are_not_phone_numbers(text: str) -> None:
 )
 def test_phone_numbers_stay_masked_beside_id_words(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_addresses_inside_long_bodies_are_still_found() -> None:
+    body = "x" * 20_000 + " reply from person.name+tag@example.co.uk: " + "y" * 20_000
+    redacted = redact(body)
+    assert "[email]" in redacted and "person.name" not in redacted
+    assert redact("a@b.example,c@d.example") == "[email],[email]"

@@ -144,3 +144,8 @@ def test_a_host_named_pos_is_not_a_trailing_pos(monkeypatch: pytest.MonkeyPatch)
     assert load_settings().cpos_url == "https://pos"
     set_env(monkeypatch, CPOS_URL="https://contoso-pos.example/POS")
     assert load_settings().cpos_url == "https://contoso-pos.example"
+
+
+def test_log_level_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, LOG_LEVEL=" debug ")
+    assert load_settings().log_level == "DEBUG"
