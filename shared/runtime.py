@@ -8,6 +8,8 @@ lock, and every later one reuses the same HTTP session, token provider and store
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 from typing import Any
 
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
@@ -18,6 +20,8 @@ from shared.settings import Settings, get_settings
 from shared.state.cosmos import CosmosStore
 from shared.state.sqlite import SqliteStore
 from shared.state.store import DocumentStore
+
+logger = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -72,6 +76,18 @@ class Runtime:
         return cls(settings, http=http, secrets=secrets, tokens=tokens, store=create_store(settings))
 
     async def close(self) -> None:
+        # Feature singletons first (they may flush through the session), then the shared resources.
+        for name, resource in list(self.extras.items()):
+            closer = getattr(resource, "close", None)
+            if closer is None:
+                continue
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                logger.warning("closing %s failed: %s", name, type(exc).__name__)
+        self.extras.clear()
         await self.http.session.close()
         await self.store.close()
         await self.secrets.close()

@@ -269,6 +269,10 @@ class NotifyService:
         self._cap = FrequencyCap(store, config.frequency_cap)
         self.outcomes: Counter[str] = Counter()
 
+    async def close(self) -> None:
+        """Let batched sends finish; the provider itself is closed by its own owner."""
+        await self._sender.close()
+
     async def handle(self, message: CartMessage, now: datetime) -> Outcome:
         claimed, why_not = await self._claim(message, now)
         if claimed is None:

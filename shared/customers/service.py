@@ -89,11 +89,18 @@ class CustomerService:
         *,
         duplicate_check: bool,
         cpos_url: str | None,
+        own_tokens: TokenProvider | None = None,
     ) -> None:
         self._fno = fno
         self._records = records
         self._duplicate_check = duplicate_check
         self._cpos_url = cpos_url
+        self._own_tokens = own_tokens
+
+    def close(self) -> None:
+        """Close the F&O token provider when it is this service's own (a separate FNO_CLIENT_ID)."""
+        if self._own_tokens is not None:
+            self._own_tokens.close()
 
     async def create(self, command: CreateCustomerCommand) -> Outcome:
         cid = command.correlation_id
@@ -393,7 +400,11 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
         runtime.store, ttl_seconds=settings.idempotency_ttl_hours * 3600, lease_seconds=lease
     )
     service = CustomerService(
-        fno, records, duplicate_check=settings.duplicate_check_enabled, cpos_url=settings.cpos_url
+        fno,
+        records,
+        duplicate_check=settings.duplicate_check_enabled,
+        cpos_url=settings.cpos_url,
+        own_tokens=tokens if tokens is not runtime.tokens else None,
     )
     runtime.extras["customers.service"] = service
     return service
