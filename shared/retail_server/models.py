@@ -54,8 +54,9 @@ class CartLine(RetailModel):
     product_id: int | None = None
     item_id: str | None = None
     description: str | None = None
-    quantity: Decimal = Decimal(0)
-    price: Decimal = Decimal(0)
+    # Required: an email that showed a quantity or price of 0 would be worse than none.
+    quantity: Decimal
+    price: Decimal
     extended_price: Decimal | None = None
     total_amount: Decimal | None = None
     discount_amount: Decimal | None = None
@@ -68,9 +69,10 @@ class Cart(RetailModel):
     id: str = Field(min_length=1)
     customer_id: str | None = None
     channel_id: int | None = None
-    cart_type_value: int = CartType.NONE
+    # Required: detection, the ledger key and the re-check before sending all depend on them.
+    cart_type_value: int
     cart_status_value: int = CartStatus.NONE
-    version: int = 0
+    version: int = Field(ge=0)
     modified_date_time: datetime | None = None
     subtotal_amount: Decimal | None = None
     total_amount: Decimal | None = None
