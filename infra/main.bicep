@@ -83,12 +83,20 @@ param entraClientId string
 param entraClientSecretName string = 'entra-client-secret'
 
 @minLength(1)
+@description('Entra ID authority host the tokens are requested from; https://login.microsoftonline.us (US Government) or https://login.chinacloudapi.cn (21Vianet) in a sovereign cloud.')
+param entraAuthorityHost string = 'https://login.microsoftonline.com'
+
+@minLength(1)
 @description('Retail Server (Commerce Scale Unit) base URL, https://<csu>.commerce.dynamics.com.')
 param retailServerUrl string
 
 @minLength(1)
 @description('Token audience of Retail Server: the server resource id registered in Commerce.')
 param retailServerAudience string = 'https://commerce.dynamics.com'
+
+@minLength(1)
+@description('api-version query parameter sent on every Retail Server call.')
+param retailServerApiVersion string = '7.3'
 
 @minLength(1)
 @description('Comma-separated operating unit numbers of the online channels to scan for abandoned carts.')
@@ -113,6 +121,11 @@ param abandonedAfterMinutes int = 60
 @maxValue(100000)
 param maxCartsPerRun int = 2000
 
+@description('$top of each Carts/Search page detection reads.')
+@minValue(1)
+@maxValue(1000)
+param cartPageSize int = 100
+
 @description('Log level of the connector\'s own loggers.')
 @allowed([
   'DEBUG'
@@ -121,6 +134,33 @@ param maxCartsPerRun int = 2000
   'ERROR'
 ])
 param logLevel string = 'INFO'
+
+// --- upstream calls and secrets (tuning) -------------------------------------------------------
+@description('How long a Key Vault secret is cached, in seconds; a rotated secret is picked up within this time. 0 reads it on every use.')
+@minValue(0)
+@maxValue(86400)
+param secretCacheTtlSeconds int = 300
+
+@minLength(1)
+@description('Total timeout of one upstream HTTP attempt, in seconds (a decimal number): more than 0, at most 230.')
+param httpTimeoutSeconds string = '30'
+
+@minLength(1)
+@description('Connect timeout of one upstream HTTP attempt, in seconds (a decimal number): more than 0, at most 60.')
+param httpConnectTimeoutSeconds string = '10'
+
+@description('Attempts per upstream call; 429, 5xx, timeouts and connection errors are retried with exponential backoff.')
+@minValue(1)
+@maxValue(10)
+param httpMaxAttempts int = 4
+
+@minLength(1)
+@description('First backoff ceiling between attempts, in seconds (a decimal number), doubling per attempt: at least 0, at most 30.')
+param httpBackoffBaseSeconds string = '0.5'
+
+@minLength(1)
+@description('Largest backoff ceiling between attempts, in seconds (a decimal number): at least 0, at most 300.')
+param httpBackoffMaxSeconds string = '30'
 
 // --- notification ------------------------------------------------------------------------------
 @description('Who may get an abandoned-cart email: opted_in (explicit opt-in), not_opted_out, or off (transactional use only; the suppression list still applies).')
@@ -155,6 +195,24 @@ param unsubscribeUrlTemplate string = ''
 @description('Media Server base URL of the channel profile; relative product image paths are appended to it. Empty: only absolute image URLs are used.')
 param imageBaseUrl string = ''
 
+@description('JSON list of {"media", "width", "height", "default"}: one resized product image per CSS media query, exactly one the default <img>. Empty: the code\'s three viewports (80, 183 and 315 px), written out as the app setting.')
+param imageViewports string = ''
+
+@description('How long concurrent invocations collect customer and product ids into one batched look-up, in milliseconds; 0 looks each up at once.')
+@minValue(0)
+@maxValue(1000)
+param coalesceWindowMs int = 25
+
+@description('Cache lifetime of products and their media locations, in seconds.')
+@minValue(0)
+@maxValue(86400)
+param productCacheTtlSeconds int = 600
+
+@description('Cache lifetime of the channel configuration (currency, default language), in seconds.')
+@minValue(0)
+@maxValue(86400)
+param channelCacheTtlSeconds int = 3600
+
 // --- email provider ----------------------------------------------------------------------------
 @description('Which provider sends the emails. preview sends nothing and writes each message to /tmp/previews on the instance.')
 @allowed([
@@ -179,6 +237,26 @@ param emarsysAuth string = 'oauth'
 @description('Emarsys API base URL (https).')
 param emarsysApiUrl string = 'https://api.emarsys.net'
 
+@minLength(1)
+@description('Emarsys OAuth base URL (https); the token endpoint is <emarsysAuthUrl>/oauth2/token.')
+param emarsysAuthUrl string = 'https://auth.emarsys.net'
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the Emarsys OAuth client id.')
+param emarsysClientIdSecretName string = 'emarsys-client-id'
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the Emarsys OAuth client secret.')
+param emarsysClientSecretName string = 'emarsys-client-secret'
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the Emarsys WSSE API user name (emarsysAuth wsse only).')
+param emarsysWsseUserSecretName string = 'emarsys-wsse-user'
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the Emarsys WSSE API secret (emarsysAuth wsse only).')
+param emarsysWsseSecretName string = 'emarsys-wsse-secret'
+
 @description('Numeric id of the Emarsys external event that triggers the abandoned-cart program; required when emailProvider is emarsys and dryRun is false. Empty: not set.')
 param emarsysEventId string = ''
 
@@ -198,15 +276,56 @@ param sendgridFromEmail string = ''
 @description('Sender display name of SendGrid emails. Empty: the address only.')
 param sendgridFromName string = ''
 
+@minLength(1)
+@description('SendGrid API base URL (https); https://api.eu.sendgrid.com for EU regional subusers.')
+param sendgridApiUrl string = 'https://api.sendgrid.com'
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the SendGrid API key (Mail Send permission).')
+param sendgridApiKeySecretName string = 'sendgrid-api-key'
+
+@description('Numeric id of the SendGrid unsubscribe group (asm.group_id) of the emails. Empty: not set.')
+param sendgridUnsubscribeGroupId string = ''
+
 @description('https endpoint that receives each message, signed with the webhook-signing-secret; required when emailProvider is webhook.')
 param webhookUrl string = ''
+
+@minLength(1)
+@description('Name of the Key Vault secret each webhook request is signed with.')
+param webhookSigningSecretName string = 'webhook-signing-secret'
 
 // --- customers (POST /api/customers) -------------------------------------------------------------
 @description('Finance and Operations environment URL, https://<env>.operations.dynamics.com; the token audience is derived from it. Empty: POST /api/customers answers 503.')
 param fnoUrl string = ''
 
+@minLength(1)
+@description('Path of the F&O custom service operation that creates a customer, /api/services/<group>/<service>/<operation>.')
+param fnoCreateCustomerPath string = '/api/services/CreateCustomerServiceGroup/CreateCustomerService/CreateCustomer'
+
+@minLength(1)
+@maxLength(64)
+@description('F&O OData entity the duplicate check reads.')
+param fnoCustomersEntity string = 'CustomersV3'
+
 @description('Client id of a separate Entra app for F&O (its secret is fno-client-secret in Key Vault). Empty: the connector\'s own app (entraClientId) is used.')
 param fnoClientId string = ''
+
+@minLength(1)
+@description('Name of the Key Vault secret that holds the client secret of fnoClientId.')
+param fnoClientSecretName string = 'fno-client-secret'
+
+@minLength(1)
+@description('Timeout of one F&O call, in seconds (a decimal number; the till is waiting): more than 0, at most 230.')
+param fnoTimeoutSeconds string = '25'
+
+@description('Attempts of one F&O call on 429, 503 and connection failures before anything was sent.')
+@minValue(1)
+@maxValue(5)
+param fnoMaxAttempts int = 2
+
+@minLength(1)
+@description('Longest Retry-After of F&O waited for before answering 503, in seconds (a decimal number): at least 0, at most 60.')
+param fnoMaxRetryWaitSeconds string = '5'
 
 @description('Require the customersAppRole role claim from App Service authentication (Easy Auth). Only with authentication configured on the app: without it the claims header could be forged.')
 param easyAuthEnabled bool = false
@@ -219,8 +338,18 @@ param customersAppRole string = 'Customers.Create'
 @description('Look the email of a new customer up in F&O (CustomersV3) before creating it; a match answers 409.')
 param duplicateCheckEnabled bool = false
 
+@description('How long the outcome of an Idempotency-Key is kept, in hours.')
+@minValue(1)
+@maxValue(720)
+param idempotencyTtlHours int = 24
+
 @description('Cloud POS base URL (without /POS) for the cloudPos deep link returned with a new customer. Empty: the Store Commerce link only.')
 param cposUrl string = ''
+
+@description('Largest request body of the customers endpoint, in bytes; a larger one gets 413.')
+@minValue(1024)
+@maxValue(1048576)
+param customerMaxBodyBytes int = 32768
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -328,13 +457,22 @@ module api 'app/api.bicep' = {
     entraTenantId: empty(entraTenantId) ? tenant().tenantId : entraTenantId
     entraClientId: entraClientId
     entraClientSecretName: entraClientSecretName
+    entraAuthorityHost: entraAuthorityHost
+    secretCacheTtlSeconds: secretCacheTtlSeconds
+    httpTimeoutSeconds: httpTimeoutSeconds
+    httpConnectTimeoutSeconds: httpConnectTimeoutSeconds
+    httpMaxAttempts: httpMaxAttempts
+    httpBackoffBaseSeconds: httpBackoffBaseSeconds
+    httpBackoffMaxSeconds: httpBackoffMaxSeconds
     retailServerUrl: retailServerUrl
     retailServerAudience: retailServerAudience
+    retailServerApiVersion: retailServerApiVersion
     operatingUnitNumbers: operatingUnitNumbers
     detectSchedule: detectSchedule
     lookbackMinutes: lookbackMinutes
     abandonedAfterMinutes: abandonedAfterMinutes
     maxCartsPerRun: maxCartsPerRun
+    cartPageSize: cartPageSize
     logLevel: logLevel
     consentPolicy: consentPolicy
     frequencyCapHours: frequencyCapHours
@@ -344,23 +482,44 @@ module api 'app/api.bicep' = {
     returnToCartUrlTemplate: returnToCartUrlTemplate
     unsubscribeUrlTemplate: unsubscribeUrlTemplate
     imageBaseUrl: imageBaseUrl
+    imageViewports: imageViewports
+    coalesceWindowMs: coalesceWindowMs
+    productCacheTtlSeconds: productCacheTtlSeconds
+    channelCacheTtlSeconds: channelCacheTtlSeconds
     emailProvider: emailProvider
     dryRun: dryRun
     emarsysAuth: emarsysAuth
     emarsysApiUrl: emarsysApiUrl
+    emarsysAuthUrl: emarsysAuthUrl
+    emarsysClientIdSecretName: emarsysClientIdSecretName
+    emarsysClientSecretName: emarsysClientSecretName
+    emarsysWsseUserSecretName: emarsysWsseUserSecretName
+    emarsysWsseSecretName: emarsysWsseSecretName
     emarsysEventId: emarsysEventId
     emarsysKeyId: emarsysKeyId
     emarsysCreateMissingContacts: emarsysCreateMissingContacts
     sendgridTemplateId: sendgridTemplateId
     sendgridFromEmail: sendgridFromEmail
     sendgridFromName: sendgridFromName
+    sendgridApiUrl: sendgridApiUrl
+    sendgridApiKeySecretName: sendgridApiKeySecretName
+    sendgridUnsubscribeGroupId: sendgridUnsubscribeGroupId
     webhookUrl: webhookUrl
+    webhookSigningSecretName: webhookSigningSecretName
     fnoUrl: fnoUrl
+    fnoCreateCustomerPath: fnoCreateCustomerPath
+    fnoCustomersEntity: fnoCustomersEntity
     fnoClientId: fnoClientId
+    fnoClientSecretName: fnoClientSecretName
+    fnoTimeoutSeconds: fnoTimeoutSeconds
+    fnoMaxAttempts: fnoMaxAttempts
+    fnoMaxRetryWaitSeconds: fnoMaxRetryWaitSeconds
     easyAuthEnabled: easyAuthEnabled
     customersAppRole: customersAppRole
     duplicateCheckEnabled: duplicateCheckEnabled
+    idempotencyTtlHours: idempotencyTtlHours
     cposUrl: cposUrl
+    customerMaxBodyBytes: customerMaxBodyBytes
   }
 }
 

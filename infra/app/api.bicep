@@ -65,8 +65,45 @@ param customersAppRole string
 param duplicateCheckEnabled bool
 param cposUrl string
 
-// The app settings. EMARSYS_EVENT_ID is a number to the code, so it is left out rather than set
-// empty when no event is named; every other optional value may be empty (it means unset).
+// Tuning: the code's defaults unless the operator sets them. The seconds that may be fractional
+// are strings (Bicep has no decimal type); Settings checks their bounds.
+param entraAuthorityHost string
+param secretCacheTtlSeconds int
+param httpTimeoutSeconds string
+param httpConnectTimeoutSeconds string
+param httpMaxAttempts int
+param httpBackoffBaseSeconds string
+param httpBackoffMaxSeconds string
+param retailServerApiVersion string
+param cartPageSize int
+param imageViewports string
+param coalesceWindowMs int
+param productCacheTtlSeconds int
+param channelCacheTtlSeconds int
+param emarsysAuthUrl string
+param emarsysClientIdSecretName string
+param emarsysClientSecretName string
+param emarsysWsseUserSecretName string
+param emarsysWsseSecretName string
+param sendgridApiUrl string
+param sendgridApiKeySecretName string
+param sendgridUnsubscribeGroupId string
+param webhookSigningSecretName string
+param fnoCreateCustomerPath string
+param fnoCustomersEntity string
+param fnoClientSecretName string
+param fnoTimeoutSeconds string
+param fnoMaxAttempts int
+param fnoMaxRetryWaitSeconds string
+param idempotencyTtlHours int
+param customerMaxBodyBytes int
+
+// The code's default IMAGE_VIEWPORTS (shared/settings.py) as compact JSON, used when the
+// parameter is empty: azd cannot hold it as a ${VAR=default}, whose default ends at the first }.
+var defaultImageViewports = '[{"media":"(max-width:768px)","width":80,"height":80,"default":false},{"media":"(min-width:769px) and (max-width:1599px)","width":183,"height":183,"default":false},{"media":"(min-width:1600px)","width":315,"height":315,"default":true}]'
+
+// The app settings. EMARSYS_EVENT_ID and SENDGRID_UNSUBSCRIBE_GROUP_ID are numbers to the code, so
+// they are left out rather than set empty; every other optional value may be empty (it means unset).
 // Keep comments inside the list to four lines or fewer: the pycep parser checkov bundles (0.5.1)
 // fails on five comment lines in a row there, and the file then goes unscanned.
 var appSettings = [
@@ -124,6 +161,35 @@ var appSettings = [
     value: entraClientSecretName
   }
   {
+    name: 'ENTRA_AUTHORITY_HOST'
+    value: entraAuthorityHost
+  }
+  {
+    name: 'SECRET_CACHE_TTL_SECONDS'
+    value: string(secretCacheTtlSeconds)
+  }
+  // Every upstream call: timeouts, attempts and the backoff between them.
+  {
+    name: 'HTTP_TIMEOUT_SECONDS'
+    value: httpTimeoutSeconds
+  }
+  {
+    name: 'HTTP_CONNECT_TIMEOUT_SECONDS'
+    value: httpConnectTimeoutSeconds
+  }
+  {
+    name: 'HTTP_MAX_ATTEMPTS'
+    value: string(httpMaxAttempts)
+  }
+  {
+    name: 'HTTP_BACKOFF_BASE_SECONDS'
+    value: httpBackoffBaseSeconds
+  }
+  {
+    name: 'HTTP_BACKOFF_MAX_SECONDS'
+    value: httpBackoffMaxSeconds
+  }
+  {
     name: 'STATE_STORE'
     value: 'cosmos'
   }
@@ -152,6 +218,10 @@ var appSettings = [
     value: retailServerAudience
   }
   {
+    name: 'RETAIL_SERVER_API_VERSION'
+    value: retailServerApiVersion
+  }
+  {
     name: 'OPERATING_UNIT_NUMBERS'
     value: operatingUnitNumbers
   }
@@ -177,6 +247,10 @@ var appSettings = [
   {
     name: 'MAX_CARTS_PER_RUN'
     value: string(maxCartsPerRun)
+  }
+  {
+    name: 'CART_PAGE_SIZE'
+    value: string(cartPageSize)
   }
 
   // Notify. An empty URL or template means "not set" to the code (shared/settings.py).
@@ -212,6 +286,22 @@ var appSettings = [
     name: 'IMAGE_BASE_URL'
     value: imageBaseUrl
   }
+  {
+    name: 'IMAGE_VIEWPORTS'
+    value: empty(imageViewports) ? defaultImageViewports : imageViewports
+  }
+  {
+    name: 'COALESCE_WINDOW_MS'
+    value: string(coalesceWindowMs)
+  }
+  {
+    name: 'PRODUCT_CACHE_TTL_SECONDS'
+    value: string(productCacheTtlSeconds)
+  }
+  {
+    name: 'CHANNEL_CACHE_TTL_SECONDS'
+    value: string(channelCacheTtlSeconds)
+  }
 
   // Email provider. Booleans are written as true or false (string() in ARM would give True).
   {
@@ -239,12 +329,41 @@ var appSettings = [
     value: emarsysApiUrl
   }
   {
+    name: 'EMARSYS_AUTH_URL'
+    value: emarsysAuthUrl
+  }
+  {
     name: 'EMARSYS_KEY_ID'
     value: emarsysKeyId
   }
   {
     name: 'EMARSYS_CREATE_MISSING_CONTACTS'
     value: emarsysCreateMissingContacts ? 'true' : 'false'
+  }
+  // Names of Key Vault secrets, never the secrets themselves.
+  {
+    name: 'EMARSYS_CLIENT_ID_SECRET_NAME'
+    value: emarsysClientIdSecretName
+  }
+  {
+    name: 'EMARSYS_CLIENT_SECRET_NAME'
+    value: emarsysClientSecretName
+  }
+  {
+    name: 'EMARSYS_WSSE_USER_SECRET_NAME'
+    value: emarsysWsseUserSecretName
+  }
+  {
+    name: 'EMARSYS_WSSE_SECRET_NAME'
+    value: emarsysWsseSecretName
+  }
+  {
+    name: 'SENDGRID_API_URL'
+    value: sendgridApiUrl
+  }
+  {
+    name: 'SENDGRID_API_KEY_SECRET_NAME'
+    value: sendgridApiKeySecretName
   }
   {
     name: 'SENDGRID_TEMPLATE_ID'
@@ -262,6 +381,10 @@ var appSettings = [
     name: 'WEBHOOK_URL'
     value: webhookUrl
   }
+  {
+    name: 'WEBHOOK_SIGNING_SECRET_NAME'
+    value: webhookSigningSecretName
+  }
 
   // Customers (POST /api/customers). An empty FNO_URL leaves the endpoint answering 503.
   {
@@ -269,8 +392,33 @@ var appSettings = [
     value: fnoUrl
   }
   {
+    name: 'FNO_CREATE_CUSTOMER_PATH'
+    value: fnoCreateCustomerPath
+  }
+  {
+    name: 'FNO_CUSTOMERS_ENTITY'
+    value: fnoCustomersEntity
+  }
+  {
     name: 'FNO_CLIENT_ID'
     value: fnoClientId
+  }
+  {
+    name: 'FNO_CLIENT_SECRET_NAME'
+    value: fnoClientSecretName
+  }
+  // The till waits for these calls: few attempts, short waits.
+  {
+    name: 'FNO_TIMEOUT_SECONDS'
+    value: fnoTimeoutSeconds
+  }
+  {
+    name: 'FNO_MAX_ATTEMPTS'
+    value: string(fnoMaxAttempts)
+  }
+  {
+    name: 'FNO_MAX_RETRY_WAIT_SECONDS'
+    value: fnoMaxRetryWaitSeconds
   }
   {
     name: 'EASY_AUTH_ENABLED'
@@ -285,15 +433,30 @@ var appSettings = [
     value: duplicateCheckEnabled ? 'true' : 'false'
   }
   {
+    name: 'IDEMPOTENCY_TTL_HOURS'
+    value: string(idempotencyTtlHours)
+  }
+  {
     name: 'CPOS_URL'
     value: cposUrl
   }
+  {
+    name: 'CUSTOMER_MAX_BODY_BYTES'
+    value: string(customerMaxBodyBytes)
+  }
 ]
 
-var optionalAppSettings = empty(emarsysEventId) ? [] : [
+var emarsysEventIdSetting = empty(emarsysEventId) ? [] : [
   {
     name: 'EMARSYS_EVENT_ID'
     value: emarsysEventId
+  }
+]
+
+var sendgridUnsubscribeGroupIdSetting = empty(sendgridUnsubscribeGroupId) ? [] : [
+  {
+    name: 'SENDGRID_UNSUBSCRIBE_GROUP_ID'
+    value: sendgridUnsubscribeGroupId
   }
 ]
 
@@ -353,7 +516,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       // The whole settings list: a redeployment replaces it, so what is here is all the app has.
-      appSettings: concat(appSettings, optionalAppSettings)
+      appSettings: concat(appSettings, emarsysEventIdSetting, sendgridUnsubscribeGroupIdSetting)
     }
     functionAppConfig: {
       deployment: {

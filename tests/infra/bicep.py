@@ -352,6 +352,21 @@ def referenced_parameters(template: Template, value: Any) -> set[str]:
     return set()
 
 
+def main_parameters_of_settings() -> dict[str, set[str]]:
+    """App setting -> the main.bicep parameters its value is made of, through what main passes on."""
+    root = main()
+    api, params = root.module("api")
+    return {
+        setting: {
+            name
+            for api_parameter in referenced_parameters(api, value)
+            if api_parameter in params
+            for name in referenced_parameters(root, params[api_parameter])
+        }
+        for setting, value in app_setting_names().items()
+    }
+
+
 def settings_fed_by_one_parameter() -> dict[str, str]:
     """App setting -> the main.bicep parameter it is made of alone (an operator's choice)."""
     root = main()

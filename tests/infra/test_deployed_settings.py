@@ -9,7 +9,9 @@ parameters, passed through app/api.bicep) with the values an operator would give
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ from typing import Any
 import annotated_types
 import pytest
 
-from shared.settings import Settings
-from tests.infra.bicep import Opaque, ParamRef, app_settings, main, settings_fed_by_one_parameter
+from shared.settings import DEFAULT_IMAGE_VIEWPORTS, Settings
+from tests.infra.bicep import INFRA, Opaque, ParamRef, app_settings, main, settings_fed_by_one_parameter
 
 # The main.bicep parameters without a default: azd asks for them (docs: RETAIL_SERVER_URL, ...).
 OPERATOR_VALUES = {
@@ -35,6 +37,12 @@ AT_DEPLOYMENT = {
     "COSMOS_ENDPOINT": "https://cosmos-abc123.documents.azure.com:443/",
     "ENTRA_TENANT_ID": "5f3a8c1e-2b7d-4e9a-8c61-0d4b7e2f9a13",
 }
+
+# Not optional in the code, yet their parameter defaults to empty: the Bicep then writes the code's
+# default itself (a JSON list cannot be an azd ${VAR=default}, whose default ends at the first }).
+EMPTY_MEANS_CODE_DEFAULT = {"IMAGE_VIEWPORTS"}
+# Azure gives these other values than the code on purpose (tests/infra/test_settings_drift.py).
+AZURE_DIFFERS = {"STATE_STORE", "COSMOS_ENDPOINT", "PREVIEW_DIR", "DRY_RUN", "KEY_VAULT_URL"}
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +122,7 @@ def test_the_defaults_deploy_an_app_that_starts_and_sends_nothing() -> None:
         "sendgrid_template_id",
         "sendgrid_from_email",
         "sendgrid_from_name",
+        "sendgrid_unsubscribe_group_id",
         "webhook_url",
         "fno_url",
         "fno_client_id",
@@ -128,6 +137,81 @@ def test_the_defaults_deploy_an_app_that_starts_and_sends_nothing() -> None:
 def test_an_empty_emarsys_event_id_is_left_out_rather_than_set_empty() -> None:
     assert "EMARSYS_EVENT_ID" not in app_settings(OPERATOR_VALUES)
     assert app_settings({**OPERATOR_VALUES, "emarsysEventId": "4711"})["EMARSYS_EVENT_ID"] == "4711"
+
+
+def test_an_empty_sendgrid_unsubscribe_group_is_left_out_rather_than_set_empty() -> None:
+    assert "SENDGRID_UNSUBSCRIBE_GROUP_ID" not in app_settings(OPERATOR_VALUES)
+    provided = app_settings({**OPERATOR_VALUES, "sendgridUnsubscribeGroupId": "42"})
+    assert provided["SENDGRID_UNSUBSCRIBE_GROUP_ID"] == "42"
+    assert deployed(sendgridUnsubscribeGroupId="42").sendgrid_unsubscribe_group_id == 42
+
+
+def _code_defaults() -> Settings:
+    """Settings with only the required values, each what the deployment gives it."""
+    required = _field_values()
+    return Settings(
+        **{name: required[name] for name, field in Settings.model_fields.items() if field.is_required()}
+    )
+
+
+def test_the_default_parameters_give_the_codes_defaults() -> None:
+    """A deployment nobody tuned behaves as the code's defaults say, except where Azure needs otherwise."""
+    settings, defaults = deployed(), _code_defaults()
+    compared = 0
+    for name in Settings.model_fields:
+        if name.upper() in AZURE_DIFFERS:
+            continue
+        assert getattr(settings, name) == getattr(defaults, name), name.upper()
+        compared += 1
+    assert compared >= 60
+
+
+@pytest.mark.parametrize("setting", sorted(EMPTY_MEANS_CODE_DEFAULT))
+def test_an_empty_structured_parameter_writes_the_codes_default(setting: str) -> None:
+    (parameter,) = (p for p, s in _single_parameter_settings().items() if s == setting)
+    assert main().parameters[parameter].get("default") == ""
+    written = json.loads(app_settings({**OPERATOR_VALUES, parameter: ""})[setting])
+    field = Settings.model_fields[setting.lower()]
+    assert written == field.get_default(call_default_factory=True, validated_data={})
+
+
+# azd fills main.parameters.json in as text (drone/envsubst: a default ends at the first }), then
+# reads it as JSON; a value is not escaped on the way.
+_AZD_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+)(?:=([^}]*))?\}")
+
+
+def _as_azd_passes_them(environment: dict[str, str]) -> dict[str, Any]:
+    text = (INFRA / "main.parameters.json").read_text()
+    filled = _AZD_REFERENCE.sub(
+        lambda match: environment.get(match.group(1), match.group(2) or ""),
+        text,
+    )
+    return {name: entry["value"] for name, entry in json.loads(filled)["parameters"].items()}
+
+
+def test_image_viewports_from_the_azd_environment() -> None:
+    """`azd env set IMAGE_VIEWPORTS` takes the JSON with its quotes escaped, as the README says."""
+    assert _as_azd_passes_them({})["imageViewports"] == ""
+    escaped = r"[{\"media\":\"(min-width:0px)\",\"width\":315,\"height\":315,\"default\":true}]"
+    value = _as_azd_passes_them({"IMAGE_VIEWPORTS": escaped})["imageViewports"]
+    assert deployed(imageViewports=value).image_viewports == [
+        {"media": "(min-width:0px)", "width": 315, "height": 315, "default": True}
+    ]
+    with pytest.raises(json.JSONDecodeError):
+        _as_azd_passes_them({"IMAGE_VIEWPORTS": escaped.replace("\\", "")})
+
+
+def test_image_viewports_reach_settings_as_json() -> None:
+    assert deployed().image_viewports == [dict(viewport) for viewport in DEFAULT_IMAGE_VIEWPORTS]
+    viewports = [
+        {"media": "(max-width:600px)", "width": 120, "height": 120, "default": False},
+        {"media": "(min-width:601px)", "width": 400, "height": 300, "default": True},
+    ]
+    text = json.dumps(viewports)
+    assert app_settings({**OPERATOR_VALUES, "imageViewports": text})["IMAGE_VIEWPORTS"] == text
+    assert deployed(imageViewports=text).image_viewports == viewports
+    with pytest.raises(ValueError, match="image_viewports"):
+        deployed(imageViewports="80x80")
 
 
 def _choices() -> list[tuple[str, Any]]:
@@ -174,6 +258,40 @@ def _bounds(setting: str, kinds: dict[type[Any], tuple[str, str]]) -> tuple[Any,
     return found["low"], found["high"]
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def test_decimal_parameters_state_the_codes_bounds() -> None:
+    """Bicep has no decimal type: a float setting is a string parameter whose description gives its range."""
+    params = _main_params_reaching_the_app()
+    checked = 0
+    for parameter, setting in _single_parameter_settings().items():
+        field = Settings.model_fields[setting.lower()]
+        if field.annotation is not float:
+            continue
+        assert params[parameter]["type"] == "string", parameter
+        description = _decorators(params[parameter])["description"]
+        words = []
+        for item in field.metadata:
+            if isinstance(item, annotated_types.Gt):
+                words.append(f"more than {_number(item.gt)}")
+            elif isinstance(item, annotated_types.Ge):
+                words.append(f"at least {_number(item.ge)}")
+            elif isinstance(item, annotated_types.Le):
+                words.append(f"at most {_number(item.le)}")
+        assert len(words) == 2, setting
+        for phrase in words:
+            assert phrase in description, f"{parameter}: say '{phrase}'"
+        # The stated upper bound is the enforced one.
+        high = next(item.le for item in field.metadata if isinstance(item, annotated_types.Le))
+        assert getattr(deployed(**{parameter: _number(high)}), setting.lower()) == high
+        with pytest.raises(ValueError, match=setting.lower()):
+            deployed(**{parameter: _number(high + 1)})
+        checked += 1
+    assert checked >= 6
+
+
 def test_parameter_constraints_are_the_codes() -> None:
     """@allowed, @minValue/@maxValue and @minLength/@maxLength say what Settings says."""
     params = _main_params_reaching_the_app()
@@ -192,7 +310,10 @@ def test_parameter_constraints_are_the_codes() -> None:
             if low is not None or high is not None:
                 assert decorators.get("min_length") == low, setting
                 assert decorators.get("max_length") == high, setting
-            if type(None) not in typing.get_args(field.annotation):
+            if (
+                type(None) not in typing.get_args(field.annotation)
+                and setting not in EMPTY_MEANS_CODE_DEFAULT
+            ):
                 # Not optional in the code, so an empty value would not mean "unset": refuse it.
                 assert (decorators.get("min_length") or 0) >= 1, f"{parameter} may be empty"
         checked += 1
@@ -242,6 +363,25 @@ def test_real_values_reach_their_settings() -> None:
         "maxCartsPerRun": 500,
         "customersAppRole": "Pos.Customers.Create",
         "sendgridFromName": "Contoso",
+        "entraAuthorityHost": "https://login.microsoftonline.us",
+        "retailServerApiVersion": "7.4",
+        "httpTimeoutSeconds": "12.5",
+        "httpBackoffBaseSeconds": "0.25",
+        "httpMaxAttempts": 6,
+        "secretCacheTtlSeconds": 0,
+        "cartPageSize": 250,
+        "coalesceWindowMs": 0,
+        "emarsysAuthUrl": "https://auth.emarsys.example",
+        "sendgridApiUrl": "https://api.eu.sendgrid.com",
+        "sendgridApiKeySecretName": "sendgrid-eu-api-key",
+        "fnoCreateCustomerPath": "/api/services/ContosoCustomerServices/CustomerService/Create",
+        "fnoCustomersEntity": "CustomersV2",
+        "fnoClientSecretName": "fno-partner-secret",
+        "fnoTimeoutSeconds": "20",
+        "fnoMaxAttempts": 3,
+        "fnoMaxRetryWaitSeconds": "2.5",
+        "idempotencyTtlHours": 48,
+        "customerMaxBodyBytes": 65536,
     }
     settings = deployed(**arguments)
     assert settings.site_url == "https://shop.contoso.com"
@@ -257,6 +397,20 @@ def test_real_values_reach_their_settings() -> None:
     assert settings.max_carts_per_run == 500
     assert settings.customers_app_role == "Pos.Customers.Create"
     assert settings.sendgrid_from_name == "Contoso"
+    assert settings.authority == "https://login.microsoftonline.us/" + AT_DEPLOYMENT["ENTRA_TENANT_ID"]
+    assert settings.retail_server_api_version == "7.4"
+    assert (settings.http_timeout_seconds, settings.http_backoff_base_seconds) == (12.5, 0.25)
+    assert (settings.http_max_attempts, settings.secret_cache_ttl_seconds) == (6, 0)
+    assert (settings.cart_page_size, settings.coalesce_window_ms) == (250, 0)
+    assert settings.emarsys_auth_url == "https://auth.emarsys.example"
+    assert settings.sendgrid_api_url == "https://api.eu.sendgrid.com"
+    assert settings.sendgrid_api_key_secret_name == "sendgrid-eu-api-key"
+    assert settings.fno_create_customer_path == arguments["fnoCreateCustomerPath"]
+    assert settings.fno_customers_entity == "CustomersV2"
+    assert settings.fno_client_secret_name == "fno-partner-secret"
+    assert (settings.fno_timeout_seconds, settings.fno_max_attempts) == (20.0, 3)
+    assert settings.fno_max_retry_wait_seconds == 2.5
+    assert (settings.idempotency_ttl_hours, settings.customer_max_body_bytes) == (48, 65536)
 
 
 def test_booleans_are_written_in_lower_case() -> None:

@@ -3,7 +3,10 @@
 The contract is ``shared.settings.Settings``: a field's name upper-cased is its app setting. The
 rules, read from the class itself so they grow with it:
 
-- a required field (no default) is provided by the Bicep;
+- every field but the local-only ones is provided by the Bicep, and every one but the few fixed by
+  design (``FIXED_BY_DESIGN``) comes from a main.bicep parameter, so an operator can change any
+  setting the code reads with ``azd env set`` (a setting added in the portal is gone after the next
+  ``azd provision``);
 - whatever the Bicep provides is a field of Settings or one of the host/platform settings below;
 - local-only fields are never provided;
 - a ``%NAME%`` the Functions host resolves in a binding is provided (a code default cannot help the
@@ -36,6 +39,7 @@ from tests.infra.bicep import (
     api_arguments,
     app_setting_names,
     main,
+    main_parameters_of_settings,
     settings_fed_by_one_parameter,
     through_module,
 )
@@ -56,6 +60,20 @@ PLATFORM_SETTINGS = {
 
 # Meaningful on a developer's machine only; in Azure they would point at nothing.
 LOCAL_ONLY = {"EXTRA_CA_BUNDLE", "SQLITE_PATH"}
+
+# Provided, but no operator's choice: what Azure needs, resource outputs and the names of the
+# resources the Bicep declares for them. Every other setting the code reads has its parameter.
+FIXED_BY_DESIGN = {
+    "STATE_STORE",
+    "PREVIEW_DIR",
+    "KEY_VAULT_URL",
+    "COSMOS_ENDPOINT",
+    "COSMOS_DATABASE",
+    "COSMOS_LEDGER_CONTAINER",
+    "COSMOS_STATE_CONTAINER",
+    # The host binds the queue by this name; the storage account declares it and its poison queue.
+    "DETECTION_QUEUE_NAME",
+}
 
 # Provided (with the parameter defaults) with a value other than the code default, on purpose.
 AZURE_VALUES = {
@@ -88,6 +106,11 @@ def _as_setting_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        # A structured setting (IMAGE_VIEWPORTS) is JSON, written compactly.
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
     return str(value)
@@ -130,8 +153,31 @@ def test_settings_are_only_set_in_one_place() -> None:
 
 
 def test_local_only_and_platform_lists_are_current() -> None:
-    assert set(_fields()) >= LOCAL_ONLY
+    assert set(_fields()) >= LOCAL_ONLY | FIXED_BY_DESIGN
     assert not PLATFORM_SETTINGS & set(_fields())
+    assert not LOCAL_ONLY & FIXED_BY_DESIGN
+    assert set(AZURE_VALUES) - {"DRY_RUN"} <= FIXED_BY_DESIGN, "DRY_RUN is the operator's to turn off"
+
+
+def test_every_setting_the_code_reads_is_provided(provided: dict[str, Any]) -> None:
+    """A setting left to its code default could only be changed in the portal, until the next provision."""
+    assert sorted(set(_fields()) - LOCAL_ONLY - set(provided)) == []
+
+
+def test_every_setting_but_the_fixed_ones_is_set_from_its_own_azd_variable() -> None:
+    wired = _parameters_file()
+    sources = main_parameters_of_settings()
+    for setting in sorted(set(_fields()) - LOCAL_ONLY - FIXED_BY_DESIGN):
+        parameters = sources.get(setting, set())
+        assert len(parameters) == 1, f"{setting} should come from one main.bicep parameter, not {parameters}"
+        (parameter,) = parameters
+        assert wired[parameter][0] == setting, f"{parameter} feeds {setting}"
+
+
+def test_the_fixed_settings_are_no_parameters_choice() -> None:
+    sources = main_parameters_of_settings()
+    for setting in sorted(FIXED_BY_DESIGN):
+        assert sources[setting] == set(), f"{setting} comes from {sources[setting]}; it is not fixed"
 
 
 def test_every_required_setting_is_provided(provided: dict[str, Any]) -> None:
@@ -175,7 +221,7 @@ def test_fixed_values_equal_the_code_defaults(provided: dict[str, Any]) -> None:
             continue
         assert value == _as_setting_text(_default(setting)), setting
         checked += 1
-    assert checked >= 30, "expected names and defaults to be compared"
+    assert checked >= 60, "expected names and defaults to be compared"
 
 
 def test_binding_substitutions_are_provided(provided: dict[str, Any]) -> None:
@@ -246,6 +292,8 @@ def _parameters_file() -> dict[str, tuple[str, str | None]]:
     for name, entry in parameters.items():
         match = _AZD_DEFAULT.match(entry["value"])
         assert match, f"{name}: expected an azd ${{ENV}} substitution"
+        # azd's envsubst ends a ${VAR=default} at the first }: a default cannot hold one.
+        assert "}" not in (match.group(2) or ""), f"{name}: azd would cut the default at its first }}"
         wired[name] = (match.group(1), match.group(2))
     return wired
 
@@ -279,6 +327,6 @@ def test_a_setting_from_one_parameter_is_read_from_its_own_azd_variable() -> Non
     fed = {
         setting: param for setting, param in settings_fed_by_one_parameter().items() if setting in _fields()
     }
-    assert len(fed) >= 30
+    assert len(fed) >= 60
     for setting, parameter in fed.items():
         assert wired[parameter][0] == setting, f"{parameter} feeds {setting}"
