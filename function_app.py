@@ -5,9 +5,11 @@ import azure.functions as func
 from shared.abandoned_carts.blueprint import bp as abandoned_carts
 from shared.customers.blueprint import bp as customers
 from shared.logging_setup import configure_logging
+from shared.privacy.blueprint import bp as privacy
 
 configure_logging()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(abandoned_carts)
 app.register_functions(customers)
+app.register_functions(privacy)

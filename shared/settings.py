@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     site_url: str | None = None
     # Placeholders {cartId}, {oun}, {channelId}; values are URL-encoded.
     return_to_cart_url_template: str | None = None
-    # Placeholders {customerId}, {cartId}, {oun}, {channelId}; unset: no unsubscribe link.
+    # Placeholders {customerId}, {cartId}, {oun}, {channelId}, {unsubscribeToken}; unset: no link.
     unsubscribe_url_template: str | None = None
     # Media Server Base URL of the channel profile; relative image paths are appended to it.
     image_base_url: str | None = None
@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         allowed = (
             {"cartId", "oun", "channelId"}
             if info.field_name == "return_to_cart_url_template"
-            else {"customerId", "cartId", "oun", "channelId"}
+            else {"customerId", "cartId", "oun", "channelId", "unsubscribeToken"}
         )
         try:
             fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
@@ -362,6 +362,16 @@ class Settings(BaseSettings):
         return value.strip() or None
 
     # --- end customers -------------------------------------------------------------------------
+
+    # --- privacy: signed unsubscribe links and erasure (shared/privacy) -----------------------
+    # The Key Vault secret (or env var) that signs the {unsubscribeToken} of the unsubscribe link.
+    unsubscribe_signing_secret_name: str = Field(default="unsubscribe-signing-secret", min_length=1)
+    # How long an unsubscribe link stays valid after the email is built.
+    unsubscribe_link_days: int = Field(default=365, ge=1, le=3650)
+    # With EASY_AUTH_ENABLED, the app role a caller of POST /api/privacy/erasure must hold.
+    privacy_app_role: str = Field(default="Privacy.Erase", min_length=1, max_length=120)
+
+    # --- end privacy ---------------------------------------------------------------------------
 
     @field_validator("operating_unit_numbers", mode="before")
     @classmethod

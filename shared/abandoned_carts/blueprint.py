@@ -65,6 +65,7 @@ def notify_service(runtime: Runtime) -> NotifyService:
                 channel_ttl_seconds=settings.channel_cache_ttl_seconds,
             ),
             config=NotifyConfig.from_settings(settings),
+            secrets=runtime.secrets,
         )
         runtime.extras[NOTIFY_SERVICE_KEY] = existing
     service: NotifyService = existing

@@ -41,3 +41,10 @@ def fill_template(template: str | None, values: Mapping[str, str | int]) -> str 
         if field is not None:
             parts.append(quote(str(values[field]), safe=""))
     return "".join(parts)
+
+
+def uses_placeholder(template: str | None, name: str) -> bool:
+    """Whether ``template`` has a ``{name}`` placeholder (so its value need only be made then)."""
+    if not template:
+        return False
+    return any(field == name for _, field, _, _ in string.Formatter().parse(template))

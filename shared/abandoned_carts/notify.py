@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.images import Viewport, image_set
-from shared.abandoned_carts.links import fill_template, product_url
+from shared.abandoned_carts.links import fill_template, product_url, uses_placeholder
 from shared.abandoned_carts.messages import CartMessage
 from shared.abandoned_carts.orders import OrderCheck
 from shared.abandoned_carts.payload import AbandonedCartPayload, ProductImageData, ProductLine, dedup_key
@@ -48,8 +48,10 @@ from shared.email.batching import BatchingSender
 from shared.http import UpstreamError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
+from shared.privacy.tokens import token_for
 from shared.retail_server.client import RetailServerClient, RetailServerContractError
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
+from shared.secrets import SecretSource
 from shared.settings import Settings
 from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerEntry, LedgerStatus
 from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
@@ -110,6 +112,13 @@ class NotifyConfig:
     viewports: list[Viewport]
     # Sends that arrive within this window leave as one provider batch call (COALESCE_WINDOW_MS).
     send_window_seconds: float = 0.0
+    # The signed {unsubscribeToken} of the unsubscribe link (shared/privacy/tokens.py).
+    unsubscribe_signing_secret_name: str = "unsubscribe-signing-secret"  # noqa: S105 (a name, not a secret)
+    unsubscribe_link_days: int = 365
+
+    @property
+    def unsubscribe_needs_token(self) -> bool:
+        return uses_placeholder(self.unsubscribe_url_template, "unsubscribeToken")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:
@@ -124,6 +133,8 @@ class NotifyConfig:
             image_base_url=settings.image_base_url,
             viewports=[Viewport.from_setting(v) for v in settings.image_viewports],
             send_window_seconds=settings.coalesce_window_ms / 1000,
+            unsubscribe_signing_secret_name=settings.unsubscribe_signing_secret_name,
+            unsubscribe_link_days=settings.unsubscribe_link_days,
         )
 
 
@@ -254,8 +265,11 @@ class NotifyService:
         provider: EmailProvider,
         enricher: Enricher,
         config: NotifyConfig,
+        secrets: SecretSource | None = None,
     ) -> None:
         self._retail = retail
+        # Only needed when UNSUBSCRIBE_URL_TEMPLATE uses {unsubscribeToken}.
+        self._secrets = secrets
         self._ledger = Ledger(store)
         self._store = store
         self._provider = provider
@@ -467,7 +481,7 @@ class NotifyService:
             raise _SkippedError("frequency_cap")
         if await self._orders.ordered_since(entry.oun, entry.customer_id, entry.modified_at, now):
             raise _SkippedError("ordered_since")
-        payload = await self._payload(entry, cart, customer, email)
+        payload = await self._payload(entry, cart, customer, email, now)
         try:
             recipient = Recipient(
                 email=email,
@@ -501,7 +515,7 @@ class NotifyService:
         return cart
 
     async def _payload(
-        self, entry: LedgerEntry, cart: Cart, customer: Customer, email: str
+        self, entry: LedgerEntry, cart: Cart, customer: Customer, email: str, now: datetime
     ) -> AbandonedCartPayload:
         channel = await self._enricher.channel(entry.oun)
         channel_id = cart.channel_id or channel.record_id
@@ -561,6 +575,8 @@ class NotifyService:
             "channelId": channel_id,
             "customerId": customer.account_number,
         }
+        if self._config.unsubscribe_needs_token:
+            values["unsubscribeToken"] = await self._unsubscribe_token(email, customer.account_number, now)
         subtotal = cart.subtotal_amount
         if subtotal is None:
             subtotal = sum((p.line_amount for p in product_lines), Decimal(0))
@@ -584,6 +600,14 @@ class NotifyService:
             store_commerce_link_omitted_products=omitted,
             unsubscribe_url=fill_template(self._config.unsubscribe_url_template, values),
         )
+
+    async def _unsubscribe_token(self, email: str, account: str, now: datetime) -> str:
+        if self._secrets is None:
+            raise ProviderConfigurationError(
+                "UNSUBSCRIBE_URL_TEMPLATE uses {unsubscribeToken} but notify has no secret source"
+            )
+        secret = await self._secrets.get(self._config.unsubscribe_signing_secret_name)
+        return token_for(email, account, secret=secret, now=now, days=self._config.unsubscribe_link_days)
 
     def _store_commerce_link(
         self, entry: LedgerEntry, lines: list[ProductLine]

@@ -14,7 +14,11 @@ from typing import Any
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.customers.http_input import (
+from shared.customers.idempotency import InvalidIdempotencyKeyError, check_key
+from shared.customers.links import DeepLinkRequest, build_links
+from shared.customers.models import CreateCustomerRequest
+from shared.customers.service import Outcome, command_from, customer_service
+from shared.http_input import (
     CORRELATION_HEADER,
     RequestRejectedError,
     correlation_id_for,
@@ -22,10 +26,6 @@ from shared.customers.http_input import (
     reject,
     require_app_role,
 )
-from shared.customers.idempotency import InvalidIdempotencyKeyError, check_key
-from shared.customers.links import DeepLinkRequest, build_links
-from shared.customers.models import CreateCustomerRequest
-from shared.customers.service import Outcome, command_from, customer_service
 from shared.problems import (
     PROBLEM_CONTENT_TYPE,
     FieldError,

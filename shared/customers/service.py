@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.customers.http_input import CORRELATION_HEADER
 from shared.customers.idempotency import (
     Claim,
     IdempotencyRecords,
@@ -42,6 +41,7 @@ from shared.finance_ops.errors import (
     FnoTimeoutError,
 )
 from shared.http import HttpClient, RetryPolicy
+from shared.http_input import CORRELATION_HEADER
 from shared.identity import TokenProvider
 from shared.problems import problem
 from shared.runtime import Runtime

@@ -8,12 +8,14 @@ unsubscribe and erasure endpoints add to it; an operator may remove an entry.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 
 from shared.state.store import DocumentStore
 from shared.timeutil import sortable
 
 _KEY = "entry"
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def email_hash(email: str) -> str:
@@ -30,13 +32,18 @@ class SuppressionList:
 
     async def add(self, email: str, *, reason: str, now: datetime) -> None:
         """Suppress an address (idempotent: adding again keeps it suppressed, with the new reason)."""
-        body = {
-            "kind": "suppression",
-            "emailHash": email_hash(email),
-            "reason": reason,
-            "addedAt": sortable(now),
-        }
-        await self._store.upsert("state", partition_of(email), _KEY, body)
+        await self.add_hash(email_hash(email), reason=reason, now=now)
+
+    async def add_hash(self, hashed: str, *, reason: str, now: datetime) -> None:
+        """Suppress the address whose :func:`email_hash` is ``hashed`` (a signed unsubscribe link
+        carries only the hash). Idempotent, like :meth:`add`."""
+        if not _HASH.fullmatch(hashed):
+            raise ValueError("not a SHA-256 hex digest of an address")
+        body = {"kind": "suppression", "emailHash": hashed, "reason": reason, "addedAt": sortable(now)}
+        await self._store.upsert("state", f"suppress|{hashed}", _KEY, body)
+
+    async def contains_hash(self, hashed: str) -> bool:
+        return await self._store.read("state", f"suppress|{hashed}", _KEY) is not None
 
     async def remove(self, email: str) -> bool:
         """Lift the suppression; False when the address was not on the list."""

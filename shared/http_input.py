@@ -1,0 +1,133 @@
+"""Reading an HTTP request safely: correlation id, Easy Auth app role, body size, content type, JSON.
+
+Each check raises :class:`RequestRejectedError` carrying the RFC 9457 problem to answer with, so
+the blueprint stays a straight line. None of the problems quote the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from typing import Any
+
+import azure.functions as func
+
+from shared.problems import FieldError, Problem, problem
+
+CORRELATION_HEADER = "x-correlation-id"
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+ROLE_CLAIM_TYPES = frozenset({"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"})
+PROBLEM_TYPE_PREFIX = "urn:d365-commerce-connector:problem:"
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+_JSON_MEDIA = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json", re.IGNORECASE)
+
+
+class RequestRejectedError(Exception):
+    def __init__(self, problem: Problem, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{problem.status} {problem.title}")
+        self.problem = problem
+        self.headers = headers or {}
+
+
+def correlation_id_for(req: func.HttpRequest) -> str:
+    """The caller's ``x-correlation-id`` when it is a sane token, else a new one."""
+    given = (req.headers.get(CORRELATION_HEADER) or "").strip()
+    return given if _CORRELATION.fullmatch(given) else str(uuid.uuid4())
+
+
+def reject(
+    status: int,
+    kind: str,
+    title: str,
+    detail: str,
+    cid: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> RequestRejectedError:
+    return RequestRejectedError(
+        problem(
+            status,
+            correlation_id=cid,
+            title=title,
+            detail=detail,
+            problem_type=PROBLEM_TYPE_PREFIX + kind,
+            errors=errors or [],
+        ),
+        headers,
+    )
+
+
+def require_app_role(req: func.HttpRequest, role: str, cid: str) -> None:
+    """With App Service authentication (Easy Auth) on, the platform signs the caller in and puts the
+    token's claims in ``X-MS-CLIENT-PRINCIPAL`` (Base64 JSON); callers cannot set that header
+    themselves because the platform strips it. The app role must be among the ``roles`` claims."""
+    header = req.headers.get(PRINCIPAL_HEADER)
+    if not header:
+        raise reject(
+            403,
+            "forbidden",
+            "Forbidden",
+            "The caller is not signed in through App Service authentication.",
+            cid,
+        )
+    try:
+        principal = json.loads(base64.b64decode(header, validate=False))
+    except (binascii.Error, ValueError):
+        raise reject(
+            403, "forbidden", "Forbidden", "The client principal header is unreadable.", cid
+        ) from None
+    claims = principal.get("claims") if isinstance(principal, dict) else None
+    role_types = set(ROLE_CLAIM_TYPES)
+    if isinstance(principal, dict) and isinstance(principal.get("role_typ"), str):
+        role_types.add(principal["role_typ"])
+    roles = {
+        claim.get("val")
+        for claim in (claims if isinstance(claims, list) else [])
+        if isinstance(claim, dict) and claim.get("typ") in role_types
+    }
+    if role not in roles:
+        raise reject(403, "forbidden", "Forbidden", f"The caller lacks the app role {role}.", cid)
+
+
+def read_json(req: func.HttpRequest, *, max_bytes: int, cid: str) -> Any:
+    """The body as JSON: at most ``max_bytes`` (413), a JSON media type (415), valid UTF-8 JSON (400)."""
+    declared = req.headers.get("Content-Length")
+    body = req.get_body() or b""
+    if (declared is not None and declared.strip().isdigit() and int(declared) > max_bytes) or len(
+        body
+    ) > max_bytes:
+        raise reject(
+            413, "payload-too-large", "Payload Too Large", f"The body must be at most {max_bytes} bytes.", cid
+        )
+    content_type = req.headers.get("Content-Type") or ""
+    media, _, parameters = content_type.partition(";")
+    charset = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", parameters)
+    if not _JSON_MEDIA.fullmatch(media.strip()) or (
+        charset and charset.group(1).lower() not in ("utf-8", "utf8")
+    ):
+        raise reject(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "Send the body as application/json in UTF-8.",
+            cid,
+        )
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError):
+        raise reject(
+            400,
+            "invalid-json",
+            "The body is not valid JSON",
+            "The body could not be parsed as JSON.",
+            cid,
+            errors=[FieldError(path="", message="the body is not valid JSON")],
+        ) from None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,154 @@
+"""HTTP functions of the privacy feature: the signed unsubscribe link and the erasure request.
+
+- ``GET|POST /api/unsubscribe?t=<token>`` runs at auth level ANONYMOUS: it is clicked from an
+  email (GET) or called by the mailbox provider for RFC 8058 one-click unsubscribe (POST, body
+  ``List-Unsubscribe=One-Click``). The token's signature is the authorisation.
+- ``POST /api/privacy/erasure`` runs at auth level FUNCTION; with ``EASY_AUTH_ENABLED`` the caller
+  must also hold the ``PRIVACY_APP_ROLE`` app role.
+
+Logs hold counts and the correlation id only: never an address, an account or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+from pydantic import ValidationError
+
+from shared.http_input import (
+    CORRELATION_HEADER,
+    RequestRejectedError,
+    correlation_id_for,
+    read_json,
+    reject,
+    require_app_role,
+)
+from shared.privacy.erasure import ErasureRequest, erase
+from shared.privacy.suppression import SuppressionList
+from shared.privacy.tokens import InvalidTokenError, verify
+from shared.problems import FieldError, problem_from_validation_error, problem_response
+from shared.runtime import get_runtime
+from shared.secrets import SecretNotFoundError
+from shared.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+TOKEN_PARAMETER = "t"  # noqa: S105 (the query parameter's name)
+ERASURE_MAX_BODY_BYTES = 4096
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribed</title></head>
+<body><h1>You are unsubscribed</h1>
+<p>We will not send you abandoned-cart emails any more.</p></body></html>
+"""
+
+
+@bp.function_name("unsubscribe")
+@bp.route(route="unsubscribe", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
+    cid = correlation_id_for(req)
+    try:
+        runtime = await get_runtime()
+        token = req.params.get(TOKEN_PARAMETER) or ""
+        try:
+            secret = await runtime.secrets.get(runtime.settings.unsubscribe_signing_secret_name)
+        except SecretNotFoundError:
+            logger.error(
+                "configuration fault: the unsubscribe signing secret is not set [correlation id %s]", cid
+            )
+            raise reject(
+                503,
+                "not-configured",
+                "Unsubscribe is not configured",
+                "The connector has no unsubscribe signing secret.",
+                cid,
+            ) from None
+        try:
+            claims = verify(token, secret, now=utcnow())
+        except InvalidTokenError as exc:
+            message = (
+                "the unsubscribe link has expired" if exc.expired else "the unsubscribe link is not valid"
+            )
+            raise reject(
+                400,
+                "validation",
+                "The request is not valid",
+                "The unsubscribe link is not valid or has expired.",
+                cid,
+                errors=[FieldError(path=TOKEN_PARAMETER, message=message)],
+            ) from None
+        await SuppressionList(runtime.store).add_hash(claims.email_hash, reason="unsubscribed", now=utcnow())
+        logger.info("unsubscribe: 1 address suppressed (%s) [correlation id %s]", req.method, cid)
+        headers = {"Cache-Control": "no-store", CORRELATION_HEADER: cid}
+        if req.method.upper() == "POST":
+            return func.HttpResponse(status_code=204, headers=headers)
+        return func.HttpResponse(
+            body=_PAGE, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
+        )
+    except RequestRejectedError as exc:
+        return _rejected(exc, cid, "unsubscribe")
+    except Exception as exc:
+        return _unexpected(exc, cid, "unsubscribe")
+
+
+@bp.function_name("privacy_erasure")
+@bp.route(route="privacy/erasure", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def privacy_erasure(req: func.HttpRequest) -> func.HttpResponse:
+    cid = correlation_id_for(req)
+    try:
+        runtime = await get_runtime()
+        settings = runtime.settings
+        if settings.easy_auth_enabled:
+            require_app_role(req, settings.privacy_app_role, cid)
+        data = read_json(req, max_bytes=ERASURE_MAX_BODY_BYTES, cid=cid)
+        try:
+            request = ErasureRequest.model_validate(data)
+        except ValidationError as exc:
+            raise RequestRejectedError(problem_from_validation_error(exc, correlation_id=cid)) from None
+        result = await erase(
+            runtime.store, request, operating_unit_numbers=settings.operating_unit_numbers, now=utcnow()
+        )
+        logger.info(
+            "erasure: suppressed=%s, %d ledger entries and %d pointers deleted [correlation id %s]",
+            result.suppressed,
+            result.ledger_entries_deleted,
+            result.pointers_deleted,
+            cid,
+        )
+        return func.HttpResponse(
+            body=json.dumps(result.body()),
+            status_code=200,
+            mimetype="application/json",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", CORRELATION_HEADER: cid},
+        )
+    except RequestRejectedError as exc:
+        return _rejected(exc, cid, "privacy_erasure")
+    except Exception as exc:
+        return _unexpected(exc, cid, "privacy_erasure")
+
+
+def _rejected(exc: RequestRejectedError, cid: str, function: str) -> func.HttpResponse:
+    paths = ", ".join(error.path or "<body>" for error in exc.problem.errors[:20])
+    logger.warning(
+        "%s answered %d (%s)%s [correlation id %s]",
+        function,
+        exc.problem.status,
+        exc.problem.type.rsplit(":", 1)[-1],
+        f" fields: {paths}" if paths else "",
+        cid,
+    )
+    return problem_response(exc.problem, headers={CORRELATION_HEADER: cid, **exc.headers})
+
+
+def _unexpected(exc: Exception, cid: str, function: str) -> func.HttpResponse:
+    # The type only: an exception's text may quote request data.
+    logger.error("%s failed unexpectedly (%s) [correlation id %s]", function, type(exc).__name__, cid)
+    failure = reject(
+        500, "internal", "Internal Server Error", "The connector failed; quote the correlation id.", cid
+    )
+    return problem_response(failure.problem, headers={CORRELATION_HEADER: cid})
