@@ -351,6 +351,21 @@ param cposUrl string = ''
 @maxValue(1048576)
 param customerMaxBodyBytes int = 32768
 
+// --- privacy (GET|POST /api/unsubscribe, POST /api/privacy/erasure) ---------------------------------
+@minLength(1)
+@description('Name of the Key Vault secret that signs the {unsubscribeToken} of the unsubscribe link.')
+param unsubscribeSigningSecretName string = 'unsubscribe-signing-secret'
+
+@description('How long an unsubscribe link stays valid, in days.')
+@minValue(1)
+@maxValue(3650)
+param unsubscribeLinkDays int = 365
+
+@minLength(1)
+@maxLength(120)
+@description('App role a caller of the erasure endpoint must hold when easyAuthEnabled is true.')
+param privacyAppRole string = 'Privacy.Erase'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -520,6 +535,9 @@ module api 'app/api.bicep' = {
     idempotencyTtlHours: idempotencyTtlHours
     cposUrl: cposUrl
     customerMaxBodyBytes: customerMaxBodyBytes
+    unsubscribeSigningSecretName: unsubscribeSigningSecretName
+    unsubscribeLinkDays: unsubscribeLinkDays
+    privacyAppRole: privacyAppRole
   }
 }
 

@@ -97,6 +97,9 @@ param fnoMaxAttempts int
 param fnoMaxRetryWaitSeconds string
 param idempotencyTtlHours int
 param customerMaxBodyBytes int
+param unsubscribeSigningSecretName string
+param unsubscribeLinkDays int
+param privacyAppRole string
 
 // The code's default IMAGE_VIEWPORTS (shared/settings.py) as compact JSON, used when the
 // parameter is empty: azd cannot hold it as a ${VAR=default}, whose default ends at the first }.
@@ -443,6 +446,20 @@ var appSettings = [
   {
     name: 'CUSTOMER_MAX_BODY_BYTES'
     value: string(customerMaxBodyBytes)
+  }
+
+  // Privacy: the unsubscribe link's signing secret (by name) and the erasure endpoint's app role.
+  {
+    name: 'UNSUBSCRIBE_SIGNING_SECRET_NAME'
+    value: unsubscribeSigningSecretName
+  }
+  {
+    name: 'UNSUBSCRIBE_LINK_DAYS'
+    value: string(unsubscribeLinkDays)
+  }
+  {
+    name: 'PRIVACY_APP_ROLE'
+    value: privacyAppRole
   }
 ]
 
