@@ -1,8 +1,10 @@
 """HTTP functions of the privacy feature: the signed unsubscribe link and the erasure request.
 
-- ``GET|POST /api/unsubscribe?t=<token>`` runs at auth level ANONYMOUS: it is clicked from an
-  email (GET) or called by the mailbox provider for RFC 8058 one-click unsubscribe (POST, body
-  ``List-Unsubscribe=One-Click``). The token's signature is the authorisation.
+- ``GET|POST /api/unsubscribe?t=<token>`` runs at auth level ANONYMOUS: the token's signature is
+  the authorisation. GET (the link clicked in the email) only checks the token and shows a page
+  with one button; the POST of that button, or a mailbox provider's RFC 8058 one-click POST (body
+  ``List-Unsubscribe=One-Click``), unsubscribes. GET changes nothing, because mail scanners and
+  link previews follow links in emails and would otherwise unsubscribe people who never clicked.
 - ``POST /api/privacy/erasure`` runs at auth level FUNCTION; with ``EASY_AUTH_ENABLED`` the caller
   must also hold the ``PRIVACY_APP_ROLE`` app role.
 
@@ -45,6 +47,16 @@ _PAGE = """<!doctype html>
 <body><h1>You are unsubscribed</h1>
 <p>We will not send you abandoned-cart emails any more.</p></body></html>
 """
+# The form posts back to the same URL (its query keeps the token).
+_CONFIRM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>Unsubscribe</title></head>
+<body><h1>Unsubscribe from cart reminders?</h1>
+<p>You will get no more emails about carts you left.</p>
+<form method="post"><input type="hidden" name="confirm" value="yes">
+<button type="submit">Unsubscribe</button></form></body></html>
+"""
+ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 
 
 @bp.function_name("unsubscribe")
@@ -81,10 +93,14 @@ async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
                 cid,
                 errors=[FieldError(path=TOKEN_PARAMETER, message=message)],
             ) from None
-        await SuppressionList(runtime.store).add_hash(claims.email_hash, reason="unsubscribed", now=utcnow())
-        logger.info("unsubscribe: 1 address suppressed (%s) [correlation id %s]", req.method, cid)
         headers = {"Cache-Control": "no-store", CORRELATION_HEADER: cid}
-        if req.method.upper() == "POST":
+        if req.method.upper() != "POST":
+            return func.HttpResponse(
+                body=_CONFIRM, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
+            )
+        await SuppressionList(runtime.store).add_hash(claims.email_hash, reason="unsubscribed", now=utcnow())
+        logger.info("unsubscribe: 1 address suppressed [correlation id %s]", cid)
+        if ONE_CLICK_BODY in (req.get_body() or b""):
             return func.HttpResponse(status_code=204, headers=headers)
         return func.HttpResponse(
             body=_PAGE, status_code=200, mimetype="text/html", charset="utf-8", headers=headers

@@ -32,27 +32,40 @@ def test_route_methods_and_auth_level(registered_functions: dict[str, Any]) -> N
     assert trigger["authLevel"].upper() == "ANONYMOUS"
 
 
-async def test_get_with_a_valid_token_suppresses_and_shows_a_page(
+async def test_get_shows_a_confirmation_and_changes_nothing(
     registered_functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox
 ) -> None:
+    """Mail scanners and link previews follow links: only the POST of the button unsubscribes."""
     email, account = seeded_email(sandbox)
     token = token_for(email, account, secret=SECRET, now=utcnow(), days=365)
     suppression = SuppressionList(runtime.store)
-    assert not await suppression.contains(email)
 
     response = await call(registered_functions, "unsubscribe", unsubscribe_request("GET", token))
 
     assert response.status_code == 200
     assert response.mimetype == "text/html"
-    assert "unsubscribed" in response.get_body().decode()
+    page = response.get_body().decode()
+    assert '<form method="post">' in page and "<button" in page
     assert response.headers["Cache-Control"] == "no-store"
+    assert not await suppression.contains(email)
+
+
+async def test_the_confirmation_button_suppresses_and_shows_a_page(
+    registered_functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox
+) -> None:
+    email, account = seeded_email(sandbox)
+    token = token_for(email, account, secret=SECRET, now=utcnow(), days=365)
+    suppression = SuppressionList(runtime.store)
+    for _ in range(2):  # idempotent
+        response = await call(
+            registered_functions, "unsubscribe", unsubscribe_request("POST", token, one_click=False)
+        )
+        assert response.status_code == 200
+        assert "You are unsubscribed" in response.get_body().decode()
     assert await suppression.contains(email.upper())
     stored = await runtime.store.read("state", f"suppress|{email_hash(email)}", "entry")
     assert stored is not None and stored.body["reason"] == "unsubscribed"
     assert email.lower() not in json.dumps(stored.body).lower()
-    # Idempotent: the same link again is still a success.
-    again = await call(registered_functions, "unsubscribe", unsubscribe_request("GET", token))
-    assert again.status_code == 200
 
 
 async def test_one_click_post_suppresses_and_answers_204(
@@ -109,7 +122,7 @@ async def test_the_logs_hold_neither_the_address_nor_the_token(
 ) -> None:
     email, account = seeded_email(sandbox)
     token = token_for(email, account, secret=SECRET, now=utcnow(), days=1)
-    await call(registered_functions, "unsubscribe", unsubscribe_request("GET", token))
+    await call(registered_functions, "unsubscribe", unsubscribe_request("POST", token))
     await call(registered_functions, "unsubscribe", unsubscribe_request("POST", token + "x"))
     lines = "\n".join(log_privacy_guard.lines)
     assert "unsubscribe" in lines  # something was logged
