@@ -163,13 +163,13 @@ class FrequencyCap:
     their timing is what ``REMINDER_STEPS`` asks for.
     """
 
-    def __init__(self, store: DocumentStore, window: timedelta) -> None:
+    def __init__(self, store: DocumentStore, window: timedelta, *, namespace: str = "freqcap") -> None:
         self._store = store
         self._window = window
+        self._namespace = namespace
 
-    @staticmethod
-    def _partition(customer_id: str) -> str:
-        return f"freqcap|{customer_id}"
+    def _partition(self, customer_id: str) -> str:
+        return f"{self._namespace}|{customer_id}"
 
     def _ttl(self) -> int:
         return int(self._window.total_seconds()) + 86_400
@@ -280,7 +280,11 @@ class NotifyService:
         self._enricher = enricher
         self._config = config
         self._suppression = SuppressionList(store)
-        self._cap = FrequencyCap(store, config.frequency_cap)
+        # A dry run is capped like real sends, so its previews show what would go out, but in a
+        # namespace of its own, so going live finds every customer's real window free.
+        self._cap = FrequencyCap(
+            store, config.frequency_cap, namespace="freqcap-dryrun" if self._previews_only else "freqcap"
+        )
         self.outcomes: Counter[str] = Counter()
 
     async def close(self) -> None:
@@ -380,10 +384,6 @@ class NotifyService:
         except _SkippedError as skip:
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason=skip.reason)
             return Outcome("skipped", skip.reason, entry.cart_id, entry.cart_version, entry.step)
-        if self._previews_only:
-            # DRY_RUN: the preview is written, but nothing was sent, so the customer's frequency
-            # window stays free and no further step is armed (see _record_preview).
-            return await self._record_preview(entry, await self._sender.send(message), now)
         holder = self._holder(entry)
         if not await self._cap.reserve(entry.customer_id, holder, now):
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
@@ -395,6 +395,8 @@ class NotifyService:
             # it is kept: a timeout can hide an accepted send, and the retry holds the window anyway.
             await self._cap.release(entry.customer_id, holder)
             raise
+        if self._previews_only:
+            return await self._record_preview(entry, result, now)
         return await self._record_result(entry, payload, result, holder, now)
 
     @staticmethod

@@ -77,7 +77,9 @@ async def erase(
         entries = await _delete_ledger_entries(store, account)
         for oun in operating_unit_numbers:
             pointers += await _delete(store, "ledger", f"customer|{oun}|{account}", "latest")
-        await _delete(store, "state", f"freqcap|{account}", "cap")
+        # The real frequency window and the dry run's (shared/abandoned_carts/notify.py).
+        for namespace in ("freqcap", "freqcap-dryrun"):
+            await _delete(store, "state", f"{namespace}|{account}", "cap")
     return ErasureResult(suppressed, entries, pointers)
 
 

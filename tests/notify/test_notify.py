@@ -592,10 +592,11 @@ async def test_a_claim_left_by_a_dead_invocation_is_queued_again_and_sent_once(
     assert for_cart(await detect(registered_functions, monkeypatch, NOW + timedelta(minutes=1)), cart) == []
 
 
-async def test_a_dry_run_previews_without_using_up_the_customer(
+async def test_a_dry_run_previews_what_would_go_out_without_using_up_the_customer(
     sandbox: Sandbox, runtime: Runtime, registered_functions: dict[str, Any]
 ) -> None:
-    """The preview provider (DRY_RUN) records "previewed": no frequency window taken, no next step."""
+    """The preview provider (DRY_RUN) records "previewed", capped like real sends (so the previews
+    show what would go out) but in a namespace of its own: going live finds the customer free."""
     runtime.extras.pop("email_provider", None)
     runtime.extras.pop("notify_service", None)
     assert runtime.settings.effective_email_provider == "preview"
@@ -608,11 +609,12 @@ async def test_a_dry_run_previews_without_using_up_the_customer(
         await run_notify(registered_functions, queued.body)
 
     assert await ledger_status(runtime, online) == ("previewed", None)
-    assert await ledger_status(runtime, other_channel) == ("previewed", None)
+    assert await ledger_status(runtime, other_channel) == ("skipped", "frequency_cap")
     assert await Ledger(runtime.store).get(online.id, online.version, 2) is None
-    assert sorted(p.name for p in runtime.settings.preview_dir.glob("*.json")) == sorted(
-        f"{dedup_key(c.id, c.version, 1)}.json" for c in (online, other_channel)
-    )
+    assert sorted(p.name for p in runtime.settings.preview_dir.glob("*.json")) == [
+        f"{dedup_key(online.id, online.version, 1)}.json"
+    ]
+    assert await runtime.store.read("state", f"freqcap|{customer.account_number}", "cap") is None
 
 
 async def test_a_late_step_is_not_followed_by_the_next_at_once(
