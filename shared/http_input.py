@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import uuid
 from typing import Any
 
 import azure.functions as func
 
-from shared.problems import FieldError, Problem, problem
+from shared.problems import FieldError, Problem, problem, problem_response
+
+logger = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
@@ -131,3 +134,26 @@ def read_json(req: func.HttpRequest, *, max_bytes: int, cid: str) -> Any:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def rejected_response(exc: RequestRejectedError, cid: str, function: str) -> func.HttpResponse:
+    """The problem response of a refused request, logged with its field paths (never values)."""
+    paths = ", ".join(error.path or "<body>" for error in exc.problem.errors[:20])
+    logger.warning(
+        "%s answered %d (%s)%s [correlation id %s]",
+        function,
+        exc.problem.status,
+        exc.problem.type.rsplit(":", 1)[-1],
+        f" fields: {paths}" if paths else "",
+        cid,
+    )
+    return problem_response(exc.problem, headers={CORRELATION_HEADER: cid, **exc.headers})
+
+
+def unexpected_response(exc: Exception, cid: str, function: str) -> func.HttpResponse:
+    """A 500 problem with the correlation id; the log gets the type only (the text may quote data)."""
+    logger.error("%s failed unexpectedly (%s) [correlation id %s]", function, type(exc).__name__, cid)
+    failure = reject(
+        500, "internal", "Internal Server Error", "The connector failed; quote the correlation id.", cid
+    )
+    return problem_response(failure.problem, headers={CORRELATION_HEADER: cid})

@@ -24,13 +24,14 @@ from shared.http_input import (
     correlation_id_for,
     read_json,
     reject,
+    rejected_response,
     require_app_role,
+    unexpected_response,
 )
 from shared.problems import (
     PROBLEM_CONTENT_TYPE,
     FieldError,
     problem_from_validation_error,
-    problem_response,
 )
 from shared.runtime import get_runtime
 from shared.settings import Settings
@@ -71,9 +72,9 @@ async def create_customer(req: func.HttpRequest) -> func.HttpResponse:
         )
         return _response(outcome, cid)
     except RequestRejectedError as exc:
-        return _rejected(exc, cid, "create_customer")
+        return rejected_response(exc, cid, "create_customer")
     except Exception as exc:
-        return _unexpected(exc, cid, "create_customer")
+        return unexpected_response(exc, cid, "create_customer")
 
 
 @bp.function_name("store_commerce_links")
@@ -123,9 +124,9 @@ async def store_commerce_links(req: func.HttpRequest) -> func.HttpResponse:
             ) from None
         return _response(Outcome(200, body, {CORRELATION_HEADER: cid}), cid)
     except RequestRejectedError as exc:
-        return _rejected(exc, cid, "store_commerce_links")
+        return rejected_response(exc, cid, "store_commerce_links")
     except Exception as exc:
-        return _unexpected(exc, cid, "store_commerce_links")
+        return unexpected_response(exc, cid, "store_commerce_links")
 
 
 def _checked_body(req: func.HttpRequest, settings: Settings, cid: str) -> Any:
@@ -169,25 +170,3 @@ def _response(outcome: Outcome, cid: str) -> func.HttpResponse:
         charset="utf-8",
         headers=headers,
     )
-
-
-def _rejected(exc: RequestRejectedError, cid: str, function: str) -> func.HttpResponse:
-    paths = ", ".join(error.path or "<body>" for error in exc.problem.errors[:20])
-    logger.warning(
-        "%s answered %d (%s)%s [correlation id %s]",
-        function,
-        exc.problem.status,
-        exc.problem.type.rsplit(":", 1)[-1],
-        f" fields: {paths}" if paths else "",
-        cid,
-    )
-    return problem_response(exc.problem, headers={CORRELATION_HEADER: cid, **exc.headers})
-
-
-def _unexpected(exc: Exception, cid: str, function: str) -> func.HttpResponse:
-    # The type only: an exception's text may quote request data.
-    logger.error("%s failed unexpectedly (%s) [correlation id %s]", function, type(exc).__name__, cid)
-    failure = reject(
-        500, "internal", "Internal Server Error", "The connector failed; quote the correlation id.", cid
-    )
-    return problem_response(failure.problem, headers={CORRELATION_HEADER: cid})

@@ -25,12 +25,14 @@ from shared.http_input import (
     correlation_id_for,
     read_json,
     reject,
+    rejected_response,
     require_app_role,
+    unexpected_response,
 )
 from shared.privacy.erasure import ErasureRequest, erase
 from shared.privacy.suppression import SuppressionList
 from shared.privacy.tokens import InvalidTokenError, verify
-from shared.problems import FieldError, problem_from_validation_error, problem_response
+from shared.problems import FieldError, problem_from_validation_error
 from shared.runtime import get_runtime
 from shared.secrets import SecretNotFoundError
 from shared.timeutil import utcnow
@@ -106,9 +108,9 @@ async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
             body=_PAGE, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
         )
     except RequestRejectedError as exc:
-        return _rejected(exc, cid, "unsubscribe")
+        return rejected_response(exc, cid, "unsubscribe")
     except Exception as exc:
-        return _unexpected(exc, cid, "unsubscribe")
+        return unexpected_response(exc, cid, "unsubscribe")
 
 
 @bp.function_name("privacy_erasure")
@@ -143,28 +145,6 @@ async def privacy_erasure(req: func.HttpRequest) -> func.HttpResponse:
             headers={"Cache-Control": "no-store", CORRELATION_HEADER: cid},
         )
     except RequestRejectedError as exc:
-        return _rejected(exc, cid, "privacy_erasure")
+        return rejected_response(exc, cid, "privacy_erasure")
     except Exception as exc:
-        return _unexpected(exc, cid, "privacy_erasure")
-
-
-def _rejected(exc: RequestRejectedError, cid: str, function: str) -> func.HttpResponse:
-    paths = ", ".join(error.path or "<body>" for error in exc.problem.errors[:20])
-    logger.warning(
-        "%s answered %d (%s)%s [correlation id %s]",
-        function,
-        exc.problem.status,
-        exc.problem.type.rsplit(":", 1)[-1],
-        f" fields: {paths}" if paths else "",
-        cid,
-    )
-    return problem_response(exc.problem, headers={CORRELATION_HEADER: cid, **exc.headers})
-
-
-def _unexpected(exc: Exception, cid: str, function: str) -> func.HttpResponse:
-    # The type only: an exception's text may quote request data.
-    logger.error("%s failed unexpectedly (%s) [correlation id %s]", function, type(exc).__name__, cid)
-    failure = reject(
-        500, "internal", "Internal Server Error", "The connector failed; quote the correlation id.", cid
-    )
-    return problem_response(failure.problem, headers={CORRELATION_HEADER: cid})
+        return unexpected_response(exc, cid, "privacy_erasure")
