@@ -30,6 +30,7 @@ from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys, fno, orders
 from sandbox.bindings import OutBinding
+from sandbox.demo import demo_configuration
 from sandbox.demo_customers import DEMO_CUSTOMER
 from sandbox.server import Sandbox
 from shared.abandoned_carts.blueprint import detection_config, notify_service
@@ -171,33 +172,12 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 def function_settings(sandbox: Sandbox, state_dir: Path, *, provider: str) -> tuple[Settings, dict[str, str]]:
     """The demo's settings (sandbox/demo.py) with state in ``state_dir``, and the secrets to set."""
-    values: dict[str, Any] = {
-        "entra_tenant_id": sandbox.tenant_id,
-        "entra_authority_host": sandbox.authority_host,
-        "entra_client_id": sandbox.client_id,
-        "retail_server_url": sandbox.retail_server_url,
-        "retail_server_audience": sandbox.retail_server_audience,
-        "operating_unit_numbers": "128,067",
-        "extra_ca_bundle": sandbox.ca_path,
-        "state_store": "sqlite",
-        "sqlite_path": state_dir / f"functions-{uuid.uuid4().hex[:8]}.sqlite3",
-        "site_url": "https://shop.example.com",
-        "image_base_url": "https://images.example.com/imageFileData/search?fileName=/",
-        "return_to_cart_url_template": "https://shop.example.com/cart?cartId={cartId}&channel={channelId}",
-        "unsubscribe_url_template": "https://shop.example.com/unsubscribe?customer={customerId}",
-        "reminder_steps": "60,1440",
-        "fno_url": fno.fno_url(sandbox),
-        "preview_dir": state_dir / "previews",
-        "email_provider": "preview",
-    }
-    secrets = {"ENTRA_CLIENT_SECRET": sandbox.client_secret}
-    if provider == "emarsys":
-        for key, value in emarsys.env(sandbox).items():
-            if key.lower() in Settings.model_fields:
-                values[key.lower()] = value
-            else:
-                secrets[key] = value  # the stand-in's credentials, read as local secrets
-    return Settings(**values), secrets
+    return demo_configuration(
+        sandbox,
+        provider,
+        sqlite_path=state_dir / f"functions-{uuid.uuid4().hex[:8]}.sqlite3",
+        preview_dir=state_dir / "previews",
+    )
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

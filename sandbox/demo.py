@@ -52,7 +52,11 @@ def registered_functions() -> dict[str, Any]:
     return {str(f.get_function_name()): f.get_user_function() for f in functions}
 
 
-def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
+def demo_configuration(
+    sandbox: Sandbox, provider: str, *, sqlite_path: Path, preview_dir: Path
+) -> tuple[Settings, dict[str, str]]:
+    """The settings that point the app at the sandbox, and the secrets to put in the environment
+    (the benchmarks use the same)."""
     values: dict[str, Any] = {
         "entra_tenant_id": sandbox.tenant_id,
         "entra_authority_host": sandbox.authority_host,
@@ -62,7 +66,7 @@ def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
         "operating_unit_numbers": "128,067",
         "extra_ca_bundle": sandbox.ca_path,
         "state_store": "sqlite",
-        "sqlite_path": STATE_DIR / "connector.sqlite3",
+        "sqlite_path": sqlite_path,
         "site_url": "https://shop.example.com",
         # A retailer's Commerce CDN (Media Server Base URL); images do not load offline.
         "image_base_url": "https://images-us-prod.cms.commerce.dynamics.com/cms/api/demo/imageFileData/search?fileName=/",
@@ -70,17 +74,25 @@ def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
         "unsubscribe_url_template": "https://shop.example.com/unsubscribe?customer={customerId}",
         "reminder_steps": "60,1440",
         "fno_url": fno.fno_url(sandbox),
-        "preview_dir": PREVIEW_DIR,
+        "preview_dir": preview_dir,
         "email_provider": "preview",
     }
-    os.environ["ENTRA_CLIENT_SECRET"] = sandbox.client_secret
+    secrets = {"ENTRA_CLIENT_SECRET": sandbox.client_secret}
     if provider == "emarsys":
         for key, value in emarsys.env(sandbox).items():
             if key.lower() in Settings.model_fields:
                 values[key.lower()] = value
             else:
-                os.environ[key] = value  # the stand-in's credentials, read as local secrets
-    return Settings(**values)
+                secrets[key] = value  # the stand-in's credentials, read as local secrets
+    return Settings(**values), secrets
+
+
+def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
+    settings, secrets = demo_configuration(
+        sandbox, provider, sqlite_path=STATE_DIR / "connector.sqlite3", preview_dir=PREVIEW_DIR
+    )
+    os.environ.update(secrets)
+    return settings
 
 
 def fresh_directories() -> None:
