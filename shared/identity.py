@@ -10,8 +10,6 @@ for the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
 import tempfile
@@ -26,6 +24,7 @@ import certifi
 import msal
 import requests
 
+from shared.concurrency import SingleFlight
 from shared.secrets import CachedSecrets
 
 logger = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ class TokenProvider:
         self._timeout = timeout_seconds
         self._clock = clock
         self._tokens: dict[str, _CachedToken] = {}
-        self._pending: dict[str, asyncio.Task[str]] = {}
+        self._requests: SingleFlight[str, str] = SingleFlight()
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
         self._http: _PinnedVerifySession | None = None
@@ -130,22 +129,9 @@ class TokenProvider:
         cached = self._tokens.get(scope)
         if cached is not None and cached.expires_at - self._margin > self._clock():
             return cached.value
-        acquiring = self._pending.get(scope)
-        if acquiring is None:
-            # The request runs as its own task, not in the first caller: cancelling any caller
-            # (an invocation timing out, say) cancels only that caller's wait, never the request
-            # the others are waiting for. It is bounded by the session's timeout.
-            acquiring = asyncio.create_task(self._acquire(scope), name=f"entra-token {scope}")
-            self._pending[scope] = acquiring
-            acquiring.add_done_callback(functools.partial(self._acquired, scope))
-        return await asyncio.shield(acquiring)
-
-    def _acquired(self, scope: str, task: asyncio.Task[str]) -> None:
-        if self._pending.get(scope) is task:
-            del self._pending[scope]
-        if not task.cancelled():
-            # Retrieved here so a failure nobody waited for any more is not reported as unhandled.
-            task.exception()
+        # One request per scope, shared; cancelling a caller (an invocation timing out, say)
+        # cancels only its wait. The request is bounded by the session's timeout.
+        return await self._requests.run(scope, lambda: self._acquire(scope))
 
     def invalidate(self, scope: str) -> None:
         """Drop a cached token, e.g. after the upstream answered 401 to it."""
@@ -206,9 +192,7 @@ class TokenProvider:
         return self._app
 
     def close(self) -> None:
-        for acquiring in list(self._pending.values()):
-            with contextlib.suppress(RuntimeError):  # its loop is already closed: nothing runs
-                acquiring.cancel()
+        self._requests.cancel_all()
         if self._http is not None:
             self._http.close()
             # A later call builds a new session (and bundle) instead of using a closed one.

@@ -11,11 +11,11 @@ customer's consent can change at any moment.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from shared.concurrency import SingleFlight, retrieve_failure
 from shared.retail_server.client import RetailServerClient
 from shared.retail_server.models import ChannelConfiguration, Customer, MediaLocation, SimpleProduct
 
@@ -53,40 +53,6 @@ class TtlCache(Generic[K, V]):
             # Oldest insertion first: dicts keep insertion order.
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (self._clock() + self._ttl, value)
-
-
-class SingleFlight(Generic[K, V]):
-    """Concurrent callers asking for one key share one call; its result or error reaches them all.
-
-    The call runs as its own task that every caller awaits shielded: a cancelled caller stops
-    waiting, and the call goes on for the others.
-    """
-
-    def __init__(self) -> None:
-        self._calls: dict[K, asyncio.Task[V]] = {}
-
-    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
-        task = self._calls.get(key)
-        if task is None:
-            task = asyncio.create_task(_call(call))
-            self._calls[key] = task
-            task.add_done_callback(functools.partial(self._finished, key))
-        return await asyncio.shield(task)
-
-    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
-        if self._calls.get(key) is task:
-            del self._calls[key]
-        _retrieve(task)
-
-
-async def _call(call: Callable[[], Awaitable[V]]) -> V:
-    return await call()
-
-
-def _retrieve(task: asyncio.Task[object]) -> None:
-    """Mark a task's failure retrieved, so one nobody waited for any more is not reported."""
-    if not task.cancelled():
-        task.exception()
 
 
 class _Batch(Generic[K, V]):
@@ -167,7 +133,7 @@ class Coalescer(Generic[G, K, V]):
 
     def _finished(self, task: asyncio.Task[Mapping[K, V]]) -> None:
         self._tasks.discard(task)
-        _retrieve(task)
+        retrieve_failure(task)
 
 
 class Enricher:
