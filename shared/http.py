@@ -45,9 +45,14 @@ class UpstreamError(Exception):
         correlation_id: str,
         upstream_request_id: str | None = None,
         retry_after: float | None = None,
+        may_have_arrived: bool = True,
     ) -> None:
         self.service = service
         self.status = status
+        # False only when the request certainly never reached the upstream (no connection was
+        # made): then even a non-idempotent call was not processed. A timeout or a reset after
+        # the request was written leaves it True: the upstream may have acted on it.
+        self.may_have_arrived = may_have_arrived
         self.correlation_id = correlation_id
         self.upstream_request_id = upstream_request_id
         self.retry_after = retry_after
@@ -199,6 +204,9 @@ class HttpClient:
         if timeout is not None:
             extra["timeout"] = aiohttp.ClientTimeout(total=timeout)
         attempt = 0
+        # Whether an earlier attempt may have been processed: the error raised at the end says so
+        # for all attempts, not only the last (a timeout, then a refused connection, may still mail).
+        reached = False
         while True:
             attempt += 1
             try:
@@ -220,11 +228,15 @@ class HttpClient:
                         upstream_request_id=_first_header(resp.headers, _CORRELATION_HEADERS),
                     )
             except TimeoutError as exc:
+                # aiohttp names a timeout while connecting apart; any other may hide a request the
+                # upstream received.
+                reached = reached or not isinstance(exc, aiohttp.ConnectionTimeoutError)
                 if not idempotent or attempt >= self.policy.max_attempts:
                     raise UpstreamTimeoutError(
                         service,
                         f"no answer in time after {attempt} attempt(s)",
                         correlation_id=correlation_id,
+                        may_have_arrived=reached,
                     ) from exc
                 await self._wait(service, attempt, None, "timeout")
                 continue
@@ -232,11 +244,15 @@ class HttpClient:
                 # The connection was never made, so even a non-idempotent request can be sent again.
                 if attempt >= self.policy.max_attempts:
                     raise UpstreamConnectionError(
-                        service, f"cannot connect ({type(exc).__name__})", correlation_id=correlation_id
+                        service,
+                        f"cannot connect ({type(exc).__name__})",
+                        correlation_id=correlation_id,
+                        may_have_arrived=reached,
                     ) from exc
                 await self._wait(service, attempt, None, "connect error")
                 continue
             except aiohttp.ClientError as exc:
+                reached = True
                 if not idempotent or attempt >= self.policy.max_attempts:
                     raise UpstreamConnectionError(
                         service, f"connection failed ({type(exc).__name__})", correlation_id=correlation_id
@@ -245,6 +261,8 @@ class HttpClient:
                 continue
 
             if response.status in retry_statuses and attempt < self.policy.max_attempts:
+                # 429 and 503 say the request was not processed; a 5xx else may hide one that was.
+                reached = reached or response.status not in RETRYABLE_STATUSES_NON_IDEMPOTENT
                 server_delay = response.retry_after()
                 if server_delay is not None and server_delay > self.policy.max_server_delay:
                     return response

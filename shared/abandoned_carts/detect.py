@@ -25,7 +25,7 @@ from typing import Any
 from shared.abandoned_carts.messages import CartMessage
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
 from shared.retail_server.models import Cart, CartStatus, CartType
-from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus
+from shared.state.ledger import STALE_SENDING, Ledger, LedgerEntry, LedgerStatus, TransitionError
 from shared.state.records import RunSummaryStore, Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.store import DocumentStore
 from shared.timeutil import sortable
@@ -295,7 +295,8 @@ class Detector:
             )
             requeued += 1
         # An invocation that died mid-send left its entry claimed, and its message is gone: queue
-        # it again; notify takes the stale claim over (the dedup key stops a second email).
+        # it again; notify takes the stale claim over (a claimed entry never reached a provider
+        # without dedup, and one with dedup drops the repeat).
         for entry in await self._ledger.stale_claims(now=now, limit=self._config.due_sweep_limit):
             messages.append(
                 CartMessage(
@@ -303,4 +304,29 @@ class Detector:
                 ).encode()
             )
             requeued += 1
+        await self._settle_stale_sending(now)
         return requeued
+
+    async def _settle_stale_sending(self, now: datetime) -> None:
+        """An invocation died during or after the call of a provider that cannot de-duplicate: the
+        email may have gone out, so it is never queued again; the entry ends ``uncertain``."""
+        for entry in await self._ledger.stale_sending(now=now, limit=self._config.due_sweep_limit):
+            try:
+                await self._ledger.transition(
+                    entry.cart_id,
+                    entry.cart_version,
+                    entry.step,
+                    allowed_from=frozenset({LedgerStatus.SENDING}),
+                    to=LedgerStatus.UNCERTAIN,
+                    now=now,
+                    reason=STALE_SENDING,
+                )
+            except TransitionError:
+                continue
+            logger.warning(
+                "cart %s v%d step %d: its send was interrupted; recorded uncertain (sent once or not at "
+                "all, never sent again)",
+                entry.cart_id,
+                entry.cart_version,
+                entry.step,
+            )

@@ -6,18 +6,27 @@ invocations put their ids into a :class:`Coalescer` batch that is sent once a sh
 passed (``COALESCE_WINDOW_MS``) or the batch is full. Products, media locations and the channel
 configuration change rarely and are cached for a while; customers are never cached, because a
 customer's consent can change at any moment.
+
+Media locations are optional (DESIGN invariant 8): :meth:`Enricher.media_or_none` answers None when
+the look-up fails (404 for an unpublished product, 5xx, a timeout, an unreadable answer), remembers
+the failure for a short while so a broken media route is not asked again for every email, and warns
+once per product per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from shared.concurrency import SingleFlight, retrieve_failure
-from shared.retail_server.client import RetailServerClient
+from shared.http import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
+from shared.retail_server.client import RetailServerClient, RetailServerContractError
 from shared.retail_server.models import ChannelConfiguration, Customer, MediaLocation, SimpleProduct
+
+logger = logging.getLogger(__name__)
 
 G = TypeVar("G", bound=Hashable)
 K = TypeVar("K", bound=Hashable)
@@ -25,6 +34,8 @@ V = TypeVar("V")
 
 # Retail Server documents no limit on ids per call; keep requests and $top modest.
 MAX_BATCH = 100
+# A failed optional look-up is not repeated for this long (nor longer than the product cache).
+OPTIONAL_FAILURE_TTL_SECONDS = 60.0
 
 
 class TtlCache(Generic[K, V]):
@@ -53,6 +64,36 @@ class TtlCache(Generic[K, V]):
             # Oldest insertion first: dicts keep insertion order.
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (self._clock() + self._ttl, value)
+
+
+class OnceLog(Generic[K]):
+    """Remembers which keys were reported already, so a warning goes out once per key per process;
+    bounded, forgetting the oldest key when full (which may then be reported once more)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max_entries = max_entries
+        self._seen: dict[K, None] = {}
+
+    def first_time(self, key: K) -> bool:
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self._max_entries:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[key] = None
+        return True
+
+
+def failure_text(exc: BaseException) -> str:
+    """What went wrong with a look-up, for a log line: a status or a kind, never a body."""
+    if isinstance(exc, RetailServerContractError):
+        return "unreadable answer"
+    if isinstance(exc, UpstreamError) and exc.status is not None:
+        return f"HTTP {exc.status}"
+    if isinstance(exc, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(exc, UpstreamConnectionError):
+        return "connection failed"
+    return type(exc).__name__
 
 
 class _Batch(Generic[K, V]):
@@ -161,6 +202,10 @@ class Enricher:
         self._media_cache: TtlCache[tuple[str, int, int], list[MediaLocation]] = TtlCache(
             product_ttl_seconds, clock=clock
         )
+        self._media_failures: TtlCache[tuple[str, int, int], str] = TtlCache(
+            min(product_ttl_seconds, OPTIONAL_FAILURE_TTL_SECONDS), clock=clock
+        )
+        self._media_warned: OnceLog[int] = OnceLog()
         self._channel_cache: TtlCache[str, ChannelConfiguration] = TtlCache(channel_ttl_seconds, clock=clock)
         # One call in flight per key, shared by whoever asks for the same thing meanwhile.
         self._channel_calls: SingleFlight[str, ChannelConfiguration] = SingleFlight()
@@ -197,6 +242,27 @@ class Enricher:
         )
         self._media_cache.put(key, media)
         return media
+
+    async def media_or_none(self, oun: str, channel_id: int, product_id: int) -> list[MediaLocation] | None:
+        """The product's media locations, or None when they cannot be had: the email then goes
+        without what they give (the image and its alt text), and says so as ``degraded``."""
+        key = (oun, channel_id, product_id)
+        if self._media_failures.get(key) is not None:
+            return None
+        try:
+            return await self.media(oun, channel_id, product_id)
+        except Exception as exc:  # any failure of an optional look-up degrades, none fails the email
+            reason = failure_text(exc)
+            self._media_failures.put(key, reason)
+            if self._media_warned.first_time(product_id):
+                logger.warning(
+                    "product %d: GetMediaLocations failed (%s) on channel %s; emails show it without "
+                    "its image (degraded: images). Warned once per product per process.",
+                    product_id,
+                    reason,
+                    oun,
+                )
+            return None
 
     async def channel(self, oun: str) -> ChannelConfiguration:
         cached = self._channel_cache.get(oun)

@@ -3,14 +3,28 @@
 Per message (a :class:`CartMessage` naming cart id, version, channel and reminder step):
 
 1. claim the ledger entry with a conditional write (pending or failed -> claimed); an entry that
-   is claimed by a live invocation, sent, skipped or superseded ends the work here, so a
-   redelivered message sends nothing more;
+   is claimed by a live invocation, being sent, sent, skipped or superseded ends the work here, so
+   a redelivered message sends nothing more;
 2. re-read the cart and skip if it is gone, changed, checked out or voided, if the customer has a
    newer cart, or if the customer ordered since the cart last changed (``ORDER_CHECK``);
 3. load the customer, the channel configuration and the products (batched and cached, see
    ``enrich.py``), apply consent, the suppression list and the per-customer frequency cap;
 4. build the payload, send it with a deterministic dedup key, record ``sent`` (with the provider's
    ids), ``skipped(reason)`` or ``failed(reason)``, and after a sent step arm the next one.
+
+Optional data degrades, required data fails (DESIGN invariant 8): the cart, the customer and the
+channel configuration must load; a failed media look-up or Store Commerce link leaves the email
+without that part, and the outcome and the ledger entry name it in ``degraded``.
+
+Exactly once where the provider de-duplicates, at most once where it cannot (invariant 9). A
+provider that de-duplicates (``deduplicates = True``: Emarsys, the webhook, the preview) gets a
+message again after any failure, with the same dedup key, and drops the repeat. For one that
+cannot (SendGrid), the entry is marked ``sending`` (claimed -> sending, conditional on the claim)
+right before the call; from then on it is never claimed again. A send that may have gone out
+(:class:`ProviderUncertainError`, or an unexpected error) ends ``uncertain``, a terminal state for
+an operator to look at; one that certainly did not (a refusal, 429, no connection) ends ``failed``
+and is retried. A ``sending`` entry left by a dead invocation becomes ``uncertain`` when notify or
+detection finds it after the claim lease.
 
 Transient failures are recorded as ``failed`` and raised, so the host retries the message (and a
 retry may re-claim a failed entry); permanent ones are recorded and the message completes.
@@ -22,7 +36,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -39,8 +53,10 @@ from shared.email.base import (
     EmailMessage,
     EmailProvider,
     ProviderConfigurationError,
+    ProviderError,
     ProviderRejectedError,
     ProviderTransientError,
+    ProviderUncertainError,
     Recipient,
     SendResult,
 )
@@ -53,7 +69,14 @@ from shared.retail_server.client import RetailServerClient, RetailServerContract
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
 from shared.secrets import SecretSource
 from shared.settings import Settings
-from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerEntry, LedgerStatus
+from shared.state.ledger import (
+    CLAIM_LEASE,
+    STALE_SENDING,
+    Ledger,
+    LedgerEntry,
+    LedgerStatus,
+    TransitionError,
+)
 from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
 from shared.store_commerce import DeepLinkError, PricedItem, build_create_transaction_link
 from shared.timeutil import sortable
@@ -62,13 +85,21 @@ logger = logging.getLogger(__name__)
 
 _CLAIMABLE = frozenset({LedgerStatus.PENDING, LedgerStatus.FAILED})
 _FROM_CLAIMED = frozenset({LedgerStatus.CLAIMED})
+# After the provider answered (or certainly did not send): from either state this invocation holds.
+_FROM_HELD = frozenset({LedgerStatus.CLAIMED, LedgerStatus.SENDING})
+_FROM_SENDING = frozenset({LedgerStatus.SENDING})
+# Optional parts of the email, named in ``degraded`` when their look-up failed.
+DEGRADED_IMAGES = "images"
+DEGRADED_STORE_COMMERCE_LINK = "store_commerce_link"
+# An accepted send that the ledger could not record (it stays "sending", never sent again).
+NOT_RECORDED = "not_recorded"
 _MAX_CONDITIONAL_ATTEMPTS = 8
 # Upstream answers that an operator must fix (credentials, relying party, role): retrying the
 # message later is right, so they raise like transient failures and end in the poison queue.
 _OPERATOR_STATUSES = frozenset({401, 403})
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
-Status = Literal["sent", "previewed", "skipped", "failed", "ignored"]
+Status = Literal["sent", "previewed", "skipped", "failed", "ignored", "uncertain"]
 
 
 class MalformedMessageError(ValueError):
@@ -146,12 +177,25 @@ class Outcome:
     cart_version: int
     step: int
     provider_ids: dict[str, str] = field(default_factory=dict)
+    # The optional parts the email went without ("images", "store_commerce_link").
+    degraded: tuple[str, ...] = ()
 
 
 class _SkippedError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class _ClaimLostError(Exception):
+    """Another invocation took this entry over before the send: this one must not send."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    message: EmailMessage
+    payload: AbandonedCartPayload
+    degraded: tuple[str, ...]
 
 
 class FrequencyCap:
@@ -243,12 +287,20 @@ def is_permanent(exc: BaseException) -> bool:
     return False
 
 
+def _certainly_not_sent(exc: BaseException) -> bool:
+    """A provider error that proves the message did not go out: a refusal, a rate limit, an outage
+    answered before processing, no connection. An uncertain one, or anything else, proves nothing."""
+    return isinstance(exc, ProviderError) and not isinstance(exc, ProviderUncertainError)
+
+
 def failure_reason(exc: BaseException) -> str:
     """A short, stable reason for the ledger; the detail (safe to log) is in the log line."""
     if isinstance(exc, UpstreamError):
         return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
     if isinstance(exc, ProviderConfigurationError):
         return "provider_misconfigured"
+    if isinstance(exc, ProviderUncertainError):
+        return f"provider_{exc.reason}"
     if isinstance(exc, ProviderTransientError):
         return "provider_unavailable"
     if isinstance(exc, ProviderRejectedError):
@@ -276,6 +328,8 @@ class NotifyService:
         self._sender = BatchingSender(provider, window_seconds=config.send_window_seconds)
         # The preview provider (EMAIL_PROVIDER=preview, DRY_RUN=true) writes files, sends nothing.
         self._previews_only = not getattr(provider, "sends_email", True)
+        # A provider that does not say it de-duplicates is taken not to: at most once is the safe side.
+        self._deduplicates = bool(getattr(provider, "deduplicates", False))
         self._orders = OrderCheck(retail, enabled=config.order_check)
         self._enricher = enricher
         self._config = config
@@ -292,16 +346,21 @@ class NotifyService:
         await self._sender.close()
 
     async def handle(self, message: CartMessage, now: datetime) -> Outcome:
-        claimed, why_not = await self._claim(message, now)
-        if claimed is None:
-            outcome = Outcome("ignored", why_not, message.cart_id, message.cart_version, message.step)
-            return self._log(outcome)
+        claimed = await self._claim(message, now)
+        if isinstance(claimed, Outcome):
+            return self._log(claimed)
         try:
             outcome = await self._process(claimed, now)
+        except _ClaimLostError:
+            outcome = Outcome("ignored", "claim_lost", claimed.cart_id, claimed.cart_version, claimed.step)
+            return self._log(outcome)
         except Exception as exc:
             reason = failure_reason(exc)
+            # Only a failure that certainly sent nothing may leave "sending" for the retryable
+            # "failed"; anything else keeps "sending", which no retry takes (it becomes "uncertain").
+            allowed = _FROM_HELD if _certainly_not_sent(exc) else _FROM_CLAIMED
             try:
-                await self._finish(claimed, LedgerStatus.FAILED, now, reason=reason)
+                await self._finish(claimed, LedgerStatus.FAILED, now, reason=reason, allowed_from=allowed)
             except Exception:
                 logger.exception(
                     "could not record the failure of cart %s step %d", claimed.cart_id, claimed.step
@@ -315,15 +374,20 @@ class NotifyService:
 
     # ----- claim and record
 
-    async def _claim(self, message: CartMessage, now: datetime) -> tuple[LedgerEntry | None, str]:
+    async def _claim(self, message: CartMessage, now: datetime) -> LedgerEntry | Outcome:
+        """The claimed entry, or the outcome of a message that finds nothing to do."""
+        ids = (message.cart_id, message.cart_version, message.step)
         for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
-            found = await self._ledger.get(message.cart_id, message.cart_version, message.step)
+            found = await self._ledger.get(*ids)
             if found is None:
-                return None, "no_ledger_entry"
+                return Outcome("ignored", "no_ledger_entry", *ids)
             entry, etag = found
-            stale_claim = entry.status is LedgerStatus.CLAIMED and entry.updated_at < now - CLAIM_LEASE
+            stale = entry.updated_at < now - CLAIM_LEASE
+            if entry.status is LedgerStatus.SENDING and stale:
+                return await self._settle_stale_sending(entry, now)
+            stale_claim = entry.status is LedgerStatus.CLAIMED and stale
             if entry.status not in _CLAIMABLE and not stale_claim:
-                return None, f"already_{entry.status.value}"
+                return Outcome("ignored", f"already_{entry.status.value}", *ids)
             claimed = entry.model_copy(
                 update={
                     "status": LedgerStatus.CLAIMED,
@@ -336,8 +400,21 @@ class NotifyService:
                 await self._store.replace("ledger", entry.cart_id, entry.key, claimed.body(), etag=etag)
             except PreconditionFailedError:
                 continue
-            return claimed, ""
-        return None, "claim_contended"
+            return claimed
+        return Outcome("ignored", "claim_contended", *ids)
+
+    async def _settle_stale_sending(self, entry: LedgerEntry, now: datetime) -> Outcome:
+        """An invocation died during or after the call of a provider without dedup: the email may
+        have gone out, so it is never sent again; the entry ends ``uncertain``."""
+        ids = (entry.cart_id, entry.cart_version, entry.step)
+        try:
+            await self._ledger.transition(
+                *ids, allowed_from=_FROM_SENDING, to=LedgerStatus.UNCERTAIN, now=now, reason=STALE_SENDING
+            )
+        except TransitionError as exc:
+            moved = exc.entry.status.value if exc.entry is not None else "gone"
+            return Outcome("ignored", f"already_{moved}", *ids)
+        return Outcome("uncertain", STALE_SENDING, *ids, degraded=tuple(entry.degraded))
 
     async def _finish(
         self,
@@ -347,20 +424,25 @@ class NotifyService:
         *,
         reason: str | None = None,
         provider_ids: dict[str, str] | None = None,
+        degraded: tuple[str, ...] | None = None,
+        allowed_from: frozenset[LedgerStatus] = _FROM_HELD,
     ) -> None:
         await self._ledger.transition(
             entry.cart_id,
             entry.cart_version,
             entry.step,
-            allowed_from=_FROM_CLAIMED,
+            allowed_from=allowed_from,
             to=status,
             now=now,
             reason=reason,
             provider_ids=provider_ids,
+            degraded=None if degraded is None else list(degraded),
         )
 
     def _log(self, outcome: Outcome, *, error: BaseException | None = None) -> Outcome:
         self.outcomes[f"{outcome.status}:{outcome.reason}" if outcome.reason else outcome.status] += 1
+        for part in outcome.degraded:
+            self.outcomes[f"degraded:{part}"] += 1
         text = "abandoned-cart notify %s"
         record = {
             "cartId": outcome.cart_id,
@@ -368,10 +450,18 @@ class NotifyService:
             "step": outcome.step,
             "status": outcome.status,
             "reason": outcome.reason,
+            "degraded": list(outcome.degraded),
         }
         if error is not None:
             # str() of these errors is safe to log by contract: no address, no secret.
             logger.error(text + ": %s", json.dumps(record), error)
+        elif outcome.status == "uncertain" or outcome.reason == NOT_RECORDED:
+            logger.warning(
+                text + ": the email went out once or not at all and is never sent again; the "
+                "provider's activity for dedup key %s tells which",
+                json.dumps(record),
+                dedup_key(outcome.cart_id, outcome.cart_version, outcome.step),
+            )
         else:
             logger.info(text, json.dumps(record))
         return outcome
@@ -380,7 +470,7 @@ class NotifyService:
 
     async def _process(self, entry: LedgerEntry, now: datetime) -> Outcome:
         try:
-            message, payload = await self._prepare(entry, now)
+            prepared = await self._prepare(entry, now)
         except _SkippedError as skip:
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason=skip.reason)
             return Outcome("skipped", skip.reason, entry.cart_id, entry.cart_version, entry.step)
@@ -388,42 +478,89 @@ class NotifyService:
         if not await self._cap.reserve(entry.customer_id, holder, now):
             await self._finish(entry, LedgerStatus.SKIPPED, now, reason="frequency_cap")
             return Outcome("skipped", "frequency_cap", entry.cart_id, entry.cart_version, entry.step)
+        if not self._deduplicates:
+            await self._mark_sending(entry, now)
         try:
-            result = await self._sender.send(message)
+            result = await self._sender.send(prepared.message)
         except (ProviderRejectedError, ProviderConfigurationError):
             # Certainly not sent, so the customer's window is given back. After a transient error
             # it is kept: a timeout can hide an accepted send, and the retry holds the window anyway.
             await self._cap.release(entry.customer_id, holder)
             raise
+        except Exception as exc:
+            if self._deduplicates or _certainly_not_sent(exc):
+                raise
+            # The provider may have sent it and cannot drop a repeat: never again. The window stays held.
+            return await self._record_uncertain(entry, exc, prepared.degraded, now)
         if self._previews_only:
-            return await self._record_preview(entry, result, now)
-        return await self._record_result(entry, payload, result, holder, now)
+            return await self._record_preview(entry, result, prepared.degraded, now)
+        return await self._record_result(entry, result, prepared.degraded, holder, now)
+
+    async def _mark_sending(self, entry: LedgerEntry, now: datetime) -> None:
+        """claimed -> sending, only while this invocation's claim holds (a takeover counts an attempt)."""
+        try:
+            await self._ledger.transition(
+                entry.cart_id,
+                entry.cart_version,
+                entry.step,
+                allowed_from=_FROM_CLAIMED,
+                to=LedgerStatus.SENDING,
+                now=now,
+                attempts=entry.attempts,
+            )
+        except TransitionError:
+            raise _ClaimLostError() from None
+
+    async def _record_uncertain(
+        self, entry: LedgerEntry, exc: Exception, degraded: tuple[str, ...], now: datetime
+    ) -> Outcome:
+        detail = exc.reason if isinstance(exc, ProviderUncertainError) else "unexpected_error"
+        reason = f"{self._provider.name}_{detail}"
+        # str() of provider errors is safe to log by contract; an unexpected one is named by type.
+        logger.error(
+            "cart %s step %d: the send through %s may have gone out (%s)",
+            entry.cart_id,
+            entry.step,
+            self._provider.name,
+            exc if isinstance(exc, ProviderError) else type(exc).__name__,
+        )
+        try:
+            await self._finish(
+                entry,
+                LedgerStatus.UNCERTAIN,
+                now,
+                reason=reason,
+                degraded=degraded,
+                allowed_from=_FROM_SENDING,
+            )
+        except Exception:
+            # It stays "sending", which nothing re-sends; the claim lease turns it "uncertain" later.
+            logger.exception("could not record cart %s step %d as uncertain", entry.cart_id, entry.step)
+        return Outcome("uncertain", reason, entry.cart_id, entry.cart_version, entry.step, degraded=degraded)
 
     @staticmethod
     def _holder(entry: LedgerEntry) -> str:
         return f"{entry.cart_id}|v{entry.cart_version}"
 
-    async def _record_preview(self, entry: LedgerEntry, result: SendResult, now: datetime) -> Outcome:
+    async def _record_preview(
+        self, entry: LedgerEntry, result: SendResult, degraded: tuple[str, ...], now: datetime
+    ) -> Outcome:
         """The terminal ``previewed`` state: a cart handled in a dry run is not mailed later, when
         the connector goes live, unless it changes (a new version starts again at step 1)."""
         ids = dict(result.provider_ids)
-        await self._finish(entry, LedgerStatus.PREVIEWED, now, provider_ids=ids)
-        return Outcome("previewed", None, entry.cart_id, entry.cart_version, entry.step, ids)
+        await self._finish(entry, LedgerStatus.PREVIEWED, now, provider_ids=ids, degraded=degraded)
+        return Outcome("previewed", None, entry.cart_id, entry.cart_version, entry.step, ids, degraded)
 
     async def _record_result(
         self,
         entry: LedgerEntry,
-        payload: AbandonedCartPayload,
         result: SendResult,
+        degraded: tuple[str, ...],
         holder: str,
         now: datetime,
     ) -> Outcome:
         if result.status == "sent":
-            await self._finish(entry, LedgerStatus.SENT, now, provider_ids=dict(result.provider_ids))
-            await self._arm_next_step(entry, now)
-            return Outcome(
-                "sent", None, entry.cart_id, entry.cart_version, entry.step, dict(result.provider_ids)
-            )
+            return await self._record_sent(entry, result, degraded, now)
         await self._cap.release(entry.customer_id, holder)
         reason = result.reason or f"provider_{result.status}"
         status = LedgerStatus.SKIPPED if result.status == "skipped" else LedgerStatus.FAILED
@@ -435,6 +572,59 @@ class NotifyService:
             entry.cart_version,
             entry.step,
         )
+
+    async def _record_sent(
+        self, entry: LedgerEntry, result: SendResult, degraded: tuple[str, ...], now: datetime
+    ) -> Outcome:
+        ids = dict(result.provider_ids)
+        outcome = Outcome("sent", None, entry.cart_id, entry.cart_version, entry.step, ids, degraded)
+        try:
+            await self._finish(entry, LedgerStatus.SENT, now, provider_ids=ids, degraded=degraded)
+        except Exception as exc:
+            if self._deduplicates:
+                # Recorded as failed and retried: the provider drops the repeat (exactly once).
+                raise
+            if not await self._retry_sent(entry, ids, degraded, now, exc):
+                return replace(outcome, reason=NOT_RECORDED)
+        await self._arm_next_step(entry, now)
+        return outcome
+
+    async def _retry_sent(
+        self,
+        entry: LedgerEntry,
+        ids: dict[str, str],
+        degraded: tuple[str, ...],
+        now: datetime,
+        first: Exception,
+    ) -> bool:
+        """The provider accepted, the ledger write failed; a provider without dedup must never be
+        asked again, so the write is tried once more here rather than by a retry of the message.
+        False when it failed again: the entry stays ``sending`` (never re-sent, ``uncertain`` after
+        the claim lease)."""
+        logger.warning(
+            "cart %s step %d: recording the accepted send failed (%s); trying once more",
+            entry.cart_id,
+            entry.step,
+            type(first).__name__,
+        )
+        try:
+            await self._finish(entry, LedgerStatus.SENT, now, provider_ids=ids, degraded=degraded)
+        except TransitionError as exc:
+            # The first write may have landed after all.
+            if exc.entry is not None and exc.entry.status is LedgerStatus.SENT:
+                return True
+            logger.error("cart %s step %d: %s", entry.cart_id, entry.step, exc)
+            return False
+        except Exception as exc:
+            logger.error(
+                "cart %s step %d: the provider accepted the email but the ledger could not record it "
+                "(%s); it stays 'sending' and is never sent again",
+                entry.cart_id,
+                entry.step,
+                type(exc).__name__,
+            )
+            return False
+        return True
 
     async def _arm_next_step(self, entry: LedgerEntry, now: datetime) -> None:
         steps = self._config.reminder_steps
@@ -458,7 +648,7 @@ class NotifyService:
         )
         await self._ledger.record(following)
 
-    async def _prepare(self, entry: LedgerEntry, now: datetime) -> tuple[EmailMessage, AbandonedCartPayload]:
+    async def _prepare(self, entry: LedgerEntry, now: datetime) -> _Prepared:
         if entry.step > 1:
             before = await self._ledger.get(entry.cart_id, entry.cart_version, entry.step - 1)
             if before is None or before[0].status is not LedgerStatus.SENT:
@@ -483,7 +673,7 @@ class NotifyService:
             raise _SkippedError("frequency_cap")
         if await self._orders.ordered_since(entry.oun, entry.customer_id, entry.modified_at, now):
             raise _SkippedError("ordered_since")
-        payload = await self._payload(entry, cart, customer, email, now)
+        payload, degraded = await self._payload(entry, cart, customer, email, now)
         try:
             recipient = Recipient(
                 email=email,
@@ -499,7 +689,7 @@ class NotifyService:
             recipient=recipient,
             data=payload.data(),
         )
-        return message, payload
+        return _Prepared(message, payload, degraded)
 
     async def _current_cart(self, entry: LedgerEntry) -> Cart:
         cart = await self._retail.get_cart(entry.oun, entry.cart_id)
@@ -518,7 +708,8 @@ class NotifyService:
 
     async def _payload(
         self, entry: LedgerEntry, cart: Cart, customer: Customer, email: str, now: datetime
-    ) -> AbandonedCartPayload:
+    ) -> tuple[AbandonedCartPayload, tuple[str, ...]]:
+        """The email's data, and the optional parts it goes without because their look-up failed."""
         channel = await self._enricher.channel(entry.oun)
         channel_id = cart.channel_id or channel.record_id
         lines = [line for line in cart.active_lines if line.product_id is not None]
@@ -529,11 +720,14 @@ class NotifyService:
             zip(
                 found_ids,
                 await asyncio.gather(
-                    *(self._enricher.media(entry.oun, channel_id, pid) for pid in found_ids)
+                    *(self._enricher.media_or_none(entry.oun, channel_id, pid) for pid in found_ids)
                 ),
                 strict=True,
             )
         )
+        degraded: list[str] = []
+        if any(found is None for found in media.values()):
+            degraded.append(DEGRADED_IMAGES)
         product_lines: list[ProductLine] = []
         for line in lines:
             assert line.product_id is not None
@@ -548,7 +742,9 @@ class NotifyService:
                 continue
             name = product.name or line.description or product.item_id or str(product.record_id)
             images = image_set(
-                media=media.get(product.record_id, []),
+                # Without its media locations (the look-up failed) the product's primary image,
+                # if Products/GetByIds gave one, still serves, without its alt text.
+                media=media.get(product.record_id) or [],
                 primary_image_url=product.primary_image_url,
                 product_name=name,
                 base_url=self._config.image_base_url,
@@ -571,6 +767,8 @@ class NotifyService:
         if not product_lines:
             raise _SkippedError("no_products_found")
         link, omitted = self._store_commerce_link(entry, product_lines)
+        if link is None:
+            degraded.append(DEGRADED_STORE_COMMERCE_LINK)
         values: dict[str, str | int] = {
             "cartId": cart.id,
             "oun": entry.oun,
@@ -582,7 +780,7 @@ class NotifyService:
         subtotal = cart.subtotal_amount
         if subtotal is None:
             subtotal = sum((p.line_amount for p in product_lines), Decimal(0))
-        return AbandonedCartPayload(
+        payload = AbandonedCartPayload(
             cart_id=cart.id,
             cart_version=cart.version,
             step=entry.step,
@@ -602,6 +800,7 @@ class NotifyService:
             store_commerce_link_omitted_products=omitted,
             unsubscribe_url=fill_template(self._config.unsubscribe_url_template, values),
         )
+        return payload, tuple(degraded)
 
     async def _unsubscribe_token(self, email: str, account: str, now: datetime) -> str:
         if self._secrets is None:
@@ -622,6 +821,7 @@ class NotifyService:
         try:
             built = build_create_transaction_link(entry.customer_id, items)
         except (DeepLinkError, ValidationError) as exc:
+            # Optional: the email goes without it (degraded), never fails for it.
             logger.warning("cart %s: no Store Commerce link (%s)", entry.cart_id, type(exc).__name__)
             return None, []
         return built.url, built.dropped_product_ids

@@ -2,8 +2,14 @@
 
 The service hands a provider a fully built :class:`EmailMessage`: the recipient, the template data
 and a deterministic ``dedup_key`` derived from (cart id, cart version, step). Providers that can
-de-duplicate on their side (Emarsys ``trigger_id``) must pass it on, so a resend after a crash
-between "provider accepted" and "ledger recorded" is dropped by the provider.
+de-duplicate on their side (Emarsys ``trigger_id``, the webhook's ``webhook-id``) must pass it on,
+so a resend after a crash between "provider accepted" and "ledger recorded" is dropped by the
+provider, and say so with ``deduplicates = True``.
+
+A provider separates "certainly not sent" (a refused connection, 429, a 4xx refusal: the ordinary
+errors below) from "maybe sent" (:class:`ProviderUncertainError`: no answer after the request was
+written, a reset, a 5xx that may hide an accepted send). Notify repeats a maybe-sent message only
+through a provider that de-duplicates; for any other it records ``uncertain`` and never repeats it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from shared.http import UpstreamError, UpstreamTimeoutError
 
 
 class Recipient(BaseModel):
@@ -58,6 +66,36 @@ class ProviderTransientError(ProviderError):
         super().__init__(message)
 
 
+class ProviderUncertainError(ProviderTransientError):
+    """The provider may have accepted the message although no acceptance came back: the answer
+    was lost (a timeout after the request was written, a connection reset) or was a 5xx that can
+    follow an accepted send. ``reason`` is short and stable (``timeout``, ``connection_lost``,
+    ``http_500``). Only a provider that de-duplicates may be given the message again."""
+
+    def __init__(self, message: str, *, reason: str, retry_after: float | None = None) -> None:
+        self.reason = reason
+        super().__init__(message, retry_after=retry_after)
+
+
+def unanswered(exc: UpstreamError) -> ProviderTransientError:
+    """The provider error for a call that got no answer: uncertain, unless the request certainly
+    never reached the provider (no connection was made)."""
+    if not exc.may_have_arrived:
+        return ProviderTransientError(str(exc))
+    reason = "timeout" if isinstance(exc, UpstreamTimeoutError) else "connection_lost"
+    return ProviderUncertainError(str(exc), reason=reason)
+
+
+class PartialSendError(ProviderError):
+    """From ``send_many`` when some messages of the batch went out and others did not: one result
+    or error per message, in order, so an accepted message is never reported as failed."""
+
+    def __init__(self, outcomes: Sequence[SendResult | ProviderError]) -> None:
+        self.outcomes = list(outcomes)
+        failed = sum(1 for outcome in self.outcomes if isinstance(outcome, ProviderError))
+        super().__init__(f"{failed} of {len(self.outcomes)} message(s) of a batch failed")
+
+
 class ProviderConfigurationError(ProviderError):
     """The provider is set up wrongly (bad credentials, event not connected to a program):
     retrying will not help until an operator acts; the message says what to do."""
@@ -69,6 +107,10 @@ class ProviderRejectedError(ProviderError):
 
 class EmailProvider(Protocol):
     name: str
+    # True when the provider drops a second message with the same dedup key, so a message whose
+    # first attempt may have gone out can be sent again safely (exactly once). False: notify marks
+    # the entry ``sending`` before the call and never repeats an uncertain send (at most once).
+    deduplicates: bool
 
     async def send(self, message: EmailMessage) -> SendResult: ...
 

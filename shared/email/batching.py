@@ -13,7 +13,13 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from shared.email.base import EmailMessage, EmailProvider, ProviderRejectedError, SendResult
+from shared.email.base import (
+    EmailMessage,
+    EmailProvider,
+    PartialSendError,
+    ProviderRejectedError,
+    SendResult,
+)
 
 _Waiting = tuple[EmailMessage, "asyncio.Future[SendResult]"]
 
@@ -58,6 +64,16 @@ class BatchingSender:
                 results = [await self._provider.send(batch[0][0])]
             else:
                 results = await self._provider.send_many([message for message, _ in batch])
+        except PartialSendError as partial:
+            # Some went out, some did not: each invocation gets its own result or error.
+            for (_, future), outcome in zip(batch, partial.outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, SendResult):
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(outcome)
+            return
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():

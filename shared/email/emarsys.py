@@ -21,6 +21,7 @@ from shared.email.base import (
     ProviderRejectedError,
     ProviderTransientError,
     SendResult,
+    unanswered,
 )
 from shared.email.emarsys_auth import EmarsysAuth
 from shared.email.jsonbody import JSON_HEADERS, dumps
@@ -80,6 +81,8 @@ class _Entry:
 
 class EmarsysProvider:
     name = "emarsys"
+    # Emarsys processes one trigger per trigger_id (the dedup key): a repeat is dropped.
+    deduplicates = True
 
     def __init__(
         self,
@@ -289,7 +292,7 @@ class EmarsysProvider:
                 )
             except UpstreamError as exc:
                 if attempt >= self._policy.max_attempts:
-                    raise ProviderTransientError(str(exc)) from None
+                    raise unanswered(exc) from None
                 await self._wait(attempt, None, type(exc).__name__)
                 continue
             if response.status == 401 and not reauthenticated:

@@ -123,6 +123,8 @@ class PreviewProvider:
     name = "preview"
     # Notify records what this provider handled as "previewed", not "sent": no email went out.
     sends_email = False
+    # Files are written by dedup key: a repeat overwrites the same preview.
+    deduplicates = True
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

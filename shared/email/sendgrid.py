@@ -2,7 +2,9 @@
 
 SendGrid has no idempotency key and does not de-duplicate: the message's dedup key travels as the
 ``dedup_key`` custom arg (visible in the Event Webhook), but preventing a second send is the
-ledger's job alone. Custom args are stored by SendGrid as non-personal data, so only the opaque
+ledger's job alone. So a send whose answer was lost (a timeout after the request was written, a
+reset) or that ended in a 5xx other than 503 raises :class:`ProviderUncertainError`, and notify
+never repeats it. Custom args are stored by SendGrid as non-personal data, so only the opaque
 dedup key goes there, never an address or a name.
 """
 
@@ -14,10 +16,14 @@ from typing import Any
 
 from shared.email.base import (
     EmailMessage,
+    PartialSendError,
     ProviderConfigurationError,
+    ProviderError,
     ProviderRejectedError,
     ProviderTransientError,
+    ProviderUncertainError,
     SendResult,
+    unanswered,
 )
 from shared.email.jsonbody import JSON_HEADERS, dumps, to_jsonable
 from shared.http import HttpClient, UpstreamError, UpstreamResponse
@@ -29,10 +35,13 @@ logger = logging.getLogger(__name__)
 SERVICE = "sendgrid"
 MAX_PERSONALIZATIONS = 1000
 DEDUP_ARG = "dedup_key"
+# Answers that say the request was not processed; any other 5xx may follow an accepted send.
+_NOT_PROCESSED = frozenset({429, 503})
 
 
 class SendGridProvider:
     name = "sendgrid"
+    deduplicates = False
 
     def __init__(
         self,
@@ -62,10 +71,24 @@ class SendGridProvider:
         return (await self._send_request([message]))[0]
 
     async def send_many(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        results: list[SendResult] = []
+        outcomes: list[SendResult | ProviderError] = []
+        failure: ProviderError | None = None
         for chunk in chunks(messages):
-            results.extend(await self._send_request(chunk))
-        return results
+            if failure is not None:
+                # Not attempted after an earlier request failed: certainly not sent.
+                outcomes.extend(ProviderTransientError(f"not sent: {failure}") for _ in chunk)
+                continue
+            try:
+                outcomes.extend(await self._send_request(chunk))
+            except ProviderError as exc:
+                failure = exc
+                outcomes.extend(exc for _ in chunk)
+        if failure is None:
+            return [outcome for outcome in outcomes if isinstance(outcome, SendResult)]
+        if not any(isinstance(outcome, SendResult) for outcome in outcomes):
+            raise failure
+        # Earlier requests were accepted: those messages must not be reported (and retried) as failed.
+        raise PartialSendError(outcomes)
 
     def body(self, messages: Sequence[EmailMessage]) -> dict[str, Any]:
         sender: dict[str, str] = {"email": self.from_email}
@@ -96,7 +119,7 @@ class SendGridProvider:
                 idempotent=False,
             )
         except UpstreamError as exc:
-            raise ProviderTransientError(str(exc)) from None
+            raise unanswered(exc) from None
         self._raise_for_status(response, len(messages))
         message_id = _header(response, "x-message-id")
         logger.info("SendGrid accepted %d message(s)", len(messages))
@@ -119,10 +142,16 @@ class SendGridProvider:
                 f"SendGrid refused the API key (HTTP {status}): check the secret {self._key_name!r} and "
                 f"that the key has the Mail Send permission {suffix}"
             )
-        if status == 429 or status >= 500:
+        if status in _NOT_PROCESSED:
             raise ProviderTransientError(
                 f"SendGrid answered HTTP {status} for {count} message(s) {suffix}",
                 retry_after=response.retry_after(),
+            )
+        if status >= 500:
+            raise ProviderUncertainError(
+                f"SendGrid answered HTTP {status} for {count} message(s), which may follow an accepted "
+                f"send {suffix}",
+                reason=f"http_{status}",
             )
         raise ProviderRejectedError(
             f"SendGrid refused {count} message(s) (HTTP {status}: {_errors(response)}) {suffix}"

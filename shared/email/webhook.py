@@ -23,7 +23,9 @@ from shared.email.base import (
     ProviderConfigurationError,
     ProviderRejectedError,
     ProviderTransientError,
+    ProviderUncertainError,
     SendResult,
+    unanswered,
 )
 from shared.email.jsonbody import JSON_HEADERS, dumps
 from shared.http import HttpClient, UpstreamError
@@ -65,6 +67,8 @@ def payload(message: EmailMessage, timestamp: int) -> dict[str, Any]:
 
 class WebhookProvider:
     name = "webhook"
+    # Receivers drop a repeated webhook-id (Standard Webhooks), so a lost answer is safely retried.
+    deduplicates = True
 
     def __init__(
         self,
@@ -101,7 +105,7 @@ class WebhookProvider:
             # webhook-id lets the receiver drop a repeat, so a retry after a lost answer is safe.
             response = await self._http.send("POST", self.url, service=SERVICE, headers=headers, data=body)
         except UpstreamError as exc:
-            raise ProviderTransientError(str(exc)) from None
+            raise unanswered(exc) from None
         status = response.status
         suffix = f"[correlation id {response.correlation_id}]"
         if 200 <= status < 300:
@@ -110,9 +114,15 @@ class WebhookProvider:
                 status="sent",
                 provider_ids={"webhook_id": message.dedup_key, "correlation_id": response.correlation_id},
             )
-        if status == 429 or status >= 500:
+        if status in (429, 503):
             raise ProviderTransientError(
                 f"webhook answered HTTP {status} {suffix}", retry_after=response.retry_after()
+            )
+        if status >= 500:
+            raise ProviderUncertainError(
+                f"webhook answered HTTP {status}, the receiver may have taken it {suffix}",
+                reason=f"http_{status}",
+                retry_after=response.retry_after(),
             )
         if status in (401, 403, 404, 410):
             raise ProviderConfigurationError(

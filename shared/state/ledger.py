@@ -2,8 +2,15 @@
 with conditional writes so that nothing is sent twice and nothing is lost.
 
     pending -> claimed -> sent | previewed | skipped(reason) | failed(reason)
+    claimed -> sending -> sent | uncertain(reason) | failed(reason)   (a provider without dedup)
     pending -> superseded (a newer cart of the same customer was recorded)
     failed  -> claimed (a retry)
+    sending -> uncertain (stale: the invocation died during or after the provider call)
+
+``sending`` is written right before the call of a provider that cannot de-duplicate (SendGrid):
+from then on the message may have gone out, so the entry is never claimed again. ``uncertain`` is
+terminal: the email went out once or not at all, and an operator may look (the provider's own
+activity log, by the dedup key).
 
 Beside the entries, a pointer per (channel, customer) names the customer's newest cart, so a
 customer with several abandoned carts gets one email, about the most recent, without any run
@@ -24,8 +31,12 @@ from shared.timeutil import UtcDateTime, sortable
 _MAX_CONDITIONAL_ATTEMPTS = 8
 # A claim older than this belongs to an invocation that died (functionTimeout is 10 minutes): notify
 # may take it over, and detection queues it again, because the host deleted its message when the
-# redelivery found the claim still live. The provider's dedup key makes a repeated send harmless.
+# redelivery found the claim still live. A claimed entry was never handed to a provider without
+# dedup (that one is marked sending first), and a provider with dedup drops the repeat.
 CLAIM_LEASE = timedelta(minutes=15)
+# The reason of an entry found "sending" after the lease: its invocation died during or after the
+# provider call, so whether the email went out is unknown.
+STALE_SENDING = "stale_sending"
 
 
 class LedgerStatus(StrEnum):
@@ -37,6 +48,10 @@ class LedgerStatus(StrEnum):
     SUPERSEDED = "superseded"
     # Handled by a dry run (the preview provider): nothing was sent, and nothing will be.
     PREVIEWED = "previewed"
+    # Being handed to a provider that does not de-duplicate: never claimed again.
+    SENDING = "sending"
+    # Sent once or not at all, nobody can tell: terminal, for an operator to look at.
+    UNCERTAIN = "uncertain"
 
 
 class LedgerEntry(BaseModel):
@@ -54,6 +69,8 @@ class LedgerEntry(BaseModel):
     status: LedgerStatus = LedgerStatus.PENDING
     reason: str | None = None
     provider_ids: dict[str, str] = Field(default_factory=dict, alias="providerIds")
+    # Optional parts the email went without because their look-up failed ("images", ...).
+    degraded: list[str] = Field(default_factory=list)
     attempts: int = 0
     updated_at: UtcDateTime = Field(alias="updatedAt")
 
@@ -114,9 +131,16 @@ class Ledger:
 
     async def stale_claims(self, *, now: datetime, limit: int) -> list[LedgerEntry]:
         """Claimed entries whose invocation died: claimed longer ago than the lease, oldest first."""
+        return await self._stale(LedgerStatus.CLAIMED, now=now, limit=limit)
+
+    async def stale_sending(self, *, now: datetime, limit: int) -> list[LedgerEntry]:
+        """Entries whose invocation died during or after the call of a provider without dedup."""
+        return await self._stale(LedgerStatus.SENDING, now=now, limit=limit)
+
+    async def _stale(self, status: LedgerStatus, *, now: datetime, limit: int) -> list[LedgerEntry]:
         documents = await self._store.query(
             "ledger",
-            equals={"status": LedgerStatus.CLAIMED.value},
+            equals={"status": status.value},
             at_most={"updatedAt": sortable(now - CLAIM_LEASE)},
             order_by="updatedAt",
             limit=limit,
@@ -147,8 +171,13 @@ class Ledger:
         now: datetime,
         reason: str | None = None,
         provider_ids: dict[str, str] | None = None,
+        degraded: list[str] | None = None,
+        attempts: int | None = None,
     ) -> LedgerEntry:
-        """Move an entry to ``to`` if it is in one of ``allowed_from``; conditional on its etag."""
+        """Move an entry to ``to`` if it is in one of ``allowed_from``; conditional on its etag.
+
+        With ``attempts``, only while the entry's attempt count is still that one: the claim that
+        counted it is still the holder, nobody took it over meanwhile."""
         for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
             found = await self.get(cart_id, cart_version, step)
             if found is None:
@@ -156,11 +185,14 @@ class Ledger:
             entry, etag = found
             if entry.status not in allowed_from:
                 raise TransitionError(entry, f"entry is {entry.status}, not one of {sorted(allowed_from)}")
+            if attempts is not None and entry.attempts != attempts:
+                raise TransitionError(entry, f"entry was claimed again (attempt {entry.attempts})")
             updated = entry.model_copy(
                 update={
                     "status": to,
                     "reason": reason,
                     "provider_ids": provider_ids if provider_ids is not None else entry.provider_ids,
+                    "degraded": degraded if degraded is not None else entry.degraded,
                     "attempts": entry.attempts + (1 if to is LedgerStatus.CLAIMED else 0),
                     "updated_at": now,
                 }
