@@ -13,12 +13,14 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from sandbox.retail_server import MEDIA_FAULT_KINDS, check_media_fault
 from sandbox.server import Extension, Sandbox
 
 # What local.settings.sample.json expects: `func start` works against `python -m sandbox` as is.
@@ -61,12 +63,19 @@ def describe(sandbox: Sandbox, modules: list[ModuleType]) -> str:
     return "\n".join(lines)
 
 
+def media_fault_kind(value: str) -> str:
+    try:
+        return check_media_fault(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def publish_ca(ca_path: Path) -> None:
     STABLE_CA_PATH.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ca_path, STABLE_CA_PATH)
 
 
-async def serve(seed: int, port: int) -> None:
+async def serve(seed: int, port: int, media_fault: str | None = None) -> None:
     modules = optional_modules()
     extensions: list[Extension] = [module.add_routes for module in modules]
     stop = asyncio.Event()
@@ -74,7 +83,9 @@ async def serve(seed: int, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    async with Sandbox(seed=seed, extensions=extensions, port=port, access_log=True) as sandbox:
+    async with Sandbox(
+        seed=seed, extensions=extensions, port=port, access_log=True, media_fault=media_fault
+    ) as sandbox:
         # local.settings.sample.json trusts the CA at this fixed path (EXTRA_CA_BUNDLE).
         await asyncio.to_thread(publish_ca, sandbox.ca_path)
         print(describe(sandbox, modules), flush=True)
@@ -90,10 +101,18 @@ def main() -> None:
         default=DEFAULT_PORT,
         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, what local.settings.sample.json names; 0: any)",
     )
+    parser.add_argument(
+        "--media-fault",
+        default=os.environ.get("SANDBOX_MEDIA_FAULT") or None,
+        metavar="KIND",
+        type=media_fault_kind,
+        help="make every Products(id)/GetMediaLocations call fail: "
+        f"{', '.join(MEDIA_FAULT_KINDS)} (default: $SANDBOX_MEDIA_FAULT, else none)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.seed, args.port))
+        asyncio.run(serve(args.seed, args.port, args.media_fault))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ REGULAR_CARTS = {"128": 450, "067": 160}
 SAME_INSTANT_BLOCK = 300
 # Outside the default one-day detection window, inside the three days the data spans.
 SAME_INSTANT_AGE = timedelta(hours=30)
+# The catalogue position of the one product whose media are not published: Products/GetByIds
+# returns it (without a PrimaryImageUrl), Products(id)/GetMediaLocations answers 404.
+UNPUBLISHED_MEDIA_INDEX = 23
 
 _CENT = Decimal("0.01")
 _ALPHANUMERIC = str.maketrans("+/", "Qz")
@@ -191,9 +194,13 @@ class Product:
     master_product_id: int | None = None
     is_gift_card: bool = False
     media: list[MediaItem] = field(default_factory=list)
+    # False: the product's media are not published, and its media look-up answers 404.
+    media_published: bool = True
 
     @property
     def primary_image_url(self) -> str | None:
+        if not self.media_published:
+            return None
         defaults = [m for m in self.media if m.is_default] or self.media
         return defaults[0].uri if defaults else None
 
@@ -487,6 +494,10 @@ class SandboxData:
                 )
                 for n in range(1, image_count + 1)
             ]
+            if index == UNPUBLISHED_MEDIA_INDEX:
+                # Decided by position, not drawn, so every other generated value stays the same.
+                product.media_published = False
+                product.media = []
             self.products[record_id] = product
 
     def _generate_customers(self) -> None:

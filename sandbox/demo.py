@@ -149,6 +149,7 @@ async def _detect_and_notify(
         "",
     ]
     outcomes: Counter[str] = Counter()
+    degraded: Counter[str] = Counter()
     poisoned = 0
 
     async def deliver(index: int, body: str) -> None:
@@ -168,6 +169,7 @@ async def _detect_and_notify(
         if found is not None:
             entry = found[0]
             outcomes[entry.status.value + (f" ({entry.reason})" if entry.reason else "")] += 1
+            degraded.update(entry.degraded)
 
     # As the host does: up to host.json's batchSize messages of one instance at a time.
     batch_size = await asyncio.to_thread(host_batch_size)
@@ -182,6 +184,10 @@ async def _detect_and_notify(
     ]
     if poisoned:
         lines.append(f"  {poisoned:4d}  moved to the poison queue")
+    lines += [
+        f"  {count:4d}  of these went without {part} (degraded: an optional look-up failed)"
+        for part, count in sorted(degraded.items())
+    ]
     if provider == "emarsys":
         triggers = emarsys.stand_in(sandbox).triggers
         lines.append(f"  the Emarsys stand-in accepted {len(triggers)} external-event trigger(s)")

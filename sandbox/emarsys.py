@@ -104,6 +104,11 @@ class EmarsysStandIn:
 
     # ----- helpers for tests
 
+    @property
+    def deliveries(self) -> int:
+        """Triggers that arrived, repeats of a trigger_id included (``triggers`` holds one each)."""
+        return len(self.triggers) + self.duplicates_dropped
+
     def add_contact(self, email: str, *, first_name: str | None = None, last_name: str | None = None) -> int:
         contact: dict[str, Any] = {"id": self._new_contact_id(), EMAIL_FIELD: email}
         if first_name:

@@ -4,6 +4,11 @@ A fault names a route as ``"/path"`` (any method) or ``"METHOD /path"``; the pat
 prefix of the request path, so ``"/rs/Commerce/Carts"`` covers ``/rs/Commerce/Carts/Search``.
 The first matching fault applies; one with ``times`` set is used up after that many requests.
 Because it is an application middleware, it also covers routes that extensions add later.
+
+Most faults stop the request before the stand-in sees it. ``timeout_after`` and ``reset_after``
+let the stand-in process it (an email is accepted, a trigger recorded) and then lose the answer:
+held past the client's timeout, or the connection reset. That is the case a client cannot tell
+from "not processed", and the one a provider without de-duplication must never repeat.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     hits: int = 0
+    # After the stand-in processed the request: hold its answer / reset the connection.
+    timeout_after: bool = False
+    reset_after: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
@@ -54,13 +62,21 @@ class FaultInjector:
         reset: bool = False,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
+        timeout_after: bool = False,
+        reset_after: bool = False,
     ) -> Fault:
         """Inject a fault into the next ``times`` matching requests (every one when ``times`` is None).
 
         ``status`` answers with that status instead of the stand-in (``body``/``headers`` optional);
         ``latency`` delays the request; ``timeout`` holds it for ``timeout_seconds``; ``reset``
         drops the connection without an answer. Latency alone lets the request through afterwards.
+        ``timeout_after`` and ``reset_after`` let the stand-in process the request first, then hold
+        the answer for ``timeout_seconds`` or drop the connection: processed, but never answered.
         """
+        if (timeout_after or reset_after) and (status is not None or timeout or reset):
+            raise ValueError(
+                "timeout_after and reset_after let the request through; no status, timeout or reset"
+            )
         method, _, path = route.partition(" ") if " " in route else ("", "", route)
         if not path.startswith("/"):
             raise ValueError(f"route must be '/path' or 'METHOD /path', got {route!r}")
@@ -76,6 +92,8 @@ class FaultInjector:
             reset=reset,
             headers=dict(headers or {}),
             body=body,
+            timeout_after=timeout_after,
+            reset_after=reset_after,
         )
         self._faults.append(fault)
         return fault
@@ -111,7 +129,15 @@ class FaultInjector:
             await asyncio.sleep(self.timeout_seconds)
             raise web.HTTPServiceUnavailable()
         if fault.status is None:
-            return await handler(request)
+            response = await handler(request)
+            if fault.timeout_after:
+                # The client gives up first; the server notices and cancels this wait.
+                await asyncio.sleep(self.timeout_seconds)
+            if fault.reset_after:
+                _reset_connection(request)
+                await asyncio.sleep(self.timeout_seconds)
+                raise web.HTTPServiceUnavailable()
+            return response
         headers = CIMultiDict(fault.headers)
         body = fault.body
         if body is None:

@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from sandbox.correlation import request_id
 from sandbox.data import Cart, Channel
 from sandbox.entra import TokenRejectedError
+from sandbox.faults import Fault, FaultInjector
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
@@ -34,6 +35,39 @@ _ORDERABLE = {"ModifiedDateTime", "BeginDateTime", "Id"}
 _METADATA = "$metadata#Collection(Microsoft.Dynamics.Commerce.Runtime.DataModel.{})"
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+
+# Every Products(id)/GetMediaLocations(...) call (Products/GetByIds is "Products/", not matched).
+MEDIA_ROUTE = f"GET {ROOT}/Products("
+MEDIA_FAULT_KINDS = ("timeout", "reset", "malformed", "<HTTP status 400-599>")
+
+
+def check_media_fault(kind: str) -> str:
+    """``kind`` if it names a media fault, else ``ValueError``."""
+    if kind in MEDIA_FAULT_KINDS[:-1] or (kind.isdigit() and 400 <= int(kind) <= 599):
+        return kind
+    raise ValueError(f"media fault must be one of {', '.join(MEDIA_FAULT_KINDS)}, not {kind!r}")
+
+
+def add_media_fault(faults: FaultInjector, kind: str) -> Fault:
+    """A standing fault on the media route, for ``Sandbox(media_fault=...)`` and
+    ``python -m sandbox --media-fault``: an HTTP status (``404``, ``500``...), ``timeout`` (held
+    past any client timeout), ``reset`` (connection dropped) or ``malformed`` (200, not JSON).
+    It lasts until ``faults.clear()``."""
+    check_media_fault(kind)
+    if kind == "timeout":
+        return faults.add(MEDIA_ROUTE, timeout=True, times=None)
+    if kind == "reset":
+        return faults.add(MEDIA_ROUTE, reset=True, times=None)
+    if kind == "malformed":
+        return faults.add(
+            MEDIA_ROUTE,
+            status=200,
+            times=None,
+            body='{"value": [{"Uri": ',
+            headers={"Content-Type": "application/json"},
+        )
+    body = json.dumps({"ErrorResourceId": _RUNTIME + "InjectedFault", "LocalizedMessage": "Injected fault."})
+    return faults.add(MEDIA_ROUTE, status=int(kind), times=None, body=body)
 
 
 class _Body(BaseModel):
@@ -256,6 +290,10 @@ class RetailServerStandIn:
         arguments = _function_arguments(request, request.match_info["arguments"], {"channelId", "catalogId"})
         self._known_channel(request, arguments["channelId"])
         product = self.sandbox.data.products.get(int(request.match_info["product_id"]))
+        if product is not None and not product.media_published:
+            raise commerce_error(
+                404, "ResourceNotFound", "The product's media locations are not published.", request
+            )
         media = [item.wire() for item in product.media] if product is not None else []
         return self._collection(request, "MediaLocation", media)
 

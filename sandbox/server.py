@@ -30,7 +30,7 @@ from sandbox.correlation import REQUEST_ID_KEY
 from sandbox.data import SandboxData
 from sandbox.entra import App, EntraStandIn, TokenIssuer, TokenRejectedError, unauthorized
 from sandbox.faults import FaultInjector
-from sandbox.retail_server import RetailServerStandIn
+from sandbox.retail_server import RetailServerStandIn, add_media_fault
 from sandbox.tls import LoopbackTls
 
 Extension = Callable[[web.Application, "Sandbox"], None]
@@ -67,6 +67,7 @@ class Sandbox:
         extensions: Sequence[Extension] = (),
         port: int = 0,
         access_log: bool = False,
+        media_fault: str | None = None,
     ) -> None:
         self.now = now if now is not None else datetime.now(UTC)
         self.tenant_id = TENANT_ID
@@ -76,6 +77,10 @@ class Sandbox:
         self.max_page_size = max_page_size
         self.data = SandboxData(seed=seed, now=self.now)
         self.faults = FaultInjector()
+        if media_fault:
+            # Products(id)/GetMediaLocations fails for every product (an optional look-up: emails
+            # go out without images); see retail_server.add_media_fault for the kinds.
+            add_media_fault(self.faults, media_fault)
         self.stats = Stats()
         self.tokens = TokenIssuer(self.tenant_id, lifetime_seconds=token_lifetime_seconds)
         self.apps: dict[str, App] = {}

@@ -1,5 +1,6 @@
 """A webhook receiver stand-in at ``/webhook/receive``: verifies Standard Webhooks signatures
-(5-minute timestamp tolerance), drops repeated ``webhook-id``s and records what it accepted."""
+(5-minute timestamp tolerance), drops repeated ``webhook-id``s and records what it accepted: one
+entry per unique id in ``received``, every signed delivery (repeats too) in ``deliveries``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ class WebhookReceiver:
     received: list[dict[str, Any]] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
+
+    @property
+    def deliveries(self) -> int:
+        return len(self.received) + self.duplicates
 
     def add_routes(self, app: web.Application, prefix: str = PREFIX) -> None:
         app.router.add_post(f"{prefix}/receive", self._receive)
