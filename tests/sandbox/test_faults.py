@@ -106,3 +106,43 @@ def test_routes_and_times_are_validated() -> None:
     assert faults.take("POST", "/rs/Commerce/Carts/Search") is first
     assert faults.take("GET", "/rs/Commerce/Carts/Search") is None
     assert [f.status for f in faults.active] == [503]
+
+
+class _Counted:
+    """An extension route that counts what it processed, to tell "processed" from "answered"."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+
+    def add_routes(self, app: web.Application, sandbox: Sandbox) -> None:
+        async def accept(request: web.Request) -> web.Response:
+            self.processed += 1
+            return web.Response(status=202)
+
+        app.router.add_post("/ext/accept", accept)
+
+
+@pytest.mark.parametrize("mode", ["timeout_after", "reset_after"])
+async def test_after_modes_process_the_request_then_lose_the_answer(mode: str) -> None:
+    counted = _Counted()
+    async with Sandbox(now=NOW, extensions=[counted.add_routes]) as sandbox:
+        sandbox.faults.add("POST /ext/accept", **{mode: True})
+        connector = aiohttp.TCPConnector(ssl=sandbox.client_ssl_context())
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            expected = asyncio.TimeoutError if mode == "timeout_after" else aiohttp.ClientConnectionError
+            with pytest.raises(expected):
+                async with http.post(f"{sandbox.base_url}/ext/accept", data=b"{}"):
+                    pass
+            assert counted.processed == 1  # the stand-in took it; the client never heard
+            async with http.post(f"{sandbox.base_url}/ext/accept", data=b"{}") as again:
+                assert again.status == 202
+        assert counted.processed == 2
+
+
+def test_after_modes_cannot_be_combined_with_a_stop() -> None:
+    faults = FaultInjector()
+    with pytest.raises(ValueError, match="let the request through"):
+        faults.add("/rs", status=500, reset_after=True)
+    with pytest.raises(ValueError, match="let the request through"):
+        faults.add("/rs", timeout=True, timeout_after=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -381,3 +382,54 @@ async def test_media_locations(retail: RetailServer, sandbox_server: Sandbox) ->
         "GET", f"Products({with_alt.record_id})/GetMediaLocations(channelId={CHANNEL_128})"
     )
     assert_commerce_error(missing, 400)
+
+
+async def test_an_unpublished_product_is_listed_but_its_media_answer_404(
+    retail: RetailServer, sandbox_server: Sandbox
+) -> None:
+    [product] = [p for p in sandbox_server.data.products.values() if not p.media_published]
+    listed = await retail.call(
+        "POST", "Products/GetByIds", json={"channelId": CHANNEL_128, "productIds": [product.record_id]}
+    )
+    [wire] = listed.body["value"]
+    assert (wire["RecordId"], wire["PrimaryImageUrl"]) == (product.record_id, None)
+    media = await retail.call(
+        "GET", f"Products({product.record_id})/GetMediaLocations(channelId={CHANNEL_128},catalogId=0)"
+    )
+    assert_commerce_error(media, 404)
+
+
+@pytest.mark.parametrize(("kind", "status"), [("500", 500), ("404", 404), ("429", 429)])
+async def test_the_media_fault_switch_fails_every_media_call_and_nothing_else(kind: str, status: int) -> None:
+    async with Sandbox(seed=42, now=NOW, media_fault=kind) as sandbox:
+        connector = aiohttp.TCPConnector(ssl=sandbox.client_ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as http:
+            retail = RetailServer(http, sandbox, await app_token(http, sandbox))
+            product = next(p for p in sandbox.data.products.values() if p.media)
+            media = await retail.call(
+                "GET", f"Products({product.record_id})/GetMediaLocations(channelId={CHANNEL_128},catalogId=0)"
+            )
+            listed = await retail.call(
+                "POST",
+                "Products/GetByIds",
+                json={"channelId": CHANNEL_128, "productIds": [product.record_id]},
+            )
+    assert media.status == status
+    assert listed.status == 200 and len(listed.body["value"]) == 1
+
+
+def test_media_fault_kinds_are_checked_for_the_command_line() -> None:
+    from sandbox.__main__ import media_fault_kind
+    from sandbox.retail_server import check_media_fault
+
+    assert [check_media_fault(kind) for kind in ("timeout", "reset", "malformed", "503")] == [
+        "timeout",
+        "reset",
+        "malformed",
+        "503",
+    ]
+    for bad in ("200", "slow", ""):
+        with pytest.raises(ValueError, match="media fault"):
+            check_media_fault(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        media_fault_kind("600")
