@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 from shared.email.base import (
     EmailMessage,
+    PartialSendError,
     ProviderRejectedError,
     ProviderTransientError,
+    ProviderUncertainError,
     Recipient,
     SendResult,
 )
@@ -84,3 +86,14 @@ async def test_no_window_sends_directly() -> None:
     sender = BatchingSender(provider, window_seconds=0)
     await asyncio.gather(*(sender.send(message(i)) for i in range(2)))
     assert provider.calls == [[0], [1]]
+
+
+async def test_a_partly_sent_batch_gives_each_caller_its_own_outcome() -> None:
+    """What went out is reported sent, so notify never records it failed and sends it again."""
+    sent = SendResult(status="sent", provider_ids={"id": "0"})
+    lost = ProviderUncertainError("no answer in time", reason="timeout")
+    untried = ProviderTransientError("not sent")
+    provider = Provider(error=PartialSendError([sent, lost, untried]))
+    sender = BatchingSender(provider, window_seconds=0.01)
+    results = await asyncio.gather(*(sender.send(message(i)) for i in range(3)), return_exceptions=True)
+    assert results == [sent, lost, untried]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import AsyncIterator
+
 import pytest
 
 from sandbox import sendgrid, webhook
 from sandbox.server import Sandbox
-from shared.email.base import ProviderConfigurationError, ProviderRejectedError, ProviderTransientError
+from shared.email.base import (
+    PartialSendError,
+    ProviderConfigurationError,
+    ProviderRejectedError,
+    ProviderTransientError,
+    ProviderUncertainError,
+    SendResult,
+)
 from shared.email.sendgrid import SendGridProvider
 from shared.email.webhook import WebhookProvider, sign
-from shared.http import HttpClient
+from shared.http import HttpClient, RetryPolicy, new_session
 from shared.secrets import CachedSecrets, EnvironmentSecrets
 
 from .conftest import customer_emails, message
@@ -166,3 +176,94 @@ async def test_webhook_batch_reports_a_refused_message_as_failed(
     )
     assert sorted(r.status for r in results) == ["failed", "sent"]
     assert len(webhook.receiver(sandbox).received) == 1
+
+
+# ----- "maybe sent" against "certainly not sent" (DESIGN invariant 9)
+
+
+@pytest.fixture
+async def impatient(sandbox: Sandbox) -> AsyncIterator[HttpClient]:
+    """A client that gives up after half a second, so a held answer times out quickly."""
+    session = new_session(total_timeout=0.5, connect_timeout=0.5, ssl_context=sandbox.client_ssl_context())
+    try:
+        yield HttpClient(session, RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.01))
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ({"timeout_after": True}, "timeout"),
+        ({"reset_after": True}, "connection_lost"),
+        ({"status": 500}, "http_500"),
+        ({"status": 502}, "http_502"),
+        ({"status": 504}, "http_504"),
+    ],
+    ids=["202-after-the-timeout", "reset-after-the-request", "500", "502", "504"],
+)
+async def test_sendgrid_says_when_a_send_may_have_gone_out(
+    sandbox: Sandbox, impatient: HttpClient, secrets: CachedSecrets, fault: dict[str, object], reason: str
+) -> None:
+    sandbox.faults.add("POST /sendgrid/v3/mail/send", **fault)  # type: ignore[arg-type]
+    with pytest.raises(ProviderUncertainError) as caught:
+        await sendgrid_provider(impatient, secrets, sandbox).send(message(customer_emails(sandbox, 1)[0][0]))
+    assert caught.value.reason == reason
+    # Never asked twice within the call: SendGrid cannot drop a repeat.
+    assert sendgrid.stand_in(sandbox).requests == (1 if "status" not in fault else 0)
+    assert sandbox.stats.requests["POST /sendgrid/v3/mail/send"] == 1
+
+
+async def test_sendgrid_unreachable_is_certainly_not_sent(
+    sandbox: Sandbox, http: HttpClient, secrets: CachedSecrets
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    provider = SendGridProvider(
+        http,
+        secrets,
+        api_url=f"https://127.0.0.1:{closed_port}",
+        api_key_secret_name="sendgrid-api-key",
+        template_id=sendgrid.TEMPLATE_ID,
+        from_email=sendgrid.FROM_EMAIL,
+    )
+    with pytest.raises(ProviderTransientError) as caught:
+        await provider.send(message(customer_emails(sandbox, 1)[0][0]))
+    assert not isinstance(caught.value, ProviderUncertainError)
+
+
+async def test_sendgrid_batch_keeps_the_accepted_part_when_a_later_request_fails(
+    sandbox: Sandbox, http: HttpClient, secrets: CachedSecrets
+) -> None:
+    """One address twice splits the batch into two requests; the rate limit refuses the second
+    (429). The first request's messages went out and must come back as sent, not as the failure."""
+    emails = [email for email, _, _ in customer_emails(sandbox, 2)]
+    messages = [message(emails[0], "k-1"), message(emails[1], "k-2"), message(emails[0], "k-3")]
+    sendgrid.stand_in(sandbox).rate_limit = 1
+    provider = sendgrid_provider(http, secrets, sandbox)
+
+    with pytest.raises(PartialSendError) as caught:
+        await provider.send_many(messages)
+
+    first, second, third = caught.value.outcomes
+    assert isinstance(first, SendResult) and isinstance(second, SendResult)
+    assert isinstance(third, ProviderTransientError) and not isinstance(third, ProviderUncertainError)
+    assert [m.custom_args["dedup_key"] for m in sendgrid.stand_in(sandbox).mails] == ["k-1", "k-2"]
+
+
+async def test_webhook_5xx_and_a_lost_answer_are_uncertain_but_retried_with_the_same_id(
+    sandbox: Sandbox, impatient: HttpClient, secrets: CachedSecrets
+) -> None:
+    receiver = webhook.receiver(sandbox)
+    sandbox.faults.add("POST /webhook/receive", timeout_after=True)
+    result = await webhook_provider(impatient, secrets, sandbox).send(
+        message(customer_emails(sandbox, 1)[0][0])
+    )
+    assert result.status == "sent"
+    assert (len(receiver.received), receiver.deliveries) == (1, 2)
+    sandbox.faults.add("POST /webhook/receive", status=500, times=None)
+    with pytest.raises(ProviderUncertainError, match="500"):
+        await webhook_provider(impatient, secrets, sandbox).send(
+            message(customer_emails(sandbox, 1)[0][0], "k-9")
+        )

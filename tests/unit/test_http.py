@@ -164,16 +164,54 @@ async def test_timeout_of_non_idempotent_request_is_not_retried(server: Any, cli
 
     script = Script(slow)
     use(script)
-    with pytest.raises(UpstreamTimeoutError):
+    with pytest.raises(UpstreamTimeoutError) as caught:
         await http.send("POST", url + "/slow", service="test", timeout=0.05, idempotent=False)
     assert script.calls == 1
+    # The request was written: the upstream may have acted on it.
+    assert caught.value.may_have_arrived
 
 
 async def test_connection_refused_becomes_typed_error(client: Any) -> None:
     http, sleeps = client
-    with pytest.raises(UpstreamConnectionError, match="cannot connect"):
+    with pytest.raises(UpstreamConnectionError, match="cannot connect") as caught:
         await http.send("GET", "http://127.0.0.1:9/", service="test")
     assert len(sleeps.delays) == 2
+    assert not caught.value.may_have_arrived  # no connection, so certainly not processed
+
+
+async def test_an_attempt_that_may_have_arrived_is_remembered_when_a_later_one_cannot_connect(
+    client: Any,
+) -> None:
+    """A timeout (the request was written), then the upstream is gone: the final "cannot connect"
+    still says the request may have been processed, by the first attempt."""
+    http, _ = client
+    app = web.Application()
+    runner = web.AppRunner(app, handler_cancellation=True)
+    stopped = asyncio.Event()
+
+    async def slow_then_gone(_: web.Request) -> web.Response:
+        stopped.set()
+        await asyncio.sleep(1)
+        return web.Response(status=200)
+
+    app.router.add_post("/x", slow_then_gone)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop_after_first_request() -> None:
+        await stopped.wait()
+        await site.stop()
+
+    stopper = asyncio.create_task(stop_after_first_request())
+    try:
+        with pytest.raises(UpstreamConnectionError, match="cannot connect") as caught:
+            await http.send("POST", f"http://127.0.0.1:{port}/x", service="test", timeout=0.1)
+        assert caught.value.may_have_arrived
+    finally:
+        await stopper
+        await runner.cleanup()
 
 
 async def test_too_long_retry_after_is_returned_not_slept(server: Any, client: Any) -> None:
