@@ -89,6 +89,8 @@ async def serve(seed: int, port: int, media_fault: str | None = None) -> None:
         # local.settings.sample.json trusts the CA at this fixed path (EXTRA_CA_BUNDLE).
         await asyncio.to_thread(publish_ca, sandbox.ca_path)
         print(describe(sandbox, modules), flush=True)
+        if media_fault:
+            print(f"Every Products(id)/GetMediaLocations call fails: {media_fault}.", flush=True)
         await stop.wait()
 
 

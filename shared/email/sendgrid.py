@@ -85,9 +85,10 @@ class SendGridProvider:
                 outcomes.extend(exc for _ in chunk)
         if failure is None:
             return [outcome for outcome in outcomes if isinstance(outcome, SendResult)]
-        if not any(isinstance(outcome, SendResult) for outcome in outcomes):
+        if all(outcome is failure for outcome in outcomes):
             raise failure
-        # Earlier requests were accepted: those messages must not be reported (and retried) as failed.
+        # Mixed: an accepted message must not be reported (and retried) as failed, nor one never
+        # tried as uncertain, so each message gets its own outcome.
         raise PartialSendError(outcomes)
 
     def body(self, messages: Sequence[EmailMessage]) -> dict[str, Any]:

@@ -267,3 +267,20 @@ async def test_webhook_5xx_and_a_lost_answer_are_uncertain_but_retried_with_the_
         await webhook_provider(impatient, secrets, sandbox).send(
             message(customer_emails(sandbox, 1)[0][0], "k-9")
         )
+
+
+async def test_sendgrid_batch_after_an_uncertain_request_tries_no_more_and_says_so_per_message(
+    sandbox: Sandbox, impatient: HttpClient, secrets: CachedSecrets
+) -> None:
+    emails = [email for email, _, _ in customer_emails(sandbox, 2)]
+    messages = [message(emails[0], "k-1"), message(emails[1], "k-2"), message(emails[0], "k-3")]
+    sandbox.faults.add("POST /sendgrid/v3/mail/send", reset_after=True)
+
+    with pytest.raises(PartialSendError) as caught:
+        await sendgrid_provider(impatient, secrets, sandbox).send_many(messages)
+
+    first, second, third = caught.value.outcomes
+    assert isinstance(first, ProviderUncertainError) and second is first
+    # The second request was never made: certainly not sent, so it may be retried.
+    assert isinstance(third, ProviderTransientError) and not isinstance(third, ProviderUncertainError)
+    assert sendgrid.stand_in(sandbox).requests == 1
