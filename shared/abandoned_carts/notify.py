@@ -194,7 +194,6 @@ class _ClaimLostError(Exception):
 @dataclass(frozen=True)
 class _Prepared:
     message: EmailMessage
-    payload: AbandonedCartPayload
     degraded: tuple[str, ...]
 
 
@@ -517,7 +516,7 @@ class NotifyService:
         detail = exc.reason if isinstance(exc, ProviderUncertainError) else "unexpected_error"
         reason = f"{self._provider.name}_{detail}"
         # str() of provider errors is safe to log by contract; an unexpected one is named by type.
-        logger.error(
+        logger.warning(
             "cart %s step %d: the send through %s may have gone out (%s)",
             entry.cart_id,
             entry.step,
@@ -689,7 +688,7 @@ class NotifyService:
             recipient=recipient,
             data=payload.data(),
         )
-        return _Prepared(message, payload, degraded)
+        return _Prepared(message, degraded)
 
     async def _current_cart(self, entry: LedgerEntry) -> Cart:
         cart = await self._retail.get_cart(entry.oun, entry.cart_id)
