@@ -9,6 +9,11 @@ anywhere (cap, crash, a concurrent run) loses and repeats nothing.
 Many carts can share one instant (bulk updates); keyset paging alone would then fetch the same
 first page forever, so while the cursor sits on such an instant the query also skips the carts
 already seen there, minus a small overlap that tolerates carts leaving the group between pages.
+
+Retail Server compares the bounds at its own precision (100-ns ticks) and so does this module with
+the bounds it sent: they go on the wire with every microsecond the cursor holds, and a cart's
+seven-digit time is cut (never rounded) to microseconds when read, so the server's answer starts
+exactly at the cursor's instant and nothing inside the sent range is dropped or counted twice.
 """
 
 from __future__ import annotations

@@ -323,3 +323,61 @@ async def test_a_suspended_cart_is_skipped(sandbox: Sandbox, settings: Settings,
     result = await run_detector(runtime, settings)
     assert cart.id not in cart_ids(result.messages)
     assert result.channels["128"].skipped["suspended"] == 1
+
+
+async def run_timer(
+    registered_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, at: datetime
+) -> list[str]:
+    """One run of the registered timer function at ``at``; the cart ids it queued."""
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: at)
+    out = OutStub()
+    await registered_functions["detect_abandoned_carts"].get_user_function()(
+        TimerRequest(past_due=False), out
+    )
+    return cart_ids(out.get() or [])
+
+
+async def test_carts_on_both_bounds_with_sub_millisecond_parts(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_functions: dict[str, Any]
+) -> None:
+    """Retail Server compares the window's bounds at its full precision (100-ns ticks). Carts inside
+    the From bound's millisecond, a bulk update at one seven-digit instant there (more carts than a
+    page), and carts on either side of the To bound are each queued once over two runs; a cart a
+    tick before the From bound is outside the window and never queued."""
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=3)
+    runtime = Runtime.create(settings)
+    set_runtime(runtime)
+    # Ten days on, every generated cart is older than the window: only the carts below are in it.
+    first_run = NOW + timedelta(days=10, microseconds=123_456)
+    second_run = first_run + timedelta(minutes=15)
+    floor = first_run - timedelta(minutes=settings.lookback_minutes)
+    edge = first_run - timedelta(minutes=settings.abandoned_after_minutes)
+    customers = iter(sandbox.data.customers)
+
+    def cart_at(base: datetime, offset_100ns: int) -> str:
+        modified = base + timedelta(microseconds=offset_100ns // 10)
+        cart = sandbox.data.add_cart(
+            customer_id=next(customers), modified=modified, modified_100ns=offset_100ns % 10
+        )
+        return cart.id
+
+    try:
+        before_floor = cart_at(floor, -5)
+        on_floor = {cart_at(floor, offset) for offset in (0, 5, 1_000, 2_000)}
+        bulk = {cart_at(floor, 3_005) for _ in range(4)}
+        on_edge = {cart_at(edge, -5), cart_at(edge, 0)}
+        past_edge = cart_at(edge, 5)
+        wire = sandbox.data.carts[past_edge].wire()["ModifiedDateTime"]
+        assert len(wire.rpartition(".")[2].rstrip("Z")) == 7, "seven fraction digits on the wire"
+
+        first = await run_timer(registered_functions, monkeypatch, first_run)
+        second = await run_timer(registered_functions, monkeypatch, second_run)
+
+        assert len(first) == len(set(first))
+        assert set(first) == on_floor | bulk | on_edge, "everything inside the first run's bounds"
+        assert second == [past_edge], "a tick past the To bound waits for the next run, then comes once"
+        assert before_floor not in first + second
+    finally:
+        set_runtime(None)
+        await runtime.close()
