@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,6 +104,26 @@ class RunResult:
         }
 
 
+def fair_shares(budget: int, channels: Sequence[str]) -> dict[str, int]:
+    """``budget`` split equally between ``channels``; the remainder goes one each to the first ones."""
+    if not channels:
+        return {}
+    base, remainder = divmod(max(budget, 0), len(channels))
+    return {oun: base + (1 if index < remainder else 0) for index, oun in enumerate(channels)}
+
+
+def merge_outcomes(earlier: ChannelOutcome | None, later: ChannelOutcome) -> ChannelOutcome:
+    """One channel's outcome over the rounds of a run: counts add up, the last round says why it stopped."""
+    if earlier is None:
+        return later
+    earlier.found += later.found
+    earlier.queued += later.queued
+    earlier.pages += later.pages
+    earlier.skipped.update(later.skipped)
+    earlier.stopped = later.stopped
+    return earlier
+
+
 def skip_reason(cart: Cart) -> str | None:
     """Why a cart found in the window gets no reminder, or None when it should get one."""
     if cart.cart_type_value != CartType.SHOPPING:
@@ -138,27 +159,33 @@ class Detector:
         # keyed by (channel, customer), a newer cart of a customer replaces the older one's message
         # instead of queueing a message that notify would only find superseded.
         fresh: dict[tuple[str, str], str] = {}
-        budget = self._config.max_carts_per_run
-        channels: dict[str, ChannelOutcome] = {}
+        outcomes: dict[str, ChannelOutcome] = {}
         errors: list[Exception] = []
         ouns = self._config.operating_unit_numbers
-        for index, oun in enumerate(ouns):
-            # A fair share of what is left, so a busy first channel cannot starve the others; what
-            # a quiet channel leaves unused goes to the channels after it.
-            share = budget // (len(ouns) - index) if budget > 0 else 0
-            try:
-                outcome = await self._detect_channel(oun, now, share, fresh)
-            except Exception as exc:
-                errors.append(exc)
-                # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
-                # the others' messages: the output binding is only written if the run returns.
-                # Its watermark stayed where the last good page left it, so nothing is lost.
-                logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
-                outcome = ChannelOutcome(
-                    window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}"
-                )
-            channels[oun] = outcome
-            budget -= outcome.found
+        budget = self._config.max_carts_per_run
+        # Rounds: every channel that may still have carts gets an equal share of what is left, so a
+        # busy channel cannot starve the others; one that finds fewer than its share is done, and
+        # what it left unused goes round again to the channels that filled theirs. Each call
+        # resumes from the channel's saved watermark, so a round costs one search, never memory.
+        active = list(ouns)
+        while active and budget > 0:
+            shares = fair_shares(budget, active)
+            still_busy: list[str] = []
+            for oun in active:
+                if shares[oun] == 0:
+                    still_busy.append(oun)
+                    continue
+                outcome = await self._detect_channel_safely(oun, now, shares[oun], fresh, errors)
+                outcomes[oun] = merge_outcomes(outcomes.get(oun), outcome)
+                budget -= outcome.found
+                if outcome.stopped == "cap_reached":
+                    still_busy.append(oun)
+            active = still_busy
+        for oun in ouns:
+            if oun not in outcomes:
+                # The cap ran out before this channel's turn: its window, and nothing read.
+                outcomes[oun] = await self._detect_channel_safely(oun, now, 0, fresh, errors)
+        channels = {oun: outcomes[oun] for oun in ouns}
         messages = list(fresh.values())
         requeued = await self._queue_due_entries(now, messages)
         result = RunResult(
@@ -173,11 +200,29 @@ class Detector:
         summary = result.summary()
         await self._runs.save(run_id, summary)
         logger.info("abandoned-cart detection run %s", json.dumps(summary, separators=(",", ":")))
-        if errors and len(errors) == len(self._config.operating_unit_numbers):
+        if errors and len(errors) == len(ouns) and not any(o.found for o in channels.values()):
             # Nothing worked (Retail Server down, credentials refused): fail the run where the
             # operator sees it. The due entries marked queued are swept again after REQUEUE_AFTER.
             raise errors[0]
         return result
+
+    async def _detect_channel_safely(
+        self,
+        oun: str,
+        now: datetime,
+        budget: int,
+        messages: dict[tuple[str, str], str],
+        errors: list[Exception],
+    ) -> ChannelOutcome:
+        try:
+            return await self._detect_channel(oun, now, budget, messages)
+        except Exception as exc:
+            errors.append(exc)
+            # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
+            # the others' messages: the output binding is only written if the run returns.
+            # Its watermark stayed where the last good page left it, so nothing is lost.
+            logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
+            return ChannelOutcome(window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}")
 
     async def _detect_channel(
         self, oun: str, now: datetime, budget: int, messages: dict[tuple[str, str], str]

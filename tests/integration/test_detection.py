@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,55 @@ async def test_carts_on_both_bounds_with_sub_millisecond_parts(
         assert set(first) == on_floor | bulk | on_edge, "everything inside the first run's bounds"
         assert second == [past_edge], "a tick past the To bound waits for the next run, then comes once"
         assert before_floor not in first + second
+    finally:
+        set_runtime(None)
+        await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("carts", "found"),
+    [
+        # A share fixed in channel order (10 // 3, then a half of what is left, then the rest)
+        # found 6, 6 and 8 of the 10 carts the cap allows.
+        ((7, 3, 0), (7, 3, 0)),
+        ((12, 1, 2), (7, 1, 2)),
+        ((9, 9, 2), (5, 3, 2)),
+    ],
+)
+async def test_the_cap_goes_round_until_it_or_the_carts_run_out(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registered_functions: dict[str, Any],
+    carts: tuple[int, int, int],
+    found: tuple[int, int, int],
+) -> None:
+    """MAX_CARTS_PER_RUN=10 over three channels: what a quiet channel leaves goes to the busy ones."""
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    sandbox.data.channels["300"] = replace(sandbox.data.channels["128"], oun="300", channel_id=5637144600)
+    ouns = ("128", "067", "300")
+    settings = sandbox_settings(
+        sandbox, tmp_path, operating_unit_numbers=",".join(ouns), max_carts_per_run=10, cart_page_size=4
+    )
+    runtime = Runtime.create(settings)
+    set_runtime(runtime)
+    # Ten days on, every generated cart is older than the window: only the carts below are in it.
+    at = NOW + timedelta(days=10)
+    accounts = list(sandbox.data.customers)
+    for oun, count in zip(ouns, carts, strict=True):
+        for index in range(count):
+            sandbox.data.add_cart(
+                oun=oun, customer_id=accounts[index], modified=at - timedelta(hours=2, seconds=index)
+            )
+    try:
+        first = await run_timer(registered_functions, monkeypatch, at)
+        summary = (await RunSummaryStore(runtime.store).recent())[0]
+        assert tuple(summary["channels"][oun]["found"] for oun in ouns) == found
+        assert summary["found"] == min(10, sum(carts))
+        second = await run_timer(registered_functions, monkeypatch, at + timedelta(minutes=15))
+        later = (await RunSummaryStore(runtime.store).recent())[0]
+        assert summary["found"] + later["found"] == sum(carts), "the next run takes the rest"
+        assert len(first + second) == len(set(first + second)), "nothing queued twice"
     finally:
         set_runtime(None)
         await runtime.close()
