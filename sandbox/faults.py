@@ -31,7 +31,10 @@ class Fault:
     reset: bool
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    stream_bytes: int | None = None
     hits: int = 0
+    # What a streamed body got onto the connection before the client stopped reading.
+    bytes_sent: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
@@ -54,18 +57,24 @@ class FaultInjector:
         reset: bool = False,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
+        stream_bytes: int | None = None,
     ) -> Fault:
         """Inject a fault into the next ``times`` matching requests (every one when ``times`` is None).
 
         ``status`` answers with that status instead of the stand-in (``body``/``headers`` optional);
         ``latency`` delays the request; ``timeout`` holds it for ``timeout_seconds``; ``reset``
         drops the connection without an answer. Latency alone lets the request through afterwards.
+        ``stream_bytes`` answers ``status`` (200 when unset) with a JSON body of about that many
+        bytes, chunked and without ``Content-Length``, written as the client reads it; the fault's
+        ``bytes_sent`` then tells how much of it the client took before it hung up.
         """
         method, _, path = route.partition(" ") if " " in route else ("", "", route)
         if not path.startswith("/"):
             raise ValueError(f"route must be '/path' or 'METHOD /path', got {route!r}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for every request")
+        if stream_bytes is not None and stream_bytes < 0:
+            raise ValueError("stream_bytes must not be negative")
         fault = Fault(
             method=method.upper() or None,
             path_prefix=path,
@@ -76,6 +85,7 @@ class FaultInjector:
             reset=reset,
             headers=dict(headers or {}),
             body=body,
+            stream_bytes=stream_bytes,
         )
         self._faults.append(fault)
         return fault
@@ -110,6 +120,8 @@ class FaultInjector:
             # The handler is cancelled once the server notices the lost connection.
             await asyncio.sleep(self.timeout_seconds)
             raise web.HTTPServiceUnavailable()
+        if fault.stream_bytes is not None:
+            return await _stream(request, fault, fault.stream_bytes)
         if fault.status is None:
             return await handler(request)
         headers = CIMultiDict(fault.headers)
@@ -127,6 +139,26 @@ class FaultInjector:
             return await self.apply(request, handler)
 
         return inject_faults
+
+
+_STREAM_PIECE = b'"' + b"x" * (64 * 1024 - 3) + b'",'
+
+
+async def _stream(request: web.Request, fault: Fault, size: int) -> web.StreamResponse:
+    """A JSON collection of about ``size`` bytes, chunked, produced only as fast as it is read."""
+    response = web.StreamResponse(status=fault.status or 200, headers=CIMultiDict(fault.headers))
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    pieces = [b'{"value":[', *([_STREAM_PIECE] * (size // len(_STREAM_PIECE))), b'""]}']
+    try:
+        for piece in pieces:
+            await response.write(piece)
+            fault.bytes_sent += len(piece)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client hung up: that is what the fault is there to show
+    return response
 
 
 def _reset_connection(request: web.Request) -> None:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.abandoned_carts.messages import CartMessage
+from shared.http import UpstreamResponseTooLargeError
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
 from shared.retail_server.models import Cart, CartStatus, CartType
 from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus
@@ -241,15 +242,29 @@ class Detector:
         if cursor >= window_to:
             return outcome
         page_size = self._config.page_size
-        overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
         while True:
+            overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
             skip = max(0, len(seen) - overlap)
-            page = await self._retail.search_carts(
-                oun,
-                CartSearchCriteria(last_modified_from=cursor, last_modified_to=window_to),
-                top=page_size,
-                skip=skip,
-            )
+            try:
+                page = await self._retail.search_carts(
+                    oun,
+                    CartSearchCriteria(last_modified_from=cursor, last_modified_to=window_to),
+                    top=page_size,
+                    skip=skip,
+                )
+            except UpstreamResponseTooLargeError:
+                # Carts with many lines: the same carts in smaller pages. A single cart over the
+                # cap fails the channel with the error naming MAX_RESPONSE_BYTES; its watermark
+                # stays before that cart until the setting is raised.
+                if page_size == 1:
+                    raise
+                page_size //= 2
+                logger.warning(
+                    "channel %s: a Carts/Search page was over MAX_RESPONSE_BYTES; reading %d carts a page",
+                    oun,
+                    page_size,
+                )
+                continue
             outcome.pages += 1
             progressed = False
             capped = False

@@ -127,6 +127,7 @@ class RetailServerClient:
                 },
                 params=params,
                 json_body=body,
+                route=path,
             )
             if response.status == 401 and attempt == 1:
                 self._tokens.invalidate(self._scope)
