@@ -32,8 +32,9 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_STATUSES_NON_IDEMPOTENT = frozenset({429, 503})
 _CORRELATION_HEADERS = ("request-id", "x-ms-request-id", "ms-cv", "x-correlation-id", "x-request-id")
 _BODY_EXCERPT = 300
-# The MAX_RESPONSE_BYTES default: a parsed JSON body takes many times its size in memory (a 178 MB
-# Carts/Search page took 3.9 GB of RSS), so a few MB keep a worker well inside a Flex instance.
+# The MAX_RESPONSE_BYTES default: a JSON body read and parsed into models takes about eight times
+# its size in memory (a 178 MB Carts/Search page took 1.5 GB of RSS, an 8 MB one 63 MB), so a few
+# MB keep a worker, with its concurrent invocations, well inside a Flex instance.
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 
@@ -84,10 +85,10 @@ class UpstreamResponseTooLargeError(UpstreamError):
         self.route = route
         self.limit = limit
         self.declared = declared
-        size = f"declares {declared} bytes" if declared is not None else f"sent more than {limit} bytes"
+        size = f"{declared} bytes (Content-Length)" if declared is not None else f"more than {limit} bytes"
         super().__init__(
             service,
-            f"{route} answered HTTP {status} with a body that {size}, over MAX_RESPONSE_BYTES ({limit}); "
+            f"{route} answered HTTP {status} with a body of {size}, over MAX_RESPONSE_BYTES ({limit}); "
             "ask for less (a smaller page) or raise MAX_RESPONSE_BYTES",
             correlation_id=correlation_id,
         )
