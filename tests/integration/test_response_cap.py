@@ -104,6 +104,7 @@ async def test_a_cart_over_the_cap_fails_the_run_naming_the_setting(
     )
     with pytest.raises(UpstreamResponseTooLargeError) as caught:
         await run_timer(registered_functions, monkeypatch, later)
+    assert caught.value.declared is not None, "refused on its Content-Length, before reading"
     message = str(caught.value)
     assert "MAX_RESPONSE_BYTES" in message and "Retail Server" in message and "Carts/Search" in message
     assert "api-version" not in message and "$top" not in message, "no query in the error"
