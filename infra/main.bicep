@@ -121,9 +121,9 @@ param abandonedAfterMinutes int = 60
 @maxValue(100000)
 param maxCartsPerRun int = 2000
 
-@description('$top of each Carts/Search page detection reads.')
+@description('$top of each Carts/Search page detection reads; at most 200, so a page of real carts stays under maxResponseBytes.')
 @minValue(1)
-@maxValue(1000)
+@maxValue(200)
 param cartPageSize int = 100
 
 @description('Log level of the connector\'s own loggers.')
@@ -161,6 +161,11 @@ param httpBackoffBaseSeconds string = '0.5'
 @minLength(1)
 @description('Largest backoff ceiling between attempts, in seconds (a decimal number): at least 0, at most 300.')
 param httpBackoffMaxSeconds string = '30'
+
+@description('Largest upstream response body read, in bytes (8 MiB by default); a larger answer fails its call with an error naming MAX_RESPONSE_BYTES. Parsed JSON takes many times its size in memory.')
+@minValue(65536)
+@maxValue(67108864)
+param maxResponseBytes int = 8388608
 
 // --- notification ------------------------------------------------------------------------------
 @description('Who may get an abandoned-cart email: opted_in (explicit opt-in), not_opted_out, or off (transactional use only; the suppression list still applies).')
@@ -479,6 +484,7 @@ module api 'app/api.bicep' = {
     httpMaxAttempts: httpMaxAttempts
     httpBackoffBaseSeconds: httpBackoffBaseSeconds
     httpBackoffMaxSeconds: httpBackoffMaxSeconds
+    maxResponseBytes: maxResponseBytes
     retailServerUrl: retailServerUrl
     retailServerAudience: retailServerAudience
     retailServerApiVersion: retailServerApiVersion

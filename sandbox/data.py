@@ -1,8 +1,13 @@
 """The sandbox's Commerce data: channels, customers, products and carts, generated from a seed.
 
 Everything is derived from ``random.Random(seed)`` and the ``now`` passed in, never from the wall
-clock, so the same seed and instant always give the same data. Times are kept to whole
-milliseconds because that is the precision clients send back as paging watermarks.
+clock, so the same seed and instant always give the same data.
+
+Times have the precision of Retail Server's: .NET ticks of 100 ns, seven fraction digits, one more
+than a Python ``datetime`` holds. A cart keeps its ``ModifiedDateTime`` as a ``datetime`` plus the
+seventh digit (``modified_100ns``); searches compare and sort on the whole tick count, and the wire
+writes the fraction as .NET does, trailing zeros trimmed, so a share of the generated carts carries
+all seven digits and a client that rounds, or cuts its bounds coarser than its cursor, is caught.
 
 Entities are plain dataclasses with snake_case attributes; ``wire()`` renders the PascalCase JSON
 Retail Server sends (amounts as JSON numbers, enums as ints with a ``Value`` suffix).
@@ -13,6 +18,7 @@ from __future__ import annotations
 import base64
 import itertools
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,17 +57,52 @@ def money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def to_millis(value: datetime) -> datetime:
-    """``value`` in UTC, cut to whole milliseconds; naive datetimes are refused."""
+TICKS_PER_SECOND = 10_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EDM_DATETIME = re.compile(
+    r"(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d{1,7}))?(?P<offset>Z|[+-]\d{2}:\d{2})"
+)
+
+
+def to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; naive datetimes are refused."""
     if value.tzinfo is None:
         raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    return value.astimezone(UTC)
 
 
-def format_datetime(value: datetime) -> str:
-    """An Edm.DateTimeOffset in UTC with milliseconds, e.g. ``2026-11-22T09:30:00.123Z``."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def ticks(value: datetime, extra_100ns: int = 0) -> int:
+    """100-ns ticks since the Unix epoch: ``value`` plus the seventh fraction digit it cannot hold."""
+    if not 0 <= extra_100ns <= 9:
+        raise ValueError("extra_100ns is the seventh fraction digit, 0-9")
+    delta = to_utc(value) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * TICKS_PER_SECOND + delta.microseconds * 10 + extra_100ns
+
+
+def format_ticks(value: int) -> str:
+    """An Edm.DateTimeOffset in UTC as .NET writes one: up to seven digits, trailing zeros trimmed."""
+    seconds, fraction = divmod(value, TICKS_PER_SECOND)
+    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{fraction:07d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"
+
+
+def format_datetime(value: datetime, extra_100ns: int = 0) -> str:
+    """``value`` (plus a seventh fraction digit) on the wire, e.g. ``2026-11-22T09:30:00.1234567Z``."""
+    return format_ticks(ticks(value, extra_100ns))
+
+
+def parse_ticks(text: str) -> int:
+    """An Edm.DateTimeOffset literal to 100-ns ticks, exactly: what Retail Server compares with."""
+    match = _EDM_DATETIME.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            "must be an Edm.DateTimeOffset with an offset and at most 7 fraction digits, "
+            "e.g. 2026-12-01T10:00:00.1234567Z"
+        )
+    offset = "+00:00" if match["offset"] == "Z" else match["offset"]
+    base = datetime.fromisoformat(match["base"] + offset)
+    return ticks(base) + int((match["fraction"] or "0").ljust(7, "0"))
 
 
 def _number(value: Decimal) -> float:
@@ -278,10 +319,17 @@ class Cart:
     modified_date_time: datetime
     begin_date_time: datetime
     lines: list[CartLine] = field(default_factory=list)
+    # The seventh fraction digit of ModifiedDateTime (100 ns), which a datetime cannot hold.
+    modified_100ns: int = 0
 
     @property
     def active_lines(self) -> list[CartLine]:
         return [line for line in self.lines if not line.is_voided]
+
+    @property
+    def modified_ticks(self) -> int:
+        """``ModifiedDateTime`` at Retail Server's full precision: what searches compare and sort on."""
+        return ticks(self.modified_date_time, self.modified_100ns)
 
     def wire(self) -> dict[str, Any]:
         active = self.active_lines
@@ -296,7 +344,7 @@ class Cart:
             "CartTypeValue": self.cart_type_value,
             "CartStatusValue": self.cart_status_value,
             "Version": self.version,
-            "ModifiedDateTime": format_datetime(self.modified_date_time),
+            "ModifiedDateTime": format_datetime(self.modified_date_time, self.modified_100ns),
             "BeginDateTime": format_datetime(self.begin_date_time),
             "IsSuspended": False,
             "SubtotalAmount": _number(subtotal),
@@ -357,7 +405,7 @@ class SandboxData:
 
     def __init__(self, *, seed: int = 42, now: datetime) -> None:
         self.seed = seed
-        self.now = to_millis(now)
+        self.now = to_utc(now)
         self._rng = random.Random(seed)
         self.channels: dict[str, Channel] = default_channels()
         self.customers: dict[str, Customer] = {}
@@ -387,10 +435,11 @@ class SandboxData:
 
     # ----- mutation helpers for tests
 
-    def touch_cart(self, cart_id: str, at: datetime) -> Cart:
+    def touch_cart(self, cart_id: str, at: datetime, *, extra_100ns: int = 0) -> Cart:
         """The shopper changed the cart at ``at``: new ``Version`` and ``ModifiedDateTime``."""
         cart = self._cart(cart_id)
-        cart.modified_date_time = to_millis(at)
+        ticks(at, extra_100ns)  # refuses a naive time or a digit out of range before anything changes
+        cart.modified_date_time, cart.modified_100ns = to_utc(at), extra_100ns
         cart.version += 1
         return cart
 
@@ -398,7 +447,7 @@ class SandboxData:
         cart = self._cart(cart_id)
         cart.cart_status_value = STATUS_VOIDED
         cart.version += 1
-        cart.modified_date_time = self._when(cart, at)
+        cart.modified_date_time, cart.modified_100ns = self._when(cart, at), 0
         return cart
 
     def checkout_cart(self, cart_id: str, at: datetime | None = None) -> SalesOrder:
@@ -429,13 +478,16 @@ class SandboxData:
         cart_id: str | None = None,
         version: int = 1,
         voided_lines: bool = False,
+        modified_100ns: int = 0,
     ) -> Cart:
         """Add a cart; ``lines`` are ``(product RecordId, quantity)`` pairs priced from the catalogue.
 
         Without ``lines`` the cart gets one unit of the first product; pass ``[]`` for an empty cart.
+        ``modified_100ns`` is the seventh fraction digit of ``ModifiedDateTime`` (0-9).
         """
         channel = self.channels[oun]
-        when = to_millis(modified) if modified is not None else self.now
+        when = to_utc(modified) if modified is not None else self.now
+        ticks(when, modified_100ns)
         if lines is None:
             lines = [(next(iter(self.products)), 1)]
         products = [(self.products[product_id], quantity) for product_id, quantity in lines]
@@ -449,6 +501,7 @@ class SandboxData:
             modified_date_time=when,
             begin_date_time=when,
             lines=self._lines(channel, products, voided=voided_lines, discount_every=0),
+            modified_100ns=modified_100ns,
         )
         if cart.id in self.carts:
             raise ValueError(f"cart {cart.id} exists already")
@@ -462,7 +515,7 @@ class SandboxData:
             raise KeyError(f"no cart {cart_id!r} in the sandbox") from None
 
     def _when(self, cart: Cart, at: datetime | None) -> datetime:
-        return to_millis(at) if at is not None else max(cart.modified_date_time, self.now)
+        return to_utc(at) if at is not None else max(cart.modified_date_time, self.now)
 
     # ----- generation
 
@@ -563,15 +616,19 @@ class SandboxData:
                     age_ms = rng.randrange(120_000, 24 * 3_600_000)
                 else:
                     age_ms = rng.randrange(24 * 3_600_000, 72 * 3_600_000)
-                self._add_generated(
-                    channel, customer, self.now - timedelta(milliseconds=age_ms), rng.random()
-                )
+                # Every third cart gets a sub-millisecond part down to the 100 ns tick, taken from
+                # its index rather than the generator, so the rest of the data stays as it was.
+                sub_ms = (index * 7_919) % 10_000 if index % 3 == 2 else 0
+                modified = self.now - timedelta(milliseconds=age_ms) + timedelta(microseconds=sub_ms // 10)
+                self._add_generated(channel, customer, modified, rng.random(), extra_100ns=sub_ms % 10)
         block = self.same_instant_block()
         channel = self.channels["128"]
         for index in range(SAME_INSTANT_BLOCK):
             self._add_generated(channel, accounts[index % len(accounts)], block, kind=1.0)
 
-    def _add_generated(self, channel: Channel, customer: str, modified: datetime, kind: float) -> None:
+    def _add_generated(
+        self, channel: Channel, customer: str, modified: datetime, kind: float, *, extra_100ns: int = 0
+    ) -> None:
         rng = self._rng
         cart_type, status, line_count, voided = CART_SHOPPING, STATUS_CREATED, rng.randint(1, 4), False
         if kind < 0.10:
@@ -600,6 +657,7 @@ class SandboxData:
             modified_date_time=modified,
             begin_date_time=modified - timedelta(seconds=rng.randrange(0, 3 * 3600)),
             lines=self._lines(channel, chosen, voided=voided, discount_every=4),
+            modified_100ns=extra_100ns,
         )
         self.carts[cart.id] = cart
 

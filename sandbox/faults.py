@@ -36,10 +36,13 @@ class Fault:
     reset: bool
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    stream_bytes: int | None = None
     hits: int = 0
     # After the stand-in processed the request: hold its answer / reset the connection.
     timeout_after: bool = False
     reset_after: bool = False
+    # What a streamed body got onto the connection before the client stopped reading.
+    bytes_sent: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
@@ -64,6 +67,7 @@ class FaultInjector:
         body: str | None = None,
         timeout_after: bool = False,
         reset_after: bool = False,
+        stream_bytes: int | None = None,
     ) -> Fault:
         """Inject a fault into the next ``times`` matching requests (every one when ``times`` is None).
 
@@ -72,6 +76,9 @@ class FaultInjector:
         drops the connection without an answer. Latency alone lets the request through afterwards.
         ``timeout_after`` and ``reset_after`` let the stand-in process the request first, then hold
         the answer for ``timeout_seconds`` or drop the connection: processed, but never answered.
+        ``stream_bytes`` answers ``status`` (200 when unset) with a JSON body of about that many
+        bytes, chunked and without ``Content-Length``, written as the client reads it; the fault's
+        ``bytes_sent`` then tells how much of it the client took before it hung up.
         """
         if (timeout_after or reset_after) and (status is not None or timeout or reset):
             raise ValueError(
@@ -82,6 +89,8 @@ class FaultInjector:
             raise ValueError(f"route must be '/path' or 'METHOD /path', got {route!r}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for every request")
+        if stream_bytes is not None and stream_bytes < 0:
+            raise ValueError("stream_bytes must not be negative")
         fault = Fault(
             method=method.upper() or None,
             path_prefix=path,
@@ -94,6 +103,7 @@ class FaultInjector:
             body=body,
             timeout_after=timeout_after,
             reset_after=reset_after,
+            stream_bytes=stream_bytes,
         )
         self._faults.append(fault)
         return fault
@@ -128,6 +138,8 @@ class FaultInjector:
             # The handler is cancelled once the server notices the lost connection.
             await asyncio.sleep(self.timeout_seconds)
             raise web.HTTPServiceUnavailable()
+        if fault.stream_bytes is not None:
+            return await _stream(request, fault, fault.stream_bytes)
         if fault.status is None:
             response = await handler(request)
             if fault.timeout_after:
@@ -153,6 +165,26 @@ class FaultInjector:
             return await self.apply(request, handler)
 
         return inject_faults
+
+
+_STREAM_PIECE = b'"' + b"x" * (64 * 1024 - 3) + b'",'
+
+
+async def _stream(request: web.Request, fault: Fault, size: int) -> web.StreamResponse:
+    """A JSON collection of about ``size`` bytes, chunked, produced only as fast as it is read."""
+    response = web.StreamResponse(status=fault.status or 200, headers=CIMultiDict(fault.headers))
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    pieces = [b'{"value":[', *([_STREAM_PIECE] * (size // len(_STREAM_PIECE))), b'""]}']
+    try:
+        for piece in pieces:
+            await response.write(piece)
+            fault.bytes_sent += len(piece)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client hung up: that is what the fault is there to show
+    return response
 
 
 def _reset_connection(request: web.Request) -> None:

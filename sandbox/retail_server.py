@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sandbox.correlation import request_id
-from sandbox.data import Cart, Channel
+from sandbox.data import Cart, Channel, parse_ticks, ticks
 from sandbox.entra import TokenRejectedError
 from sandbox.faults import Fault, FaultInjector
 
@@ -74,6 +74,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
 
 
+def _edm_ticks(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an Edm.DateTimeOffset string")
+    return parse_ticks(value)
+
+
+# A DateTimeOffset parameter kept as 100-ns ticks: the service compares at its full precision,
+# never at the millisecond or microsecond a client may have cut its own values to.
+EdmTicks = Annotated[int, BeforeValidator(_edm_ticks)]
+
+
 class CartSearchCriteria(_Body):
     cart_id: str | None = Field(default=None, alias="CartId")
     expected_cart_version: int | None = Field(default=None, alias="ExpectedCartVersion")
@@ -81,8 +92,8 @@ class CartSearchCriteria(_Body):
     include_anonymous: bool | None = Field(default=None, alias="IncludeAnonymous")
     suspended_only: bool | None = Field(default=None, alias="SuspendedOnly")
     cart_type_value: int | None = Field(default=None, alias="CartTypeValue")
-    last_modified_from: AwareDatetime | None = Field(default=None, alias="LastModifiedDateTimeFrom")
-    last_modified_to: AwareDatetime | None = Field(default=None, alias="LastModifiedDateTimeTo")
+    last_modified_from: EdmTicks | None = Field(default=None, alias="LastModifiedDateTimeFrom")
+    last_modified_to: EdmTicks | None = Field(default=None, alias="LastModifiedDateTimeTo")
 
     def admits(self, cart: Cart) -> bool:
         checks = (
@@ -91,8 +102,8 @@ class CartSearchCriteria(_Body):
             bool(self.include_anonymous) or cart.customer_id != "",
             not self.suspended_only,
             self.cart_type_value is None or cart.cart_type_value == self.cart_type_value,
-            self.last_modified_from is None or cart.modified_date_time >= self.last_modified_from,
-            self.last_modified_to is None or cart.modified_date_time <= self.last_modified_to,
+            self.last_modified_from is None or cart.modified_ticks >= self.last_modified_from,
+            self.last_modified_to is None or cart.modified_ticks <= self.last_modified_to,
         )
         return all(checks)
 
@@ -332,9 +343,9 @@ class RetailServerStandIn:
 
 def _sort_key(column: str) -> Callable[[Cart], Any]:
     if column == "ModifiedDateTime":
-        return lambda cart: cart.modified_date_time
+        return lambda cart: cart.modified_ticks
     if column == "BeginDateTime":
-        return lambda cart: cart.begin_date_time
+        return lambda cart: ticks(cart.begin_date_time)
     return lambda cart: cart.id
 
 

@@ -63,6 +63,7 @@ class Runtime:
                 backoff_base=settings.http_backoff_base_seconds,
                 backoff_max=settings.http_backoff_max_seconds,
             ),
+            max_response_bytes=settings.max_response_bytes,
         )
         secrets = secret_source(settings.key_vault_url, settings.secret_cache_ttl_seconds)
         tokens = TokenProvider(

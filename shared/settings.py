@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     http_max_attempts: int = Field(default=4, ge=1, le=10)
     http_backoff_base_seconds: float = Field(default=0.5, ge=0, le=30)
     http_backoff_max_seconds: float = Field(default=30.0, ge=0, le=300)
+    # The largest upstream response body read; a larger one fails its call, naming this setting.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=65_536, le=64 * 1024 * 1024)
     extra_ca_bundle: Path | None = None
 
     state_store: Literal["sqlite", "cosmos"] = "sqlite"
@@ -92,7 +94,8 @@ class Settings(BaseSettings):
     lookback_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
     abandoned_after_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
     max_carts_per_run: int = Field(default=2000, ge=1, le=100_000)
-    cart_page_size: int = Field(default=100, ge=1, le=1000)
+    # At most 200: a page must fit under MAX_RESPONSE_BYTES (README, "Detection" settings).
+    cart_page_size: int = Field(default=100, ge=1, le=200)
     detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
     # --- notify (issue 3): owned by the notify service ------------------------------------

@@ -74,6 +74,7 @@ param httpConnectTimeoutSeconds string
 param httpMaxAttempts int
 param httpBackoffBaseSeconds string
 param httpBackoffMaxSeconds string
+param maxResponseBytes int
 param retailServerApiVersion string
 param cartPageSize int
 param imageViewports string
@@ -191,6 +192,10 @@ var appSettings = [
   {
     name: 'HTTP_BACKOFF_MAX_SECONDS'
     value: httpBackoffMaxSeconds
+  }
+  {
+    name: 'MAX_RESPONSE_BYTES'
+    value: string(maxResponseBytes)
   }
   {
     name: 'STATE_STORE'

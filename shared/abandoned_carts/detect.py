@@ -9,6 +9,11 @@ anywhere (cap, crash, a concurrent run) loses and repeats nothing.
 Many carts can share one instant (bulk updates); keyset paging alone would then fetch the same
 first page forever, so while the cursor sits on such an instant the query also skips the carts
 already seen there, minus a small overlap that tolerates carts leaving the group between pages.
+
+Retail Server compares the bounds at its own precision (100-ns ticks) and so does this module with
+the bounds it sent: they go on the wire with every microsecond the cursor holds, and a cart's
+seven-digit time is cut (never rounded) to microseconds when read, so the server's answer starts
+exactly at the cursor's instant and nothing inside the sent range is dropped or counted twice.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.abandoned_carts.messages import CartMessage
+from shared.http import UpstreamResponseTooLargeError
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
 from shared.retail_server.models import Cart, CartStatus, CartType
 from shared.state.ledger import STALE_SENDING, Ledger, LedgerEntry, LedgerStatus, TransitionError
@@ -98,6 +105,26 @@ class RunResult:
         }
 
 
+def fair_shares(budget: int, channels: Sequence[str]) -> dict[str, int]:
+    """``budget`` split equally between ``channels``; the remainder goes one each to the first ones."""
+    if not channels:
+        return {}
+    base, remainder = divmod(max(budget, 0), len(channels))
+    return {oun: base + (1 if index < remainder else 0) for index, oun in enumerate(channels)}
+
+
+def merge_outcomes(earlier: ChannelOutcome | None, later: ChannelOutcome) -> ChannelOutcome:
+    """One channel's outcome over the rounds of a run: counts add up, the last round says why it stopped."""
+    if earlier is None:
+        return later
+    earlier.found += later.found
+    earlier.queued += later.queued
+    earlier.pages += later.pages
+    earlier.skipped.update(later.skipped)
+    earlier.stopped = later.stopped
+    return earlier
+
+
 def skip_reason(cart: Cart) -> str | None:
     """Why a cart found in the window gets no reminder, or None when it should get one."""
     if cart.cart_type_value != CartType.SHOPPING:
@@ -133,27 +160,33 @@ class Detector:
         # keyed by (channel, customer), a newer cart of a customer replaces the older one's message
         # instead of queueing a message that notify would only find superseded.
         fresh: dict[tuple[str, str], str] = {}
-        budget = self._config.max_carts_per_run
-        channels: dict[str, ChannelOutcome] = {}
+        outcomes: dict[str, ChannelOutcome] = {}
         errors: list[Exception] = []
         ouns = self._config.operating_unit_numbers
-        for index, oun in enumerate(ouns):
-            # A fair share of what is left, so a busy first channel cannot starve the others; what
-            # a quiet channel leaves unused goes to the channels after it.
-            share = budget // (len(ouns) - index) if budget > 0 else 0
-            try:
-                outcome = await self._detect_channel(oun, now, share, fresh)
-            except Exception as exc:
-                errors.append(exc)
-                # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
-                # the others' messages: the output binding is only written if the run returns.
-                # Its watermark stayed where the last good page left it, so nothing is lost.
-                logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
-                outcome = ChannelOutcome(
-                    window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}"
-                )
-            channels[oun] = outcome
-            budget -= outcome.found
+        budget = self._config.max_carts_per_run
+        # Rounds: every channel that may still have carts gets an equal share of what is left, so a
+        # busy channel cannot starve the others; one that finds fewer than its share is done, and
+        # what it left unused goes round again to the channels that filled theirs. Each call
+        # resumes from the channel's saved watermark, so a round costs one search, never memory.
+        active = list(ouns)
+        while active and budget > 0:
+            shares = fair_shares(budget, active)
+            still_busy: list[str] = []
+            for oun in active:
+                if shares[oun] == 0:
+                    still_busy.append(oun)
+                    continue
+                outcome = await self._detect_channel_safely(oun, now, shares[oun], fresh, errors)
+                outcomes[oun] = merge_outcomes(outcomes.get(oun), outcome)
+                budget -= outcome.found
+                if outcome.stopped == "cap_reached":
+                    still_busy.append(oun)
+            active = still_busy
+        for oun in ouns:
+            if oun not in outcomes:
+                # The cap ran out before this channel's turn: its window, and nothing read.
+                outcomes[oun] = await self._detect_channel_safely(oun, now, 0, fresh, errors)
+        channels = {oun: outcomes[oun] for oun in ouns}
         messages = list(fresh.values())
         requeued = await self._queue_due_entries(now, messages)
         result = RunResult(
@@ -168,11 +201,29 @@ class Detector:
         summary = result.summary()
         await self._runs.save(run_id, summary)
         logger.info("abandoned-cart detection run %s", json.dumps(summary, separators=(",", ":")))
-        if errors and len(errors) == len(self._config.operating_unit_numbers):
+        if errors and len(errors) == len(ouns) and not any(o.found for o in channels.values()):
             # Nothing worked (Retail Server down, credentials refused): fail the run where the
             # operator sees it. The due entries marked queued are swept again after REQUEUE_AFTER.
             raise errors[0]
         return result
+
+    async def _detect_channel_safely(
+        self,
+        oun: str,
+        now: datetime,
+        budget: int,
+        messages: dict[tuple[str, str], str],
+        errors: list[Exception],
+    ) -> ChannelOutcome:
+        try:
+            return await self._detect_channel(oun, now, budget, messages)
+        except Exception as exc:
+            errors.append(exc)
+            # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
+            # the others' messages: the output binding is only written if the run returns.
+            # Its watermark stayed where the last good page left it, so nothing is lost.
+            logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
+            return ChannelOutcome(window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}")
 
     async def _detect_channel(
         self, oun: str, now: datetime, budget: int, messages: dict[tuple[str, str], str]
@@ -191,15 +242,29 @@ class Detector:
         if cursor >= window_to:
             return outcome
         page_size = self._config.page_size
-        overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
         while True:
+            overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
             skip = max(0, len(seen) - overlap)
-            page = await self._retail.search_carts(
-                oun,
-                CartSearchCriteria(last_modified_from=cursor, last_modified_to=window_to),
-                top=page_size,
-                skip=skip,
-            )
+            try:
+                page = await self._retail.search_carts(
+                    oun,
+                    CartSearchCriteria(last_modified_from=cursor, last_modified_to=window_to),
+                    top=page_size,
+                    skip=skip,
+                )
+            except UpstreamResponseTooLargeError:
+                # Carts with many lines: the same carts in smaller pages. A single cart over the
+                # cap fails the channel with the error naming MAX_RESPONSE_BYTES; its watermark
+                # stays before that cart until the setting is raised.
+                if page_size == 1:
+                    raise
+                page_size //= 2
+                logger.warning(
+                    "channel %s: a Carts/Search page was over MAX_RESPONSE_BYTES; reading %d carts a page",
+                    oun,
+                    page_size,
+                )
+                continue
             outcome.pages += 1
             progressed = False
             capped = False

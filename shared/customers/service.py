@@ -377,6 +377,7 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
             backoff_max=min(settings.http_backoff_max_seconds, 2.0),
             max_server_delay=settings.fno_max_retry_wait_seconds,
         ),
+        max_response_bytes=runtime.http.max_response_bytes,
     )
     secret_name = settings.entra_client_secret_name
     if settings.fno_client_id and settings.fno_client_id != settings.entra_client_id:

@@ -101,7 +101,9 @@ class EmarsysProvider:
         self._policy = http.policy
         # Retries happen here, not in the shared client: a WSSE header (its nonce) is single-use, so
         # every attempt needs fresh authentication headers.
-        self._once = HttpClient(http.session, RetryPolicy(max_attempts=1))
+        self._once = HttpClient(
+            http.session, RetryPolicy(max_attempts=1), max_response_bytes=http.max_response_bytes
+        )
         self._sleep = sleep
         self.event_id = event_id
         self.key_id = key_id

@@ -74,10 +74,16 @@ class CartSearchCriteria(BaseModel):
 
 
 def format_datetime(value: datetime) -> str:
-    """An Edm.DateTimeOffset literal in UTC, e.g. ``2026-11-22T09:30:00.123Z``."""
+    """An Edm.DateTimeOffset literal in UTC with every microsecond, e.g. ``2026-11-22T09:30:00.123456Z``.
+
+    Retail Server compares search bounds at its own precision (100-ns ticks), so a bound must go on
+    the wire exactly as the caller holds it: detection compares the carts it gets back with its
+    cursor, and a bound cut coarser than the cursor (milliseconds, say) would bring back carts the
+    cursor then drops, or shift the ``$skip`` count it keeps for carts sharing one instant.
+    """
     if value.tzinfo is None:
         raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
-    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    text = value.astimezone(UTC).isoformat(timespec="microseconds")
     return text.replace("+00:00", "Z")
 
 
@@ -121,6 +127,7 @@ class RetailServerClient:
                 },
                 params=params,
                 json_body=body,
+                route=path,
             )
             if response.status == 401 and attempt == 1:
                 self._tokens.invalidate(self._scope)

@@ -7,6 +7,7 @@ rather than deep inside an email.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from enum import IntEnum
@@ -38,6 +39,23 @@ class ContactType(IntEnum):
     PHONE = 1
     EMAIL = 2
     URL = 3
+
+
+# The fraction of an Edm.DateTimeOffset literal beyond the sixth digit.
+_BEYOND_MICROSECONDS = re.compile(r"(?<=\.\d{6})\d+")
+
+
+def cut_to_microseconds(value: object) -> object:
+    """Drop the fraction digits of a timestamp literal that a ``datetime`` cannot hold.
+
+    Retail Server writes .NET ticks, up to seven fraction digits. Cutting (never rounding) keeps
+    every parsed time at or before the real one, so a cursor taken from it, sent back as a search's
+    lower bound, still finds the cart it came from and every cart after it; carts that differ only
+    in the seventh digit become one instant, which the keyset paging already handles.
+    """
+    if isinstance(value, str):
+        return _BEYOND_MICROSECONDS.sub("", value, count=1)
+    return value
 
 
 class RetailModel(BaseModel):
@@ -79,6 +97,11 @@ class Cart(RetailModel):
     tax_amount: Decimal | None = None
     discount_amount: Decimal | None = None
     cart_lines: list[CartLine] = Field(default_factory=list)
+
+    @field_validator("modified_date_time", mode="before")
+    @classmethod
+    def _cut_to_microseconds(cls, value: object) -> object:
+        return cut_to_microseconds(value)
 
     @field_validator("modified_date_time")
     @classmethod

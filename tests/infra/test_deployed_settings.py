@@ -369,7 +369,8 @@ def test_real_values_reach_their_settings() -> None:
         "httpBackoffBaseSeconds": "0.25",
         "httpMaxAttempts": 6,
         "secretCacheTtlSeconds": 0,
-        "cartPageSize": 250,
+        "cartPageSize": 150,
+        "maxResponseBytes": 16777216,
         "coalesceWindowMs": 0,
         "emarsysAuthUrl": "https://auth.emarsys.example",
         "sendgridApiUrl": "https://api.eu.sendgrid.com",
@@ -401,7 +402,8 @@ def test_real_values_reach_their_settings() -> None:
     assert settings.retail_server_api_version == "7.4"
     assert (settings.http_timeout_seconds, settings.http_backoff_base_seconds) == (12.5, 0.25)
     assert (settings.http_max_attempts, settings.secret_cache_ttl_seconds) == (6, 0)
-    assert (settings.cart_page_size, settings.coalesce_window_ms) == (250, 0)
+    assert (settings.cart_page_size, settings.coalesce_window_ms) == (150, 0)
+    assert settings.max_response_bytes == 16 * 1024 * 1024
     assert settings.emarsys_auth_url == "https://auth.emarsys.example"
     assert settings.sendgrid_api_url == "https://api.eu.sendgrid.com"
     assert settings.sendgrid_api_key_secret_name == "sendgrid-eu-api-key"

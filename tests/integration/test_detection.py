@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,110 @@ async def test_a_suspended_cart_is_skipped(sandbox: Sandbox, settings: Settings,
     result = await run_detector(runtime, settings)
     assert cart.id not in cart_ids(result.messages)
     assert result.channels["128"].skipped["suspended"] == 1
+
+
+async def run_timer(
+    registered_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, at: datetime
+) -> list[str]:
+    """One run of the registered timer function at ``at``; the cart ids it queued."""
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: at)
+    out = OutStub()
+    await registered_functions["detect_abandoned_carts"].get_user_function()(
+        TimerRequest(past_due=False), out
+    )
+    return cart_ids(out.get() or [])
+
+
+async def test_carts_on_both_bounds_with_sub_millisecond_parts(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_functions: dict[str, Any]
+) -> None:
+    """Retail Server compares the window's bounds at its full precision (100-ns ticks). Carts inside
+    the From bound's millisecond, a bulk update at one seven-digit instant there (more carts than a
+    page), and carts on either side of the To bound are each queued once over two runs; a cart a
+    tick before the From bound is outside the window and never queued."""
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    settings = sandbox_settings(sandbox, tmp_path, cart_page_size=3)
+    runtime = Runtime.create(settings)
+    set_runtime(runtime)
+    # Ten days on, every generated cart is older than the window: only the carts below are in it.
+    first_run = NOW + timedelta(days=10, microseconds=123_456)
+    second_run = first_run + timedelta(minutes=15)
+    floor = first_run - timedelta(minutes=settings.lookback_minutes)
+    edge = first_run - timedelta(minutes=settings.abandoned_after_minutes)
+    customers = iter(sandbox.data.customers)
+
+    def cart_at(base: datetime, offset_100ns: int) -> str:
+        modified = base + timedelta(microseconds=offset_100ns // 10)
+        cart = sandbox.data.add_cart(
+            customer_id=next(customers), modified=modified, modified_100ns=offset_100ns % 10
+        )
+        return cart.id
+
+    try:
+        before_floor = cart_at(floor, -5)
+        on_floor = {cart_at(floor, offset) for offset in (0, 5, 1_000, 2_000)}
+        bulk = {cart_at(floor, 3_005) for _ in range(4)}
+        on_edge = {cart_at(edge, -5), cart_at(edge, 0)}
+        past_edge = cart_at(edge, 5)
+        wire = sandbox.data.carts[past_edge].wire()["ModifiedDateTime"]
+        assert len(wire.rpartition(".")[2].rstrip("Z")) == 7, "seven fraction digits on the wire"
+
+        first = await run_timer(registered_functions, monkeypatch, first_run)
+        second = await run_timer(registered_functions, monkeypatch, second_run)
+
+        assert len(first) == len(set(first))
+        assert set(first) == on_floor | bulk | on_edge, "everything inside the first run's bounds"
+        assert second == [past_edge], "a tick past the To bound waits for the next run, then comes once"
+        assert before_floor not in first + second
+    finally:
+        set_runtime(None)
+        await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("carts", "found"),
+    [
+        # A share fixed in channel order (10 // 3, then a half of what is left, then the rest)
+        # found 6, 6 and 8 of the 10 carts the cap allows.
+        ((7, 3, 0), (7, 3, 0)),
+        ((12, 1, 2), (7, 1, 2)),
+        ((9, 9, 2), (5, 3, 2)),
+    ],
+)
+async def test_the_cap_goes_round_until_it_or_the_carts_run_out(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registered_functions: dict[str, Any],
+    carts: tuple[int, int, int],
+    found: tuple[int, int, int],
+) -> None:
+    """MAX_CARTS_PER_RUN=10 over three channels: what a quiet channel leaves goes to the busy ones."""
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    sandbox.data.channels["300"] = replace(sandbox.data.channels["128"], oun="300", channel_id=5637144600)
+    ouns = ("128", "067", "300")
+    settings = sandbox_settings(
+        sandbox, tmp_path, operating_unit_numbers=",".join(ouns), max_carts_per_run=10, cart_page_size=4
+    )
+    runtime = Runtime.create(settings)
+    set_runtime(runtime)
+    # Ten days on, every generated cart is older than the window: only the carts below are in it.
+    at = NOW + timedelta(days=10)
+    accounts = list(sandbox.data.customers)
+    for oun, count in zip(ouns, carts, strict=True):
+        for index in range(count):
+            sandbox.data.add_cart(
+                oun=oun, customer_id=accounts[index], modified=at - timedelta(hours=2, seconds=index)
+            )
+    try:
+        first = await run_timer(registered_functions, monkeypatch, at)
+        summary = (await RunSummaryStore(runtime.store).recent())[0]
+        assert tuple(summary["channels"][oun]["found"] for oun in ouns) == found
+        assert summary["found"] == min(10, sum(carts))
+        second = await run_timer(registered_functions, monkeypatch, at + timedelta(minutes=15))
+        later = (await RunSummaryStore(runtime.store).recent())[0]
+        assert summary["found"] + later["found"] == sum(carts), "the next run takes the rest"
+        assert len(first + second) == len(set(first + second)), "nothing queued twice"
+    finally:
+        set_runtime(None)
+        await runtime.close()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox.data import SAME_INSTANT_BLOCK, SandboxData, to_millis
+from sandbox.data import SAME_INSTANT_BLOCK, SandboxData, format_datetime, parse_ticks, ticks, to_utc
 from tests.sandbox.conftest import NOW
 
 
@@ -73,8 +73,39 @@ def test_helpers_refuse_unknown_carts_and_naive_times() -> None:
     with pytest.raises(KeyError):
         data.touch_cart("no-such-cart", NOW)
     with pytest.raises(ValueError, match="naive"):
-        to_millis(datetime(2026, 1, 1))
+        to_utc(datetime(2026, 1, 1))
     cart = data.add_cart(oun="067", customer_id="004002", lines=[])
     assert cart.channel_id == 5637144593 and cart.lines == []
     with pytest.raises(ValueError, match="exists"):
         data.add_cart(cart_id=cart.id)
+
+
+def test_a_share_of_the_carts_carries_seven_fraction_digits() -> None:
+    """Retail Server writes .NET ticks: the sandbox does too, for a fixed share of its carts."""
+    carts = SandboxData(seed=42, now=NOW).carts_in("128")
+    digits = Counter(len(c.wire()["ModifiedDateTime"].rstrip("Z").partition(".")[2]) for c in carts)
+    assert digits[7] >= len(carts) // 10
+    assert digits[0] + digits[1] + digits[2] + digits[3] >= len(carts) // 2, "most stay at milliseconds"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-01T10:00:00.1234567Z", (datetime(2026, 12, 1, 10, 0, 0, 123_456, tzinfo=UTC), 7)),
+        ("2026-12-01T11:00:00.1234567+01:00", (datetime(2026, 12, 1, 10, 0, 0, 123_456, tzinfo=UTC), 7)),
+        ("2026-12-01T10:00:00.12Z", (datetime(2026, 12, 1, 10, 0, 0, 120_000, tzinfo=UTC), 0)),
+        ("2026-12-01T10:00:00Z", (datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC), 0)),
+    ],
+)
+def test_ticks_read_and_write_dotnet_literals(text: str, expected: tuple[datetime, int]) -> None:
+    assert parse_ticks(text) == ticks(*expected)
+    assert parse_ticks(format_datetime(*expected)) == ticks(*expected)
+    assert format_datetime(*expected).endswith("Z")
+
+
+def test_ticks_refuse_what_retail_server_refuses() -> None:
+    for text in ("2026-12-01T10:00:00", "2026-12-01T10:00:00.12345678Z", "yesterday"):
+        with pytest.raises(ValueError, match=r"Edm\.DateTimeOffset"):
+            parse_ticks(text)
+    with pytest.raises(ValueError, match="seventh"):
+        ticks(NOW, 10)

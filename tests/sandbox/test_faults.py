@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -95,12 +96,26 @@ async def test_faults_cover_routes_added_by_extensions() -> None:
                 assert second.status == 200 and await second.json() == {"pong": True}
 
 
+async def test_a_streamed_body_is_chunked_json_of_about_the_size(
+    retail: RetailServer, sandbox_server: Sandbox
+) -> None:
+    fault = sandbox_server.faults.add(SEARCH, stream_bytes=300_000)
+    answer = await retail.search({})
+    assert answer.status == 200 and "Content-Length" not in answer.headers
+    assert answer.headers["Transfer-Encoding"] == "chunked"
+    size = len(json.dumps(answer.body, separators=(",", ":")))
+    assert 300_000 - 65_536 < size <= 300_000 and fault.bytes_sent == size
+    assert (await retail.search({}, query={"$top": "1"})).body["value"][0]["Id"]
+
+
 def test_routes_and_times_are_validated() -> None:
     faults = FaultInjector()
     with pytest.raises(ValueError, match="route"):
         faults.add("Carts/Search", status=500)
     with pytest.raises(ValueError, match="times"):
         faults.add("/rs", status=500, times=0)
+    with pytest.raises(ValueError, match="stream_bytes"):
+        faults.add("/rs", stream_bytes=-1)
     first = faults.add("/rs", status=500)
     faults.add("POST /rs/Commerce/Carts", status=503)
     assert faults.take("POST", "/rs/Commerce/Carts/Search") is first

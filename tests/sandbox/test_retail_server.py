@@ -188,6 +188,36 @@ async def test_search_window_is_inclusive_at_both_ends(retail: RetailServer, san
     assert all(c["ModifiedDateTime"] != block for c in after)
 
 
+async def test_search_compares_at_full_precision(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    """Like Retail Server, the bounds are compared in 100-ns ticks, not cut to the millisecond."""
+    at = NOW - timedelta(minutes=3, microseconds=-123_456)
+    cart = sandbox_server.data.add_cart(customer_id="004001", modified=at, modified_100ns=5)
+    stamp = "2026-03-02T11:57:00.1234565Z"
+    assert cart.wire()["ModifiedDateTime"] == stamp
+
+    async def found(start: str, end: str) -> bool:
+        carts = await search_all(
+            retail, {"LastModifiedDateTimeFrom": start, "LastModifiedDateTimeTo": end}, page=1000
+        )
+        return cart.id in {c["Id"] for c in carts}
+
+    assert await found(stamp, stamp)
+    assert await found("2026-03-02T11:57:00.123456Z", "2026-03-02T11:57:00.123457Z")
+    assert not await found("2026-03-02T11:57:00.1234566Z", "2026-03-02T11:58:00Z")
+    assert not await found("2026-03-02T11:57:00.123Z", "2026-03-02T11:57:00.123456Z")
+
+
+async def test_search_orders_by_the_seventh_digit(retail: RetailServer, sandbox_server: Sandbox) -> None:
+    at = NOW - timedelta(minutes=3)
+    later = sandbox_server.data.add_cart(customer_id="004001", modified=at, modified_100ns=7, cart_id="A")
+    earlier = sandbox_server.data.add_cart(customer_id="004002", modified=at, modified_100ns=2, cart_id="B")
+    stamp = format_datetime(at)
+    carts = await search_all(
+        retail, {"LastModifiedDateTimeFrom": stamp, "LastModifiedDateTimeTo": format_datetime(NOW)}, page=1000
+    )
+    assert [c["Id"] for c in carts if c["Id"] in {"A", "B"}] == [earlier.id, later.id]
+
+
 async def test_search_window_accepts_offsets_other_than_utc(retail: RetailServer) -> None:
     start = NOW - timedelta(hours=6)
     utc = await search_all(
@@ -245,6 +275,8 @@ async def test_orderby_descending_and_unknown_columns(retail: RetailServer) -> N
         {"CartTypeValue": 1},  # not wrapped in cartSearchCriteria
         {"cartSearchCriteria": {"CartTypeValue": "1"}},
         {"cartSearchCriteria": {"LastModifiedDateTimeFrom": "2026-03-01T10:00:00"}},  # no offset
+        {"cartSearchCriteria": {"LastModifiedDateTimeFrom": "2026-03-01T10:00:00.12345678Z"}},  # > 7 digits
+        {"cartSearchCriteria": {"LastModifiedDateTimeFrom": 1772359200}},  # not a literal
         {"cartSearchCriteria": {"cartTypeValue": 1}},  # camelCase property
     ],
 )

@@ -15,6 +15,7 @@ from shared.http import (
     HttpClient,
     RetryPolicy,
     UpstreamConnectionError,
+    UpstreamResponseTooLargeError,
     UpstreamStatusError,
     UpstreamTimeoutError,
     retry_delay_from_headers,
@@ -233,3 +234,91 @@ def test_retry_after_forms() -> None:
     assert retry_delay_from_headers({"X-RateLimit-Reset": str(int(now) + 30)}, now=now) == 30
     assert retry_delay_from_headers({"X-RateLimit-Reset": "5"}, now=now) == 5
     assert retry_delay_from_headers({}, now=now) is None
+
+
+CAP = 64 * 1024
+
+
+@pytest.fixture
+async def capped() -> AsyncIterator[HttpClient]:
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+    yield HttpClient(session, RetryPolicy(max_attempts=3, backoff_base=0), max_response_bytes=CAP)
+    await session.close()
+
+
+async def test_a_declared_length_over_the_cap_is_refused_before_reading(
+    server: Any, capped: HttpClient
+) -> None:
+    """The server declares 10 MB and holds the body back until the client has answered: the error
+    can only come from the Content-Length header, with nothing of the body read."""
+    url, use = server
+    answered = asyncio.Event()
+
+    async def declares_ten_megabytes(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 10_000_000
+        await response.prepare(request)
+        await response.write(b"[")
+        await asyncio.wait_for(answered.wait(), timeout=5)
+        return response
+
+    script = Script(declares_ten_megabytes)
+    use(script)
+    try:
+        with pytest.raises(UpstreamResponseTooLargeError) as caught:
+            await capped.send(
+                "GET", url + "/Carts/Search?customer=someone@example.com", service="Retail Server"
+            )
+    finally:
+        answered.set()
+    assert script.calls == 1, "the same request gets the same answer: never retried"
+    error = caught.value
+    assert (error.declared, error.limit, error.status) == (10_000_000, CAP, None)
+    message = str(error)
+    assert "MAX_RESPONSE_BYTES" in message and "Retail Server" in message
+    assert "GET /Carts/Search" in message and "10000000 bytes (Content-Length)" in message
+    assert "someone" not in message, "the query (personal data) is left out"
+
+
+async def test_a_streamed_body_is_given_up_at_the_cap(server: Any, capped: HttpClient) -> None:
+    url, use = server
+    written: list[int] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        piece = b"x" * 65_536
+        try:
+            for _ in range(4096):  # 256 MiB, if anyone read it all
+                await response.write(piece)
+                written.append(len(piece))
+        except ConnectionError:
+            pass
+        return response
+
+    use(Script(endless))
+    with pytest.raises(UpstreamResponseTooLargeError, match="body of more than 65536 bytes") as caught:
+        await capped.send("POST", url + "/Carts/Search", service="Retail Server", route="Carts/Search")
+    assert caught.value.declared is None and caught.value.route == "Carts/Search"
+    assert sum(written) < 64 * 1024 * 1024, "the connection was dropped, not drained"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_at_the_cap_is_read_whole(server: Any, capped: HttpClient, chunked: bool) -> None:
+    url, use = server
+
+    async def at_cap(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = CAP
+        await response.prepare(request)
+        await response.write(b"y" * CAP)
+        await response.write_eof()
+        return response
+
+    use(Script(at_cap))
+    response = await capped.send("GET", url + "/x", service="test")
+    assert response.body == b"y" * CAP

@@ -3,11 +3,13 @@ and typed, so a changed contract fails at the edge."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from shared.retail_server.client import CartSearchCriteria, format_datetime
 from shared.retail_server.models import Cart, CartType, Customer
 
 
@@ -53,3 +55,28 @@ def test_a_cart_breaking_the_contract_is_refused(overrides: dict[str, Any], fiel
 def test_a_customer_needs_its_account_number() -> None:
     with pytest.raises(ValidationError):
         Customer.model_validate({"FirstName": "x"})
+
+
+@pytest.mark.parametrize(
+    ("wire", "microsecond"),
+    [
+        ("2026-12-01T10:00:00.1234567Z", 123_456),
+        ("2026-12-01T10:00:00.9999999Z", 999_999),
+        ("2026-12-01T11:00:00.1234565+01:00", 123_456),
+        ("2026-12-01T10:00:00.12Z", 120_000),
+        ("2026-12-01T10:00:00Z", 0),
+    ],
+)
+def test_seven_fraction_digits_are_cut_never_rounded(wire: str, microsecond: int) -> None:
+    """.NET ticks have one digit more than a datetime: a parsed time is never later than the real
+    one, so a search from it finds the cart again instead of skipping a cart a tick after it."""
+    parsed = Cart.model_validate(cart(ModifiedDateTime=wire)).modified_date_time
+    assert parsed is not None
+    assert parsed.astimezone(UTC).replace(tzinfo=None) == datetime(2026, 12, 1, 10, 0, 0, microsecond)
+
+
+def test_search_bounds_go_on_the_wire_as_precisely_as_they_are_held() -> None:
+    bound = datetime(2026, 12, 1, 10, 0, 0, 123_456, tzinfo=UTC)
+    wire = CartSearchCriteria(last_modified_from=bound, last_modified_to=bound).wire()
+    assert wire["LastModifiedDateTimeFrom"] == wire["LastModifiedDateTimeTo"] == "2026-12-01T10:00:00.123456Z"
+    assert datetime.fromisoformat(format_datetime(bound)) == bound
