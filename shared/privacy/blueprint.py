@@ -31,7 +31,7 @@ from shared.http_input import (
 )
 from shared.privacy.erasure import ErasureRequest, erase
 from shared.privacy.suppression import SuppressionList
-from shared.privacy.tokens import InvalidTokenError, verify
+from shared.privacy.tokens import InvalidTokenError, WeakSecretError, check_secret, verify
 from shared.problems import FieldError, problem_from_validation_error
 from shared.runtime import get_runtime
 from shared.secrets import SecretNotFoundError
@@ -68,17 +68,24 @@ async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
     try:
         runtime = await get_runtime()
         token = req.params.get(TOKEN_PARAMETER) or ""
+        name = runtime.settings.unsubscribe_signing_secret_name
         try:
-            secret = await runtime.secrets.get(runtime.settings.unsubscribe_signing_secret_name)
-        except SecretNotFoundError:
+            secret = await runtime.secrets.get(name)
+            check_secret(secret)
+        except (SecretNotFoundError, WeakSecretError) as exc:
+            fault = "is not set" if isinstance(exc, SecretNotFoundError) else "is too short"
             logger.error(
-                "configuration fault: the unsubscribe signing secret is not set [correlation id %s]", cid
+                "configuration fault: the unsubscribe signing secret %r (UNSUBSCRIBE_SIGNING_SECRET_NAME) "
+                "%s [correlation id %s]",
+                name,
+                fault,
+                cid,
             )
             raise reject(
                 503,
                 "not-configured",
                 "Unsubscribe is not configured",
-                "The connector has no unsubscribe signing secret.",
+                "The connector cannot check unsubscribe links; quote the correlation id.",
                 cid,
             ) from None
         try:
