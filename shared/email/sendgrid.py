@@ -33,6 +33,12 @@ DEDUP_ARG = "dedup_key"
 
 class SendGridProvider:
     name = "sendgrid"
+    # SendGrid offers the connector no deletion of a recipient (no ErasableProvider).
+    retains = (
+        "SendGrid keeps the recipient's email activity and any suppression (unsubscribe, bounce) "
+        "entries; the connector cannot delete them. Erase the address in SendGrid (its privacy "
+        "request process) if it must go."
+    )
 
     def __init__(
         self,
