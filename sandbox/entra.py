@@ -57,11 +57,14 @@ class TokenIssuer:
         # Every key the JWKS publishes, the signing one included (a rollover keeps the old one).
         self._published: dict[str, rsa.RSAPrivateKey] = {self.key_id: self._key}
 
-    def rotate_key(self) -> str:
-        """Sign with a new key from now on, still publishing the old one (Entra's rollover)."""
+    def rotate_key(self, *, publish: bool = True) -> str:
+        """Sign with a new key from now on, still publishing the old one (Entra's rollover).
+        ``publish=False`` leaves the new key out of the JWKS: tokens then name a key id the
+        tenant never announced, as a forger's would."""
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.key_id = uuid.uuid4().hex
-        self._published[self.key_id] = self._key
+        if publish:
+            self._published[self.key_id] = self._key
         return self.key_id
 
     def issue_caller_token(
