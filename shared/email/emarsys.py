@@ -274,7 +274,7 @@ class EmarsysProvider:
     async def erase(self, subject: ErasureSubject) -> ProviderErasure:
         """Delete the contact: ``POST /api/{v2|v3}/contact/delete`` with ``{"key_id": <key field>,
         "<key field>": [<value>]}``. Irreversible at Emarsys; not found is HTTP 404 with reply 2008
-        (docs/reference/privacy-erasure.md)."""
+        (docs/reference/erasure-and-caller-auth.md)."""
         by_email = self.key_id in (EMAIL_FIELD, "email")
         value = subject.email if by_email else subject.customer_id
         if value is None:
