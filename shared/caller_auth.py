@@ -97,6 +97,10 @@ class EntraTokenValidator:
         self._metadata: _Metadata | None = None
         self._flight: SingleFlight[str, _Metadata] = SingleFlight()
 
+    def close(self) -> None:
+        """Stop a key fetch still running (on shutdown)."""
+        self._flight.cancel_all()
+
     async def validate(self, token: str) -> dict[str, Any]:
         """The claims of a genuine, current token for one of :attr:`audiences`."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
@@ -205,6 +209,10 @@ class CallerVerifier:
     ) -> None:
         self._validator = validator
         self._environ = environ if environ is not None else os.environ
+
+    def close(self) -> None:
+        if self._validator is not None:
+            self._validator.close()
 
     @property
     def platform_auth_on(self) -> bool:

@@ -103,6 +103,8 @@ class Runtime:
             except Exception as exc:
                 logger.warning("closing %s failed: %s", name, type(exc).__name__)
         self.extras.clear()
+        if self._callers is not None:
+            self._callers.close()
         await self.http.session.close()
         await self.store.close()
         await self.secrets.close()
