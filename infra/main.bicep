@@ -332,7 +332,7 @@ param fnoMaxAttempts int = 2
 @description('Longest Retry-After of F&O waited for before answering 503, in seconds (a decimal number): at least 0, at most 60.')
 param fnoMaxRetryWaitSeconds string = '5'
 
-@description('Require the customersAppRole role claim from App Service authentication (Easy Auth). Only with authentication configured on the app: without it the claims header could be forged.')
+@description('Turn on App Service authentication (Easy Auth) for the HTTP endpoints with the apiClientId app registration (deployed only when apiClientId is set), and require the customersAppRole app role on the customers endpoints. The erasure endpoint requires privacyAppRole whatever this says. The app trusts the claims header only while the platform reports authentication on (WEBSITE_AUTH_ENABLED), so a forged header never counts.')
 param easyAuthEnabled bool = false
 
 @minLength(1)
@@ -368,8 +368,17 @@ param unsubscribeLinkDays int = 365
 
 @minLength(1)
 @maxLength(120)
-@description('App role a caller of the erasure endpoint must hold when easyAuthEnabled is true.')
+@description('App role every caller of the erasure endpoint must hold (in an Entra token for apiClientId), whatever easyAuthEnabled says.')
 param privacyAppRole string = 'Privacy.Erase'
+
+// --- callers of the HTTP endpoints (shared/caller_auth.py) -----------------------------------------
+@maxLength(120)
+@description('Application (client) id of the app registration that stands for this connector\'s HTTP API and defines the app roles. Callers send Entra tokens issued for it; with easyAuthEnabled, App Service authentication is configured with it. Empty: no bearer token is accepted, and only App Service authentication set up outside this deployment can vouch for a caller.')
+param apiClientId string = ''
+
+@maxLength(400)
+@description('Audience (Application ID URI) of those tokens. Empty: api://<apiClientId>.')
+param apiAudience string = ''
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -544,6 +553,8 @@ module api 'app/api.bicep' = {
     unsubscribeSigningSecretName: unsubscribeSigningSecretName
     unsubscribeLinkDays: unsubscribeLinkDays
     privacyAppRole: privacyAppRole
+    apiClientId: apiClientId
+    apiAudience: apiAudience
   }
 }
 

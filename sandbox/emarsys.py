@@ -6,8 +6,9 @@ tokens (client id and secret in HTTP Basic), ``/emarsys/api/v3/...`` accepts onl
 nonce). Triggers enforce the 1,000-contact and 1 MB limits, answer with Emarsys' reply codes
 (2008 unknown contact, 5004 unknown event, 5005 event not connected, 7003 with HTTP 429 and
 ``X-RateLimit-*`` headers over the budget), drop a repeated ``trigger_id`` and record every accepted
-trigger in :attr:`EmarsysStandIn.triggers` and every contact update in
-:attr:`EmarsysStandIn.upserts` for tests.
+trigger in :attr:`EmarsysStandIn.triggers`, every contact update in
+:attr:`EmarsysStandIn.upserts` and every contact deletion in :attr:`EmarsysStandIn.deletions` for
+tests.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class EmarsysStandIn:
     contacts: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
     upserts: list[ContactUpsert] = field(default_factory=list)
+    # Each contact/delete call that passed authentication: (key field, values asked for).
+    deletions: list[tuple[str, list[str]]] = field(default_factory=list)
     duplicates_dropped: int = 0
     token_requests: int = 0
     trigger_requests: int = 0
@@ -151,6 +154,7 @@ class EmarsysStandIn:
         for version in ("v2", "v3"):
             app.router.add_post(f"{prefix}/api/{version}/event/{{event_id}}/trigger", self._trigger)
             app.router.add_put(f"{prefix}/api/{version}/contact", self._upsert_contacts)
+            app.router.add_post(f"{prefix}/api/{version}/contact/delete", self._delete_contacts)
             app.router.add_get(f"{prefix}/api/{version}/event", self._list_events)
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -388,6 +392,54 @@ class EmarsysStandIn:
             else:
                 errors[value] = {"2008": f"No contact found with the external id: {key_id}"}
         return _reply(0, "OK", data={"ids": ids, "errors": errors}, headers=headers)
+
+    async def _delete_contacts(self, request: web.Request) -> web.Response:
+        """``POST /contact/delete``: ``{"key_id": k, "<k>": [values]}``; ``key_id`` may be left
+        out for e-mail (3). Duplicates of a non-unique key are not deleted (reply 2010 for that
+        value); a call that finds nothing answers HTTP 404 with reply 2008."""
+        _, rejected = await self._guard(request)
+        if rejected is not None:
+            return rejected
+        headers = self._rate_headers()
+        try:
+            body = await request.json()
+        except ValueError:
+            return _reply(1001, "Invalid JSON in request body", status=400, headers=headers)
+        if not isinstance(body, dict):
+            return _reply(1001, "Parameters invalid or missing", status=400, headers=headers)
+        key_id = str(body.get("key_id", EMAIL_FIELD))
+        raw = body.get(key_id)
+        values = raw if isinstance(raw, list) else [raw] if raw is not None else []
+        if not values or not all(isinstance(v, str) and v for v in values):
+            return _reply(2005, f"No value provided for key field: {key_id}", status=400, headers=headers)
+        if len(values) > MAX_CONTACTS:
+            return _reply(1000, f"At most {MAX_CONTACTS} contacts per call", status=400, headers=headers)
+        self.deletions.append((key_id, [str(v) for v in values]))
+        deleted = 0
+        errors: dict[str, dict[str, str]] = {}
+        for value in values:
+            matches = [c for c in self.contacts if self._matches(c, key_id, value)]
+            if len(matches) > 1:
+                errors[value] = {"2010": f"More contacts found with the external id: {key_id}"}
+            elif not matches:
+                errors[value] = {"2008": f"No contact found with the external id: {key_id}"}
+            else:
+                self.contacts.remove(matches[0])
+                deleted += 1
+        if deleted == 0 and all("2008" in e for e in errors.values()):
+            return _reply(
+                2008, f"No contact found with the external id: {key_id}", status=404, headers=headers
+            )
+        return _reply(0, "OK", data={"deleted_contacts": str(deleted), "errors": errors}, headers=headers)
+
+    @staticmethod
+    def _matches(contact: dict[str, Any], key_id: str, value: str) -> bool:
+        stored = contact.get(key_id)
+        if stored is None:
+            return False
+        if key_id == EMAIL_FIELD:
+            return str(stored).casefold() == value.casefold()
+        return str(stored) == value
 
 
 def _digest(nonce: str, created: str, secret: str) -> str:

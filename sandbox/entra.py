@@ -54,6 +54,57 @@ class TokenIssuer:
         self.lifetime_seconds = lifetime_seconds
         self.key_id = uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-signing-key/{tenant_id}").hex
         self._key = _signing_key()
+        # Every key the JWKS publishes, the signing one included (a rollover keeps the old one).
+        self._published: dict[str, rsa.RSAPrivateKey] = {self.key_id: self._key}
+
+    def rotate_key(self, *, publish: bool = True) -> str:
+        """Sign with a new key from now on, still publishing the old one (Entra's rollover).
+        ``publish=False`` leaves the new key out of the JWKS: tokens then name a key id the
+        tenant never announced, as a forger's would."""
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_id = uuid.uuid4().hex
+        if publish:
+            self._published[self.key_id] = self._key
+        return self.key_id
+
+    def issue_caller_token(
+        self,
+        *,
+        audience: str,
+        roles: list[str] | None,
+        client_id: str = "c11e4700-0000-4000-8000-00000000ca11",
+        version: str = "1.0",
+        now: float | None = None,
+        lifetime_seconds: int | None = None,
+        not_before: float | None = None,
+        issuer: str | None = None,
+    ) -> str:
+        """An app-only access token for the connector's own API, as a caller (an admin tool, a
+        POS back end) gets one with client credentials: ``roles`` are the app roles assigned to
+        it (left out when None, as Entra does when none is assigned). A v2.0 token needs the
+        ``issuer`` (``{authority}/v2.0``, which only the running sandbox knows)."""
+        if version != "1.0" and issuer is None:
+            raise ValueError("a v2.0 token needs its issuer: use Sandbox.caller_token")
+        issued = int(time.time() if now is None else now)
+        lifetime = self.lifetime_seconds if lifetime_seconds is None else lifetime_seconds
+        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal/{client_id}"))
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": issuer or self.issuer,
+            "iat": issued,
+            "nbf": int(not_before) if not_before is not None else issued,
+            "exp": issued + lifetime,
+            "oid": object_id,
+            "sub": object_id,
+            "tid": self.tenant_id,
+            "idtyp": "app",
+            "ver": version,
+            "jti": uuid.uuid4().hex,
+        }
+        claims["appid" if version == "1.0" else "azp"] = client_id
+        if roles is not None:
+            claims["roles"] = roles
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id, "typ": "JWT"})
 
     @property
     def issuer(self) -> str:
@@ -84,11 +135,12 @@ class TokenIssuer:
     def verify(self, token: str, *, audience: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("kid") != self.key_id:
+            key = self._published.get(str(header.get("kid")))
+            if key is None:
                 raise TokenRejectedError("the token was not signed by this tenant's key")
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key.public_key(),
+                key.public_key(),
                 algorithms=["RS256"],
                 audience=audience,
                 issuer=self.issuer,
@@ -106,19 +158,13 @@ class TokenIssuer:
         return claims
 
     def jwks(self) -> dict[str, Any]:
-        numbers = self._key.public_key().public_numbers()
-        return {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "use": "sig",
-                    "alg": "RS256",
-                    "kid": self.key_id,
-                    "n": _b64url(numbers.n),
-                    "e": _b64url(numbers.e),
-                }
-            ]
-        }
+        keys = []
+        for kid, key in self._published.items():
+            numbers = key.public_key().public_numbers()
+            keys.append(
+                {"kty": "RSA", "use": "sig", "kid": kid, "n": _b64url(numbers.n), "e": _b64url(numbers.e)}
+            )
+        return {"keys": keys}
 
 
 def _b64url(number: int) -> str:

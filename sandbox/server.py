@@ -153,6 +153,19 @@ class Sandbox:
             "OPERATING_UNIT_NUMBERS": ",".join(OPERATING_UNIT_NUMBERS),
         }
 
+    @property
+    def v2_issuer(self) -> str:
+        """The issuer of v2.0 tokens, as the tenant's v2 OpenID configuration names it."""
+        return f"{self.authority}/v2.0"
+
+    def caller_token(
+        self, *, audience: str, roles: list[str] | None, version: str = "1.0", **options: Any
+    ) -> str:
+        """An app-role token for the connector's own API (``TokenIssuer.issue_caller_token``)."""
+        if version != "1.0":
+            options.setdefault("issuer", self.v2_issuer)
+        return self.tokens.issue_caller_token(audience=audience, roles=roles, version=version, **options)
+
     # ----- tokens for any stand-in
 
     def verify_token(self, request: web.Request, *, audience: str, scheme: str) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class WebhookReceiver:
     def deliveries(self) -> int:
         return len(self.received) + self.duplicates
 
+    def events_of(self, event_type: str) -> list[dict[str, Any]]:
+        """The accepted events of one ``type`` (``abandoned_cart.email``, ``customer.erased``)."""
+        return [event for event in self.received if event.get("type") == event_type]
+
     def add_routes(self, app: web.Application, prefix: str = PREFIX) -> None:
         app.router.add_post(f"{prefix}/receive", self._receive)
 

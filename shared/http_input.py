@@ -1,4 +1,4 @@
-"""Reading an HTTP request safely: correlation id, Easy Auth app role, body size, content type, JSON.
+"""Reading an HTTP request safely: correlation id, verified app role, body size, content type, JSON.
 
 Each check raises :class:`RequestRejectedError` carrying the RFC 9457 problem to answer with, so
 the blueprint stays a straight line. None of the problems quote the body.
@@ -6,8 +6,6 @@ the blueprint stays a straight line. None of the problems quote the body.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -16,13 +14,17 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.caller_auth import (
+    CallerVerifier,
+    ForbiddenError,
+    IdentityProviderUnavailableError,
+    UnauthenticatedError,
+)
 from shared.problems import FieldError, Problem, problem, problem_response
 
 logger = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
-PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
-ROLE_CLAIM_TYPES = frozenset({"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"})
 PROBLEM_TYPE_PREFIX = "urn:d365-commerce-connector:problem:"
 _CORRELATION = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 _JSON_MEDIA = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json", re.IGNORECASE)
@@ -64,36 +66,33 @@ def reject(
     )
 
 
-def require_app_role(req: func.HttpRequest, role: str, cid: str) -> None:
-    """With App Service authentication (Easy Auth) on, the platform signs the caller in and puts the
-    token's claims in ``X-MS-CLIENT-PRINCIPAL`` (Base64 JSON); callers cannot set that header
-    themselves because the platform strips it. The app role must be among the ``roles`` claims."""
-    header = req.headers.get(PRINCIPAL_HEADER)
-    if not header:
-        raise reject(
-            403,
-            "forbidden",
-            "Forbidden",
-            "The caller is not signed in through App Service authentication.",
-            cid,
-        )
+async def require_app_role(req: func.HttpRequest, role: str, cid: str, callers: CallerVerifier) -> None:
+    """The caller must prove ``role``: through App Service authentication's principal header, read
+    only when the platform says authentication is on, or through an Entra bearer token verified
+    here (:mod:`shared.caller_auth`). No or an unverifiable credential answers 401, a verified
+    caller without the role 403, Entra's keys out of reach 503; the request goes no further."""
     try:
-        principal = json.loads(base64.b64decode(header, validate=False))
-    except (binascii.Error, ValueError):
+        await callers.require_role(req.headers, role)
+    except UnauthenticatedError as exc:
         raise reject(
-            403, "forbidden", "Forbidden", "The client principal header is unreadable.", cid
+            401,
+            "unauthorized",
+            "Unauthorized",
+            f"The caller could not be verified: {exc}.",
+            cid,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
-    claims = principal.get("claims") if isinstance(principal, dict) else None
-    role_types = set(ROLE_CLAIM_TYPES)
-    if isinstance(principal, dict) and isinstance(principal.get("role_typ"), str):
-        role_types.add(principal["role_typ"])
-    roles = {
-        claim.get("val")
-        for claim in (claims if isinstance(claims, list) else [])
-        if isinstance(claim, dict) and claim.get("typ") in role_types
-    }
-    if role not in roles:
-        raise reject(403, "forbidden", "Forbidden", f"The caller lacks the app role {role}.", cid)
+    except ForbiddenError as exc:
+        raise reject(403, "forbidden", "Forbidden", f"The caller is verified but {exc}.", cid) from None
+    except IdentityProviderUnavailableError:
+        raise reject(
+            503,
+            "identity-provider-unavailable",
+            "Service Unavailable",
+            "The caller's token cannot be checked now; try again later.",
+            cid,
+            headers={"Retry-After": "30"},
+        ) from None
 
 
 def read_json(req: func.HttpRequest, *, max_bytes: int, cid: str) -> Any:

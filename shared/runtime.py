@@ -12,6 +12,7 @@ import inspect
 import logging
 from typing import Any
 
+from shared.caller_auth import CallerVerifier, EntraTokenValidator
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
 from shared.identity import TokenProvider
 from shared.retail_server.client import RetailServerClient
@@ -48,6 +49,20 @@ class Runtime:
         )
         # Feature-owned, lazily built singletons (email provider, F&O client, caches) live here.
         self.extras: dict[str, Any] = {}
+        self._callers: CallerVerifier | None = None
+
+    @property
+    def callers(self) -> CallerVerifier:
+        """Verifies the callers of the HTTP endpoints; built on first use (no I/O until a token comes)."""
+        if self._callers is None:
+            audiences = self.settings.api_audiences
+            validator = (
+                EntraTokenValidator(self.http, authority=self.settings.authority, audiences=audiences)
+                if audiences
+                else None
+            )
+            self._callers = CallerVerifier(validator)
+        return self._callers
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -89,6 +104,8 @@ class Runtime:
             except Exception as exc:
                 logger.warning("closing %s failed: %s", name, type(exc).__name__)
         self.extras.clear()
+        if self._callers is not None:
+            self._callers.close()
         await self.http.session.close()
         await self.store.close()
         await self.secrets.close()

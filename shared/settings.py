@@ -371,8 +371,35 @@ class Settings(BaseSettings):
     unsubscribe_signing_secret_name: str = Field(default="unsubscribe-signing-secret", min_length=1)
     # How long an unsubscribe link stays valid after the email is built.
     unsubscribe_link_days: int = Field(default=365, ge=1, le=3650)
-    # With EASY_AUTH_ENABLED, the app role a caller of POST /api/privacy/erasure must hold.
+    # The app role every caller of POST /api/privacy/erasure must prove (shared/caller_auth.py).
     privacy_app_role: str = Field(default="Privacy.Erase", min_length=1, max_length=120)
+    # The app registration that stands for this connector's HTTP API; its app roles are
+    # CUSTOMERS_APP_ROLE and PRIVACY_APP_ROLE. Bearer tokens must be issued for it (aud); unset,
+    # only App Service authentication can vouch for a caller. With EASY_AUTH_ENABLED, the Bicep
+    # configures App Service authentication with it.
+    api_client_id: str | None = Field(default=None, max_length=120)
+    # The aud of those tokens, the Application ID URI; unset: api://<API_CLIENT_ID>.
+    api_audience: str | None = Field(default=None, max_length=400)
+
+    @field_validator("api_client_id", "api_audience")
+    @classmethod
+    def _caller_blank_is_unset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value.strip() or None
+
+    @model_validator(mode="after")
+    def _check_api_audience(self) -> Settings:
+        if self.api_audience is not None and self.api_client_id is None:
+            raise ValueError("API_AUDIENCE needs API_CLIENT_ID, the app registration it belongs to")
+        return self
+
+    @property
+    def api_audiences(self) -> frozenset[str]:
+        """The ``aud`` values a caller's bearer token may carry (v2 tokens name the client id)."""
+        if self.api_client_id is None:
+            return frozenset()
+        return frozenset({self.api_client_id, self.api_audience or f"api://{self.api_client_id}"})
 
     # --- end privacy ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from shared.email.batching import BatchingSender
 from shared.http import UpstreamError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
-from shared.privacy.tokens import token_for
+from shared.privacy.tokens import WeakSecretError, token_for
 from shared.retail_server.client import RetailServerClient, RetailServerContractError
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
 from shared.secrets import SecretSource
@@ -775,7 +775,7 @@ class NotifyService:
             "customerId": customer.account_number,
         }
         if self._config.unsubscribe_needs_token:
-            values["unsubscribeToken"] = await self._unsubscribe_token(email, customer.account_number, now)
+            values["unsubscribeToken"] = await self._unsubscribe_token(email, now)
         subtotal = cart.subtotal_amount
         if subtotal is None:
             subtotal = sum((p.line_amount for p in product_lines), Decimal(0))
@@ -801,13 +801,19 @@ class NotifyService:
         )
         return payload, tuple(degraded)
 
-    async def _unsubscribe_token(self, email: str, account: str, now: datetime) -> str:
+    async def _unsubscribe_token(self, email: str, now: datetime) -> str:
         if self._secrets is None:
             raise ProviderConfigurationError(
                 "UNSUBSCRIBE_URL_TEMPLATE uses {unsubscribeToken} but notify has no secret source"
             )
-        secret = await self._secrets.get(self._config.unsubscribe_signing_secret_name)
-        return token_for(email, account, secret=secret, now=now, days=self._config.unsubscribe_link_days)
+        name = self._config.unsubscribe_signing_secret_name
+        secret = await self._secrets.get(name)
+        try:
+            return token_for(email, secret=secret, now=now, days=self._config.unsubscribe_link_days)
+        except WeakSecretError as exc:
+            raise ProviderConfigurationError(
+                f"secret {name!r} (UNSUBSCRIBE_SIGNING_SECRET_NAME): {exc}"
+            ) from None
 
     def _store_commerce_link(
         self, entry: LedgerEntry, lines: list[ProductLine]

@@ -2,7 +2,8 @@
 
 Binding glue only: read and check the request, call one service function, write the answer.
 Both run at auth level FUNCTION (a function key); with ``EASY_AUTH_ENABLED`` the caller must also
-hold the ``CUSTOMERS_APP_ROLE`` app role.
+prove the ``CUSTOMERS_APP_ROLE`` app role (``shared.caller_auth``: the platform's principal header
+only when App Service authentication is really on, or a verified Entra bearer token).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from shared.problems import (
     FieldError,
     problem_from_validation_error,
 )
-from shared.runtime import get_runtime
-from shared.settings import Settings
+from shared.runtime import Runtime, get_runtime
 from shared.store_commerce import DeepLinkError, DeepLinkTooLongError, InvalidActionNameError
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ async def create_customer(req: func.HttpRequest) -> func.HttpResponse:
     cid = correlation_id_for(req)
     try:
         runtime = await get_runtime()
-        settings = runtime.settings
-        data = _checked_body(req, settings, cid)
+        data = await _checked_body(req, runtime, cid)
         try:
             request = CreateCustomerRequest.model_validate(data)
         except ValidationError as exc:
@@ -83,7 +82,7 @@ async def store_commerce_links(req: func.HttpRequest) -> func.HttpResponse:
     cid = correlation_id_for(req)
     try:
         runtime = await get_runtime()
-        data = _checked_body(req, runtime.settings, cid)
+        data = await _checked_body(req, runtime, cid)
         try:
             request = DeepLinkRequest.model_validate(data)
         except ValidationError as exc:
@@ -129,9 +128,10 @@ async def store_commerce_links(req: func.HttpRequest) -> func.HttpResponse:
         return unexpected_response(exc, cid, "store_commerce_links")
 
 
-def _checked_body(req: func.HttpRequest, settings: Settings, cid: str) -> Any:
+async def _checked_body(req: func.HttpRequest, runtime: Runtime, cid: str) -> Any:
+    settings = runtime.settings
     if settings.easy_auth_enabled:
-        require_app_role(req, settings.customers_app_role, cid)
+        await require_app_role(req, settings.customers_app_role, cid, runtime.callers)
     return read_json(req, max_bytes=settings.customer_max_body_bytes, cid=cid)
 
 

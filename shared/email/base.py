@@ -15,7 +15,7 @@ through a provider that de-duplicates; for any other it records ``uncertain`` an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -119,3 +119,41 @@ class EmailProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class ErasureSubject(BaseModel):
+    """Whom to erase at the provider: the address, the customer account, or both."""
+
+    model_config = ConfigDict(frozen=True)
+
+    email: str | None = None
+    customer_id: str | None = None
+
+
+class ProviderErasure(BaseModel):
+    """What a provider did about an erasure. ``deleted``: it held the person's data and deleted
+    it. ``not_found``: it holds nothing under the key it was given. ``notified``: the receiver was
+    told and erases its own copy. ``skipped``: nothing could be done with what was given;
+    ``detail`` says what is missing. ``detail`` names no personal data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Literal["deleted", "not_found", "notified", "skipped"]
+    detail: str
+
+
+@runtime_checkable
+class ErasableProvider(Protocol):
+    """An optional capability: the provider can erase a person's data at its side.
+
+    Failures raise the provider errors above, like ``send``; erasing twice is harmless."""
+
+    name: str
+
+    async def erase(self, subject: ErasureSubject) -> ProviderErasure: ...
+
+
+def retained_data(provider: object) -> str | None:
+    """What ``provider`` keeps that the connector cannot delete (its ``retains`` text), if it says."""
+    text = getattr(provider, "retains", None)
+    return text if isinstance(text, str) else None

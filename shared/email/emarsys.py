@@ -17,7 +17,9 @@ from typing import Any
 
 from shared.email.base import (
     EmailMessage,
+    ErasureSubject,
     ProviderConfigurationError,
+    ProviderErasure,
     ProviderRejectedError,
     ProviderTransientError,
     SendResult,
@@ -113,6 +115,7 @@ class EmarsysProvider:
         base = f"{api_url.rstrip('/')}/api/{auth.api_version}"
         self.trigger_url = f"{base}/event/{event_id}/trigger"
         self.contact_url = f"{base}/contact"
+        self.contact_delete_url = f"{base}/contact/delete"
 
     async def close(self) -> None:
         return None
@@ -270,6 +273,37 @@ class EmarsysProvider:
             self._raise_for_reply(reply, "contact upsert")
             errors = _batch_errors(reply.data)
             logger.info("Emarsys contact upsert: %d sent, %d refused", len(part), len(errors))
+
+    # ----- erasure (ErasableProvider)
+
+    async def erase(self, subject: ErasureSubject) -> ProviderErasure:
+        """Delete the contact: ``POST /api/{v2|v3}/contact/delete`` with ``{"key_id": <key field>,
+        "<key field>": [<value>]}``. Irreversible at Emarsys; not found is HTTP 404 with reply 2008
+        (docs/reference/erasure-and-caller-auth.md)."""
+        by_email = self.key_id in (EMAIL_FIELD, "email")
+        value = subject.email if by_email else subject.customer_id
+        if value is None:
+            needed = "email" if by_email else "customerAccount"
+            return ProviderErasure(
+                action="skipped",
+                detail=f"Emarsys finds contacts by key field {self.key_id} (EMARSYS_KEY_ID), which needs "
+                f"{needed}; send it too to delete the contact",
+            )
+        body = dumps({"key_id": self.key_id, self.key_id: [value]})
+        reply = await self._post(self.contact_delete_url, body)
+        errors = {code for code, _ in _batch_errors(reply.data).values()}
+        if reply.code == CONTACT_MISSING or errors == {CONTACT_MISSING}:
+            logger.info("Emarsys contact delete: no such contact")
+            return ProviderErasure(action="not_found", detail="Emarsys holds no contact with that key")
+        self._raise_for_reply(reply, "contact delete")
+        if errors:
+            # E.g. 2010: several contacts share the key, and Emarsys deletes none of them.
+            raise ProviderRejectedError(
+                f"Emarsys did not delete the contact (reply {min(errors)}) "
+                f"[correlation id {reply.response.correlation_id}]"
+            )
+        logger.info("Emarsys contact deleted [correlation id %s]", reply.response.correlation_id)
+        return ProviderErasure(action="deleted", detail="the Emarsys contact and all its data were deleted")
 
     # ----- wire
 

@@ -1,17 +1,24 @@
 """Preview: send nothing; write each message as JSON and as an HTML page a marketer can open.
 
-Files are ``<dir>/<dedup key>.json`` and ``<dir>/<dedup key>.html`` (characters other than letters,
-digits, ``.``, ``_`` and ``-`` in the key become ``_``). The page comes from the bundled
-``templates/abandoned_cart.html``; every value is HTML-escaped and only http(s) links are kept.
-Writing happens in a worker thread so the event loop never blocks on the disk.
+Files are ``<dir>/<dedup key>.<index>.json`` and ``.html`` (characters other than letters, digits,
+``.``, ``_`` and ``-`` in the key become ``_``). ``<index>`` is ``a<16 hex>-e<16 hex>``: the start
+of the SHA-256 of the customer account and of the normalised address, so erasure finds a person's
+previews from the directory listing alone, without opening any file (:func:`delete_previews`).
+The files hold the recipient's address and name: they are written ``0600`` in a ``0700``
+directory. The page comes from the bundled ``templates/abandoned_cart.html``; every value is
+HTML-escaped and only http(s) links are kept. Disk work happens in a worker thread so the event
+loop never blocks on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -27,11 +34,66 @@ from shared.email.jsonbody import to_jsonable
 logger = logging.getLogger(__name__)
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_INDEX = re.compile(r"a([0-9a-f]{16})-e([0-9a-f]{16})")
+_SUFFIXES = (".json", ".html")
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 
 
 def file_stem(dedup_key: str) -> str:
     stem = _UNSAFE_NAME.sub("_", dedup_key)
     return "_" + stem if stem.startswith(".") else stem
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+def recipient_index(customer_id: str, email: str) -> str:
+    """The part of a preview's file name that says whose it is, without saying it readably."""
+    return f"a{_digest(customer_id)}-e{_digest(email.strip().lower())}"
+
+
+def delete_previews(directory: Path, *, customer_id: str | None, email: str | None) -> int:
+    """Delete the previews of an account or an address (either matches); the number of messages
+    whose files went. Blocking: call it in a worker thread."""
+    account = _digest(customer_id) if customer_id is not None else None
+    address = _digest(email.strip().lower()) if email is not None else None
+    if not directory.is_dir():
+        return 0
+    stems: set[str] = set()
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            base, dot, suffix = entry.name.rpartition(".")
+            stem, _, index = base.rpartition(".")
+            found = _INDEX.fullmatch(index)
+            if not dot or f".{suffix}" not in _SUFFIXES or found is None:
+                continue
+            if found.group(1) == account or found.group(2) == address:
+                Path(entry.path).unlink(missing_ok=True)
+                stems.add(f"{stem}.{index}")
+    return len(stems)
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` as 0700, or tighten one this process owns; a shared directory that
+    others may write (sticky, like /tmp) is never changed, only reported."""
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    status = directory.stat()
+    if stat.S_IMODE(status.st_mode) & 0o077 == 0:
+        return
+    if status.st_uid == os.getuid() and not status.st_mode & stat.S_ISVTX:
+        directory.chmod(DIRECTORY_MODE)
+    else:
+        logger.warning("PREVIEW_DIR is readable by other users; the preview files in it are 0600")
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    # O_CREAT's mode does not apply to a file that existed already.
+    os.fchmod(descriptor, FILE_MODE)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 @lru_cache(maxsize=1)
@@ -141,17 +203,20 @@ class PreviewProvider:
         return [await self.send(m) for m in messages]
 
     def _write(self, message: EmailMessage) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stem = file_stem(message.dedup_key)
+        _private_directory(self.directory)
+        recipient = message.recipient
+        name = (
+            f"{file_stem(message.dedup_key)}.{recipient_index(recipient.customer_id, str(recipient.email))}"
+        )
         record = {
             "provider": "preview",
             "dedup_key": message.dedup_key,
-            "recipient": message.recipient.model_dump(mode="json"),
+            "recipient": recipient.model_dump(mode="json"),
             "data": to_jsonable(message.data),
         }
-        (self.directory / f"{stem}.json").write_text(
-            json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        _write_private(
+            self.directory / f"{name}.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n"
         )
-        html_path = self.directory / f"{stem}.html"
-        html_path.write_text(render_html(message), encoding="utf-8")
+        html_path = self.directory / f"{name}.html"
+        _write_private(html_path, render_html(message))
         return html_path

@@ -42,6 +42,12 @@ _NOT_PROCESSED = frozenset({429, 503})
 class SendGridProvider:
     name = "sendgrid"
     deduplicates = False
+    # SendGrid offers the connector no deletion of a recipient (no ErasableProvider).
+    retains = (
+        "SendGrid keeps the recipient's email activity and any suppression (unsubscribe, bounce) "
+        "entries; the connector cannot delete them. Erase the address in SendGrid (its privacy "
+        "request process) if it must go."
+    )
 
     def __init__(
         self,

@@ -15,12 +15,15 @@ import hashlib
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.email.base import (
     EmailMessage,
+    ErasureSubject,
     ProviderConfigurationError,
+    ProviderErasure,
     ProviderRejectedError,
     ProviderTransientError,
     ProviderUncertainError,
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "email webhook"
 EVENT_TYPE = "abandoned_cart.email"
+ERASURE_EVENT_TYPE = "customer.erased"
 CONCURRENCY = 8
 
 
@@ -142,3 +146,51 @@ class WebhookProvider:
                     return SendResult(status="failed", reason="webhook_rejected")
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def erase(self, subject: ErasureSubject) -> ProviderErasure:
+        """Tell the receiver to forget a person: a ``customer.erased`` event, signed like every
+        other, ``data`` holding what the erasure request named (``email``, ``customer_id``).
+        Each erasure gets a new ``webhook-id``; retries of one request keep it."""
+        try:
+            secret = await self._secrets.get(self._secret_name)
+        except SecretNotFoundError as exc:
+            raise ProviderConfigurationError(f"webhook signing secret missing: {exc}") from None
+        message_id = f"erasure-{uuid.uuid4()}"
+        timestamp = int(self._clock())
+        body = dumps(
+            {
+                "type": ERASURE_EVENT_TYPE,
+                "timestamp": timestamp,
+                "data": {"email": subject.email, "customer_id": subject.customer_id},
+            }
+        )
+        headers = {
+            **JSON_HEADERS,
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body),
+        }
+        try:
+            response = await self._http.send("POST", self.url, service=SERVICE, headers=headers, data=body)
+        except UpstreamError as exc:
+            raise ProviderTransientError(str(exc)) from None
+        status = response.status
+        suffix = f"[correlation id {response.correlation_id}]"
+        if 200 <= status < 300:
+            logger.info("webhook accepted %s (HTTP %d)", message_id, status)
+            return ProviderErasure(
+                action="notified",
+                detail=f"the webhook receiver accepted {ERASURE_EVENT_TYPE} ({message_id}); it erases its "
+                "own copy, which the connector cannot check",
+            )
+        if status == 429 or status >= 500:
+            raise ProviderTransientError(
+                f"webhook answered HTTP {status} to {ERASURE_EVENT_TYPE} {suffix}",
+                retry_after=response.retry_after(),
+            )
+        if status in (401, 403, 404, 410):
+            raise ProviderConfigurationError(
+                f"webhook endpoint answered HTTP {status} to {ERASURE_EVENT_TYPE}: check WEBHOOK_URL and "
+                f"the secret {self._secret_name!r} {suffix}"
+            )
+        raise ProviderRejectedError(f"webhook refused {ERASURE_EVENT_TYPE} (HTTP {status}) {suffix}")

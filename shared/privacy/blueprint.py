@@ -5,8 +5,10 @@
   with one button; the POST of that button, or a mailbox provider's RFC 8058 one-click POST (body
   ``List-Unsubscribe=One-Click``), unsubscribes. GET changes nothing, because mail scanners and
   link previews follow links in emails and would otherwise unsubscribe people who never clicked.
-- ``POST /api/privacy/erasure`` runs at auth level FUNCTION; with ``EASY_AUTH_ENABLED`` the caller
-  must also hold the ``PRIVACY_APP_ROLE`` app role.
+- ``POST /api/privacy/erasure`` runs at auth level FUNCTION and, always, the caller must prove the
+  ``PRIVACY_APP_ROLE`` app role (``shared.caller_auth``): through App Service authentication's
+  principal header, trusted only when the platform says authentication is on, or an Entra bearer
+  token verified here. Otherwise 401/403 and nothing is touched.
 
 Logs hold counts and the correlation id only: never an address, an account or a token.
 """
@@ -19,6 +21,8 @@ import logging
 import azure.functions as func
 from pydantic import ValidationError
 
+from shared.email.base import ProviderError
+from shared.email.factory import provider_for
 from shared.http_input import (
     CORRELATION_HEADER,
     RequestRejectedError,
@@ -31,7 +35,7 @@ from shared.http_input import (
 )
 from shared.privacy.erasure import ErasureRequest, erase
 from shared.privacy.suppression import SuppressionList
-from shared.privacy.tokens import InvalidTokenError, verify
+from shared.privacy.tokens import InvalidTokenError, WeakSecretError, check_secret, verify
 from shared.problems import FieldError, problem_from_validation_error
 from shared.runtime import get_runtime
 from shared.secrets import SecretNotFoundError
@@ -68,17 +72,24 @@ async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
     try:
         runtime = await get_runtime()
         token = req.params.get(TOKEN_PARAMETER) or ""
+        name = runtime.settings.unsubscribe_signing_secret_name
         try:
-            secret = await runtime.secrets.get(runtime.settings.unsubscribe_signing_secret_name)
-        except SecretNotFoundError:
+            secret = await runtime.secrets.get(name)
+            check_secret(secret)
+        except (SecretNotFoundError, WeakSecretError) as exc:
+            fault = "is not set" if isinstance(exc, SecretNotFoundError) else "is too short"
             logger.error(
-                "configuration fault: the unsubscribe signing secret is not set [correlation id %s]", cid
+                "configuration fault: the unsubscribe signing secret %r (UNSUBSCRIBE_SIGNING_SECRET_NAME) "
+                "%s [correlation id %s]",
+                name,
+                fault,
+                cid,
             )
             raise reject(
                 503,
                 "not-configured",
                 "Unsubscribe is not configured",
-                "The connector has no unsubscribe signing secret.",
+                "The connector cannot check unsubscribe links; quote the correlation id.",
                 cid,
             ) from None
         try:
@@ -120,21 +131,47 @@ async def privacy_erasure(req: func.HttpRequest) -> func.HttpResponse:
     try:
         runtime = await get_runtime()
         settings = runtime.settings
-        if settings.easy_auth_enabled:
-            require_app_role(req, settings.privacy_app_role, cid)
+        # Always, whatever EASY_AUTH_ENABLED says: a function key alone never erases anything.
+        await require_app_role(req, settings.privacy_app_role, cid, runtime.callers)
         data = read_json(req, max_bytes=ERASURE_MAX_BODY_BYTES, cid=cid)
         try:
             request = ErasureRequest.model_validate(data)
         except ValidationError as exc:
             raise RequestRejectedError(problem_from_validation_error(exc, correlation_id=cid)) from None
-        result = await erase(
-            runtime.store, request, operating_unit_numbers=settings.operating_unit_numbers, now=utcnow()
-        )
+        try:
+            result = await erase(
+                runtime.store,
+                request,
+                operating_unit_numbers=settings.operating_unit_numbers,
+                preview_dir=settings.preview_dir,
+                provider=provider_for(runtime),
+                configured_provider=settings.email_provider,
+                now=utcnow(),
+            )
+        except ProviderError as exc:
+            logger.error(
+                "erasure: the connector's own data is erased, the email provider failed: %s "
+                "[correlation id %s]",
+                exc,
+                cid,
+            )
+            raise reject(
+                502,
+                "provider-erasure-failed",
+                "The email provider did not erase",
+                "The connector's own records were erased, the email provider's were not. Send the "
+                "same request again; if it fails again, quote the correlation id.",
+                cid,
+            ) from None
         logger.info(
-            "erasure: suppressed=%s, %d ledger entries and %d pointers deleted [correlation id %s]",
+            "erasure: suppressed=%s, %d ledger entries, %d pointers and %d previews deleted, "
+            "provider %s: %s [correlation id %s]",
             result.suppressed,
             result.ledger_entries_deleted,
             result.pointers_deleted,
+            result.previews_deleted,
+            result.provider.name,
+            result.provider.action,
             cid,
         )
         return func.HttpResponse(

@@ -1,20 +1,40 @@
-"""Erasure: forget a customer in the connector's own state, and never mail the address again.
+"""Erasure: forget a customer in the connector's own state and at the email provider, and never
+mail the address again.
 
-The connector holds little personal data: the ledger (entries carry the customer account), the
-customer's latest-cart pointers (``ledger``, partition ``customer|<oun>|<account>``) and its
-frequency-cap document (``state``, partition ``freqcap|<account>``). Erasure deletes those and puts
-the address's hash on the suppression list (reason ``erasure``), so a later detection run cannot
-mail it again. The customer record itself lives in Commerce and F&O, outside the connector.
+Places, in order, and what the answer says about each:
+
+1. the suppression list: the address's hash, reason ``erasure``, so no later detection run mails
+   it again (``suppressed``);
+2. the ledger: the account's entries, its latest-cart pointers (``ledger``, partition
+   ``customer|<oun>|<account>``) and its frequency-cap documents (``state``, ``freqcap|<account>``
+   and the dry run's ``freqcap-dryrun|<account>``) (``ledgerEntriesDeleted``, ``pointersDeleted``);
+3. the email previews of the account or address in ``PREVIEW_DIR`` (``previewsDeleted``), found
+   from their file names (shared/email/preview.py);
+4. the email provider the connector sends through, when it can erase
+   (:class:`shared.email.base.ErasableProvider`: Emarsys deletes the contact, the webhook receiver
+   gets ``customer.erased``) (``provider``);
+5. what stays elsewhere and must be erased there (``retained``): the customer record in Commerce
+   and F&O, and whatever a provider keeps that the connector cannot delete (SendGrid).
+
+Holdout assignments and attribution records (the recovery report, shared/recovery) do not exist
+yet; when they do, their deletion belongs in :func:`erase` beside the ledger's, with its own count
+in :class:`ErasureResult`. Every step is idempotent, so erasing again after a failure finishes the
+job.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.email.base import EmailProvider, ErasableProvider, ErasureSubject, ProviderErasure, retained_data
+from shared.email.preview import delete_previews
 from shared.privacy.suppression import SuppressionList
 from shared.state.store import ContainerName, DocumentStore, NotFoundError
 
@@ -41,17 +61,40 @@ class ErasureRequest(BaseModel):
         return self
 
 
+# Always kept outside the connector: it never owned these.
+COMMERCE_RETAINS = (
+    "Dynamics 365 Commerce and Finance and Operations keep the customer record, its carts and its "
+    "orders; erase the customer there."
+)
+
+
+@dataclass(frozen=True)
+class ProviderOutcome:
+    name: str
+    action: str
+    detail: str
+
+    def body(self) -> dict[str, str]:
+        return {"name": self.name, "action": self.action, "detail": self.detail}
+
+
 @dataclass(frozen=True)
 class ErasureResult:
     suppressed: bool
     ledger_entries_deleted: int
     pointers_deleted: int
+    previews_deleted: int
+    provider: ProviderOutcome
+    retained: tuple[str, ...]
 
-    def body(self) -> dict[str, bool | int]:
+    def body(self) -> dict[str, Any]:
         return {
             "suppressed": self.suppressed,
             "ledgerEntriesDeleted": self.ledger_entries_deleted,
             "pointersDeleted": self.pointers_deleted,
+            "previewsDeleted": self.previews_deleted,
+            "provider": self.provider.body(),
+            "retained": list(self.retained),
         }
 
 
@@ -64,9 +107,14 @@ async def erase(
     request: ErasureRequest,
     *,
     operating_unit_numbers: Sequence[str],
+    preview_dir: Path,
+    provider: EmailProvider,
+    configured_provider: str,
     now: datetime,
 ) -> ErasureResult:
-    """Suppress the address and delete the account's documents. Idempotent: again finds nothing."""
+    """Erase at every place the connector reaches (module docstring). Idempotent: again finds
+    nothing. A provider failure raises its :class:`shared.email.base.ProviderError` after the
+    connector's own data is gone; repeating the request finishes the job."""
     suppressed = False
     if request.email is not None:
         await SuppressionList(store).add(request.email, reason="erasure", now=now)
@@ -80,7 +128,31 @@ async def erase(
         # The real frequency window and the dry run's (shared/abandoned_carts/notify.py).
         for namespace in ("freqcap", "freqcap-dryrun"):
             await _delete(store, "state", f"{namespace}|{account}", "cap")
-    return ErasureResult(suppressed, entries, pointers)
+    previews = await asyncio.to_thread(delete_previews, preview_dir, customer_id=account, email=request.email)
+    outcome = await _erase_at_provider(provider, ErasureSubject(email=request.email, customer_id=account))
+    retained = [COMMERCE_RETAINS]
+    kept = retained_data(provider)
+    if kept is not None:
+        retained.append(kept)
+    if provider.name == "preview" and configured_provider != "preview":
+        retained.append(
+            f"DRY_RUN is on, so the connector did not reach EMAIL_PROVIDER={configured_provider}: erase "
+            "the person there, or repeat this erasure once the connector sends for real."
+        )
+    return ErasureResult(suppressed, entries, pointers, previews, outcome, tuple(retained))
+
+
+async def _erase_at_provider(provider: EmailProvider, subject: ErasureSubject) -> ProviderOutcome:
+    if isinstance(provider, ErasableProvider):
+        done: ProviderErasure = await provider.erase(subject)
+        return ProviderOutcome(provider.name, done.action, done.detail)
+    if provider.name == "preview":
+        return ProviderOutcome(
+            "preview", "not_applicable", "no email left the connector; its previews are in previewsDeleted"
+        )
+    return ProviderOutcome(
+        provider.name, "not_supported", f"the connector cannot delete data at {provider.name}; see retained"
+    )
 
 
 async def _delete_ledger_entries(store: DocumentStore, account: str) -> int:

@@ -161,19 +161,21 @@ async def test_not_configured_is_503(
     assert body_of(response)["type"].endswith("not-configured")
 
 
+ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+API_CLIENT_ID = "0c057e25-a11e-4c0e-9c0e-c0ec7000a9a2"
+
+
 @pytest.mark.parametrize(
-    ("header", "status"),
+    ("platform_auth", "header", "status"),
     [
-        (None, 403),
-        ("not base64 json!", 403),
-        (principal("Customers.Read"), 403),
-        (principal("Customers.Create"), 201),
-        (
-            principal(
-                "Customers.Create", role_typ="http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
-            ),
-            201,
-        ),
+        ("True", None, 401),
+        ("True", "not base64 json!", 401),
+        ("True", principal("Customers.Read"), 403),
+        ("True", principal("Customers.Create"), 201),
+        ("True", principal("Customers.Create", role_typ=ROLE_URI), 201),
+        # App Service authentication off: the header is the caller's own text, whatever it says.
+        (None, principal("Customers.Create"), 401),
+        ("false", principal("Customers.Create"), 401),
     ],
 )
 async def test_easy_auth_requires_the_app_role(
@@ -181,14 +183,52 @@ async def test_easy_auth_requires_the_app_role(
     make_runtime: MakeRuntime,
     fno_stand_in: FinanceOpsStandIn,
     payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    platform_auth: str | None,
     header: str | None,
     status: int,
 ) -> None:
+    if platform_auth is None:
+        monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("WEBSITE_AUTH_ENABLED", platform_auth)
     await make_runtime(easy_auth_enabled=True)
     headers = {"X-MS-CLIENT-PRINCIPAL": header} if header is not None else {}
     response = await create(registered_functions, payload, **headers)
     assert response.status_code == status
     assert fno_stand_in.creations == (1 if status == 201 else 0)
+
+
+@pytest.mark.parametrize(("roles", "status"), [(["Customers.Create"], 201), (["Privacy.Erase"], 403)])
+async def test_easy_auth_accepts_a_verified_bearer_token(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    fno_stand_in: FinanceOpsStandIn,
+    sandbox: Sandbox,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    roles: list[str],
+    status: int,
+) -> None:
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    await make_runtime(easy_auth_enabled=True, api_client_id=API_CLIENT_ID)
+    token = sandbox.caller_token(audience=f"api://{API_CLIENT_ID}", roles=roles)
+    response = await create(registered_functions, payload, Authorization=f"Bearer {token}")
+    assert response.status_code == status
+    assert fno_stand_in.creations == (1 if status == 201 else 0)
+
+
+async def test_without_easy_auth_a_function_key_is_enough(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    fno_stand_in: FinanceOpsStandIn,
+    payload: dict[str, Any],
+) -> None:
+    """POS tills call with their own function key only; App Service authentication, when on for the
+    erasure endpoint, lets them through (AllowAnonymous) and so must the code."""
+    response = await create(registered_functions, payload)
+    assert response.status_code == 201
+    assert fno_stand_in.creations == 1
 
 
 # ----- upstream mapping

@@ -20,6 +20,7 @@ from tests.customers.conftest import create_route
 from tests.customers.helpers import call, http_request, principal
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
+API_CLIENT_ID = "0c057e25-a11e-4c0e-9c0e-c0ec7000a9a2"
 
 
 def load_spec() -> dict[str, Any]:
@@ -159,6 +160,9 @@ async def test_create_customer_matches_the_document(
     sandbox.faults.add(route, timeout=True)
     record(await post(variant(EmailAddress="a3@example.org")))  # 504
     made.append(await with_settings(runtime, settings, easy_auth_enabled=True))
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    record(await post(payload, **{"X-MS-CLIENT-PRINCIPAL": principal("Customers.Create")}))  # 401
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
     record(await post(payload, **{"X-MS-CLIENT-PRINCIPAL": principal("Other")}))  # 403
     set_runtime(runtime)
     monkeypatch.setattr(blueprint, "customer_service", _explode)
@@ -197,8 +201,14 @@ async def test_links_match_the_document(
     record(await post(raw=b"x", **{"Content-Type": "application/xml"}))  # 415
     record(await post({"actionName": "Contoso.Pos.Note", "parameters": {"text": "x" * 40_000}}))  # 413
     record(await post({"actionName": "Contoso.Pos.Note", "parameters": {"text": "x" * 2_000}}))  # 422
-    made = await with_settings(runtime, settings, easy_auth_enabled=True)
-    record(await post({"actionName": "D365.RecallOrder", "parameters": {"salesId": "SO-1"}}))  # 403
+    made = await with_settings(runtime, settings, easy_auth_enabled=True, api_client_id=API_CLIENT_ID)
+    recall = {"actionName": "D365.RecallOrder", "parameters": {"salesId": "SO-1"}}
+    record(await post(recall))  # 401
+    token = sandbox.caller_token(audience=f"api://{API_CLIENT_ID}", roles=["Other"])
+    sandbox.faults.add(f"/entra/{sandbox.tenant_id}/v2.0/.well-known", status=503, times=None)
+    record(await post(recall, Authorization=f"Bearer {token}"))  # 503: Entra's keys unreadable
+    sandbox.faults.clear()
+    record(await post(recall, Authorization=f"Bearer {token}"))  # 403
     set_runtime(runtime)
     await made.close()
     monkeypatch.setattr(blueprint, "build_links", _explode)

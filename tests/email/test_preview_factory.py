@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from shared.email.base import EmailMessage, Recipient
 from shared.email.emarsys import EmarsysProvider
 from shared.email.emarsys_auth import OAuthTokenSource, WsseAuth
 from shared.email.factory import build_provider
-from shared.email.preview import PreviewProvider, file_stem
+from shared.email.preview import PreviewProvider, delete_previews, file_stem, recipient_index
 from shared.email.sendgrid import SendGridProvider
 from shared.email.webhook import WebhookProvider
 from shared.http import HttpClient, RetryPolicy
@@ -83,6 +85,7 @@ async def test_preview_writes_json_and_escaped_html_without_network(
 
     stem = file_stem("cart/c1:v2:1")
     assert stem == "cart_c1_v2_1"
+    stem = f"{stem}.{recipient_index('C1', 'zoe@example.com')}"
     html_path = tmp_path / "previews" / f"{stem}.html"
     assert (result.status, result.provider_ids) == ("sent", {"preview": str(html_path)})
     record = json.loads((tmp_path / "previews" / f"{stem}.json").read_text())
@@ -103,12 +106,63 @@ async def test_preview_writes_json_and_escaped_html_without_network(
     assert '<html lang="de">' in page
 
 
+async def test_previews_are_private_and_named_without_readable_identifiers(tmp_path: Path) -> None:
+    directory = tmp_path / "previews"
+    await PreviewProvider(directory).send(cart_message())
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = sorted(directory.iterdir())
+    assert [f.suffix for f in files] == [".html", ".json"]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert "zoe" not in path.name.lower() and "C1" not in path.name
+
+
+async def test_an_existing_wider_preview_folder_and_file_are_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "previews"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    provider = PreviewProvider(directory)
+    first = Path((await provider.send(cart_message())).provider_ids["preview"])
+    os.chmod(first, 0o644)
+    await provider.send(cart_message())
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
+
+
+async def test_previews_of_an_account_or_an_address_are_deleted_from_the_listing(tmp_path: Path) -> None:
+    directory = tmp_path / "previews"
+    provider = PreviewProvider(directory)
+
+    def message(key: str, email: str, account: str) -> EmailMessage:
+        return cart_message().model_copy(
+            update={"dedup_key": key, "recipient": Recipient(email=email, customer_id=account)}
+        )
+
+    await provider.send(message("c1.v1.s1", "zoe@example.com", "C1"))
+    await provider.send(message("c1.v2.s1", "Zoe@Example.com", "C1"))
+    await provider.send(message("c2.v1.s1", "zoe@example.com", "C9"))  # same address, other account
+    await provider.send(message("c3.v1.s1", "ada@example.com", "C2"))
+    (directory / "notes.txt").write_text("kept")
+
+    assert delete_previews(directory, customer_id="C1", email=None) == 2
+    assert delete_previews(directory, customer_id=None, email=" ZOE@example.com") == 1
+    assert delete_previews(directory, customer_id="C1", email="zoe@example.com") == 0
+    left = sorted(p.name for p in directory.iterdir())
+    assert left == sorted(
+        [
+            "notes.txt",
+            *(f"c3.v1.s1.{recipient_index('C2', 'ada@example.com')}{s}" for s in (".html", ".json")),
+        ]
+    )
+    assert delete_previews(tmp_path / "missing", customer_id="C1", email=None) == 0
+
+
 async def test_preview_of_a_line_without_image_and_no_optional_links(tmp_path: Path) -> None:
     message = cart_message(unsubscribeUrl=None, storeCommerceLink=None)
     products = [dict(message.data["products"][0], image=None)]
     message = cart_message(unsubscribeUrl=None, storeCommerceLink=None, products=products)
     await PreviewProvider(tmp_path).send(message)
-    page = (tmp_path / "cart_c1_v2_1.html").read_text()
+    page = (tmp_path / f"cart_c1_v2_1.{recipient_index('C1', 'zoe@example.com')}.html").read_text()
     assert "<picture>" not in page and "Unsubscribe" not in page and "Store Commerce" not in page
 
 

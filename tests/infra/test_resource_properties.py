@@ -96,3 +96,23 @@ def test_outputs_azd_and_the_operator_use() -> None:
         "AZURE_COSMOS_ACCOUNT_NAME",
         "AZURE_STORAGE_ACCOUNT_NAME",
     } <= outputs
+
+
+def test_app_service_authentication_lets_keyed_callers_through_and_skips_the_unsubscribe_link() -> None:
+    template, props = _only("app/api.bicep", "Microsoft.Web/sites/config")
+    condition = template.resources["authSettings"]["config"]["condition"]["operator"]
+    # Deployed only when EASY_AUTH_ENABLED and the API's app registration (API_CLIENT_ID) are set.
+    assert condition["type"] == "and" and condition["operands"]["operand_1"] == "easyAuthEnabled"
+    assert "apiClientId" in str(condition["operands"]["operand_2"])
+    assert template.resource_body("authSettings")["name"] == "authsettingsV2"
+    validation = props["globalValidation"]
+    # POS tills call with a function key only: the platform must not turn them away; the code
+    # requires the app roles (erasure always).
+    assert validation["requireAuthentication"] is False
+    assert validation["unauthenticatedClientAction"] == "AllowAnonymous"
+    assert validation["excludedPaths"] == ["/api/unsubscribe"]
+    entra = props["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True and entra["registration"]["clientId"] == "apiClientId"
+    assert entra["registration"]["openIdIssuer"] == "${entraAuthorityHost}/${entraTenantId}/v2.0"
+    assert entra["validation"]["allowedAudiences"][0] == "apiClientId"
+    assert props["platform"]["enabled"] is True and props["login"]["tokenStore"]["enabled"] is False

@@ -26,7 +26,7 @@ from tests.notify.conftest import (
     run_notify,
 )
 
-SECRET = "notify-test-unsubscribe-secret"
+SECRET = "notify-test-unsubscribe-secret-of-32-bytes-or-more"
 
 
 @pytest.fixture
@@ -54,7 +54,8 @@ async def test_the_email_carries_a_signed_link_that_unsubscribes(
     token = query["t"][0]
     claims = verify(token, SECRET, now=NOW)
     assert claims.email_hash == email_hash(customer.email)
-    assert claims.customer_account == customer.account_number
+    # The token carries nothing readable: not the account, not the address's hash.
+    assert customer.account_number not in token and claims.email_hash not in token
     # notify signs with the invocation's clock, NOW is the module's import time.
     assert 29 * 86400 < claims.expires_at - time.time() <= 30 * 86400
 
@@ -86,3 +87,21 @@ async def test_without_the_secret_the_send_fails_and_is_retried(
     status, reason = await ledger_status(runtime, cart)
     assert status == "failed" and reason == "SecretNotFoundError"
     assert json.dumps(reason)
+
+
+async def test_a_signing_secret_under_32_bytes_is_a_configuration_failure_naming_it(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UNSUBSCRIBE_SIGNING_SECRET", "x" * 31)
+    cart = own_cart(sandbox, consenting_customer(sandbox))
+    queued = await put_on_ledger(runtime, cart)
+    with pytest.raises(
+        Exception, match=r"'unsubscribe-signing-secret' \(UNSUBSCRIBE_SIGNING_SECRET_NAME\).*32 bytes"
+    ):
+        await run_notify(registered_functions, queued.body)
+    assert recorder.sent == []
+    assert await ledger_status(runtime, cart) == ("failed", "provider_misconfigured")

@@ -7,7 +7,19 @@ from typing import Any
 
 import azure.functions as func
 
+from sandbox.server import Sandbox
+
 SECRET = "sandbox-unsubscribe-signing-secret-0123456789"
+# The app registration that stands for the connector's API (API_CLIENT_ID) and its token audience.
+API_CLIENT_ID = "5e7c0a11-0c0e-4c0e-9c0e-c0ec7000a9a1"
+API_AUDIENCE = f"api://{API_CLIENT_ID}"
+ERASE_ROLE = "Privacy.Erase"
+
+
+def bearer(sandbox: Sandbox, *roles: str, **options: Any) -> dict[str, str]:
+    """The Authorization header of an admin tool holding ``roles`` (by default the erasure role)."""
+    token = sandbox.caller_token(audience=API_AUDIENCE, roles=list(roles or (ERASE_ROLE,)), **options)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unsubscribe_request(method: str, token: str | None, *, one_click: bool = True) -> func.HttpRequest:

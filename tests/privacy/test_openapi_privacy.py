@@ -11,14 +11,14 @@ import azure.functions as func
 import pytest
 
 from sandbox.server import Sandbox
+from shared.email.base import ProviderTransientError
 from shared.privacy import blueprint
 from shared.privacy.tokens import token_for
-from shared.runtime import Runtime, set_runtime
-from shared.settings import Settings
+from shared.runtime import Runtime
 from shared.timeutil import utcnow
 from tests.customers.helpers import principal
 from tests.customers.test_openapi import load_spec, violations
-from tests.privacy.helpers import SECRET, call, erasure_request, unsubscribe_request
+from tests.privacy.helpers import ERASE_ROLE, SECRET, bearer, call, erasure_request, unsubscribe_request
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_the_paths_are_the_registered_functions(
     # The link is clicked from an email: no function key.
     assert spec["paths"]["/unsubscribe"]["get"]["security"] == []
     assert spec["paths"]["/unsubscribe"]["post"]["security"] == []
-    assert "security" not in spec["paths"]["/privacy/erasure"]["post"]
+    # Erasure: a function key and, always, an Entra token carrying PRIVACY_APP_ROLE.
+    assert spec["paths"]["/privacy/erasure"]["post"]["security"] == [{"functionKey": [], "entraBearer": []}]
 
 
 async def test_unsubscribe_matches_the_document(
@@ -64,10 +65,8 @@ async def test_unsubscribe_matches_the_document(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     customer = next(c for c in sandbox.data.customers.values() if c.email)
-    good = token_for(customer.email, customer.account_number, secret=SECRET, now=utcnow(), days=1)
-    expired = token_for(
-        customer.email, customer.account_number, secret=SECRET, now=utcnow() - timedelta(days=3), days=1
-    )
+    good = token_for(customer.email, secret=SECRET, now=utcnow(), days=1)
+    expired = token_for(customer.email, secret=SECRET, now=utcnow() - timedelta(days=3), days=1)
     for method in ("get", "post"):
         operation = spec["paths"]["/unsubscribe"][method]
         seen: set[int] = set()
@@ -105,7 +104,7 @@ async def test_erasure_matches_the_document(
     spec: dict[str, Any],
     registered_functions: dict[str, Any],
     runtime: Runtime,
-    settings: Settings,
+    sandbox: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     operation = spec["paths"]["/privacy/erasure"]["post"]
@@ -113,25 +112,33 @@ async def test_erasure_matches_the_document(
     assert violations(spec, schema, {"email": "a@b.example", "customerAccount": "C1"}) == []
     assert violations(spec, schema, {"name": "x"}) == ["$.name: undocumented"]
     seen: set[int] = set()
+    admin = bearer(sandbox)
 
     async def run(request: func.HttpRequest) -> None:
         response = await call(registered_functions, "privacy_erasure", request)
         check(spec, operation, response)
         seen.add(response.status_code)
 
-    await run(erasure_request({"email": "a@b.example", "customerAccount": "C1"}))
-    await run(erasure_request({"customerAccount": "C1", "extra": 1}))
-    await run(erasure_request({"email": "x" * 5000}))
-    await run(erasure_request(raw=b"<x/>", **{"Content-Type": "application/xml"}))
-    created = Runtime.create(settings.model_copy(update={"easy_auth_enabled": True}))
-    set_runtime(created)
-    await run(erasure_request({"customerAccount": "C1"}, **{"X-MS-CLIENT-PRINCIPAL": principal("Other")}))
-    set_runtime(runtime)
-    await created.close()
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    sandbox.faults.add(f"/entra/{sandbox.tenant_id}/discovery", status=500, times=None)
+    await run(erasure_request({"customerAccount": "C1"}, **admin))  # 503: Entra's keys unreadable
+    sandbox.faults.clear()
+    await run(erasure_request({"email": "a@b.example", "customerAccount": "C1"}, **admin))
+    await run(erasure_request({"customerAccount": "C1", "extra": 1}, **admin))
+    await run(erasure_request({"email": "x" * 5000}, **admin))
+    await run(erasure_request(raw=b"<x/>", **{**admin, "Content-Type": "application/xml"}))
+    await run(erasure_request({"customerAccount": "C1"}, **{"X-MS-CLIENT-PRINCIPAL": principal(ERASE_ROLE)}))
+    await run(erasure_request({"customerAccount": "C1"}, **bearer(sandbox, "Other")))
+    monkeypatch.setattr(blueprint, "erase", _provider_fails)
+    await run(erasure_request({"customerAccount": "C1"}, **admin))
     monkeypatch.setattr(blueprint, "erase", _explode)
-    await run(erasure_request({"customerAccount": "C1"}))
+    await run(erasure_request({"customerAccount": "C1"}, **admin))
 
     assert sorted(seen) == sorted(int(status) for status in operation["responses"])
+
+
+async def _provider_fails(*args: Any, **kwargs: Any) -> Any:
+    raise ProviderTransientError("email webhook (HTTP 503): simulated [correlation id x]")
 
 
 def _explode(*args: Any, **kwargs: Any) -> Any:
