@@ -37,6 +37,8 @@ from shared.secrets import CachedSecrets, SecretNotFoundError
 logger = logging.getLogger(__name__)
 
 SERVICE = "email webhook"
+# Errors name the call by its setting: a receiver's path often carries a token of its own.
+_ROUTE = "POST WEBHOOK_URL"
 EVENT_TYPE = "abandoned_cart.email"
 ERASURE_EVENT_TYPE = "customer.erased"
 CONCURRENCY = 8
@@ -107,7 +109,9 @@ class WebhookProvider:
         }
         try:
             # webhook-id lets the receiver drop a repeat, so a retry after a lost answer is safe.
-            response = await self._http.send("POST", self.url, service=SERVICE, headers=headers, data=body)
+            response = await self._http.send(
+                "POST", self.url, service=SERVICE, route=_ROUTE, headers=headers, data=body
+            )
         except UpstreamError as exc:
             raise unanswered(exc) from None
         status = response.status
@@ -171,7 +175,9 @@ class WebhookProvider:
             "webhook-signature": sign(secret, message_id, timestamp, body),
         }
         try:
-            response = await self._http.send("POST", self.url, service=SERVICE, headers=headers, data=body)
+            response = await self._http.send(
+                "POST", self.url, service=SERVICE, route=_ROUTE, headers=headers, data=body
+            )
         except UpstreamError as exc:
             raise ProviderTransientError(str(exc)) from None
         status = response.status

@@ -12,6 +12,7 @@ from sandbox.server import Sandbox
 from shared.email.base import (
     PartialSendError,
     ProviderConfigurationError,
+    ProviderError,
     ProviderRejectedError,
     ProviderTransientError,
     ProviderUncertainError,
@@ -284,3 +285,14 @@ async def test_sendgrid_batch_after_an_uncertain_request_tries_no_more_and_says_
     # The second request was never made: certainly not sent, so it may be retried.
     assert isinstance(third, ProviderTransientError) and not isinstance(third, ProviderUncertainError)
     assert sendgrid.stand_in(sandbox).requests == 1
+
+
+async def test_webhook_errors_name_the_setting_never_the_receivers_path(
+    sandbox: Sandbox, http: HttpClient, secrets: CachedSecrets
+) -> None:
+    # Receivers often carry a token in WEBHOOK_URL's path; an error (and so a log line) must not.
+    sandbox.faults.add("POST /webhook/receive", stream_bytes=http.max_response_bytes * 2)
+    with pytest.raises(ProviderError) as raised:
+        await webhook_provider(http, secrets, sandbox).send(message(customer_emails(sandbox, 1)[0][0]))
+    assert "/webhook/receive" not in str(raised.value)
+    assert "WEBHOOK_URL" in str(raised.value)
