@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import logging
 import re
-from re import _constants, _parser  # type: ignore[attr-defined]
 
 import pytest
 
 from shared.privacy.redaction import ALL_PATTERNS, MAX_MESSAGE_CHARS, install, redact
+from tests.regex_bounds import UNBOUNDED, quantifier_bounds
 
 
 @pytest.mark.parametrize(
@@ -128,38 +128,16 @@ def test_an_address_at_the_end_of_a_long_url_is_found() -> None:
 # ----- bounds (invariant 11): linear patterns, bounded messages. Timing is in benchmarks/.
 
 
-def _repeats(pattern: re.Pattern[str]) -> list[tuple[int, int]]:
-    """(min, max) of every quantifier in ``pattern``, nested ones included."""
-    found: list[tuple[int, int]] = []
-
-    def walk(items: object) -> None:
-        for op, value in items:  # type: ignore[attr-defined]
-            if op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT):
-                low, high, sub = value
-                found.append((low, high))
-                walk(sub)
-            elif op is _constants.SUBPATTERN:
-                walk(value[-1])
-            elif op is _constants.BRANCH:
-                for branch in value[1]:
-                    walk(branch)
-            elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
-                walk(value[1])
-
-    walk(_parser.parse(pattern.pattern, pattern.flags))
-    return found
-
-
 @pytest.mark.parametrize("pattern", ALL_PATTERNS, ids=lambda p: p.pattern[:40])
 def test_every_quantifier_is_bounded(pattern: re.Pattern[str]) -> None:
-    repeats = _repeats(pattern)
+    repeats = quantifier_bounds(pattern)
     assert repeats, "the walk found no quantifier: the parser's shape changed"
-    unbounded = [r for r in repeats if r[1] == _constants.MAXREPEAT or r[1] > MAX_MESSAGE_CHARS]
+    unbounded = [r for r in repeats if r[1] == UNBOUNDED or r[1] > MAX_MESSAGE_CHARS]
     assert not unbounded, f"unbounded quantifier(s) {unbounded} in {pattern.pattern!r}"
 
 
 def test_the_bound_check_sees_an_unbounded_quantifier() -> None:
-    assert (1, _constants.MAXREPEAT) in _repeats(re.compile(r"(?:a|(?=b+))[\d ]{7,}\d"))
+    assert (1, UNBOUNDED) in quantifier_bounds(re.compile(r"(?:a|(?=b+))[\d ]{7,}\d"))
 
 
 # 1 MB that made a pattern backtrack over the rest of the text from every position (the phone
