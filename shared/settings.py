@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     key_vault_url: str | None = None
     secret_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
+    # Every Key Vault read: the read timeout of one attempt (connect: at most
+    # HTTP_CONNECT_TIMEOUT_SECONDS), and the attempts, retrying timeouts, 429 and 5xx.
+    key_vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    key_vault_max_attempts: int = Field(default=3, ge=1, le=10)
 
     entra_tenant_id: str = Field(min_length=1)
     entra_authority_host: str = "https://login.microsoftonline.com"
@@ -86,6 +90,10 @@ class Settings(BaseSettings):
     cosmos_database: str = "commerce-connector"
     cosmos_ledger_container: str = "ledger"
     cosmos_state_container: str = "state"
+    # Every Cosmos DB request: its read timeout (connect: at most HTTP_CONNECT_TIMEOUT_SECONDS),
+    # and the attempts per operation; an operation gives up after their product.
+    cosmos_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    cosmos_max_attempts: int = Field(default=3, ge=1, le=10)
 
     # --- Retail Server (Commerce Scale Unit) ----------------------------------------------
     retail_server_url: str = Field(min_length=1)
