@@ -167,6 +167,24 @@ param httpBackoffMaxSeconds string = '30'
 @maxValue(67108864)
 param maxResponseBytes int = 8388608
 
+@minLength(1)
+@description('Read timeout of one Key Vault attempt, in seconds (a decimal number): more than 0, at most 60.')
+param keyVaultTimeoutSeconds string = '5'
+
+@description('Attempts per Key Vault read; timeouts, connection errors, 429 and 5xx are retried.')
+@minValue(1)
+@maxValue(10)
+param keyVaultMaxAttempts int = 3
+
+@minLength(1)
+@description('Read timeout of one Cosmos DB request, in seconds (a decimal number): more than 0, at most 120.')
+param cosmosTimeoutSeconds string = '10'
+
+@description('Attempts per Cosmos DB operation; an operation gives up after COSMOS_TIMEOUT_SECONDS times this.')
+@minValue(1)
+@maxValue(10)
+param cosmosMaxAttempts int = 3
+
 // --- notification ------------------------------------------------------------------------------
 @description('Who may get an abandoned-cart email: opted_in (explicit opt-in), not_opted_out, or off (transactional use only; the suppression list still applies).')
 @allowed([
@@ -494,6 +512,10 @@ module api 'app/api.bicep' = {
     httpBackoffBaseSeconds: httpBackoffBaseSeconds
     httpBackoffMaxSeconds: httpBackoffMaxSeconds
     maxResponseBytes: maxResponseBytes
+    keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
+    keyVaultMaxAttempts: keyVaultMaxAttempts
+    cosmosTimeoutSeconds: cosmosTimeoutSeconds
+    cosmosMaxAttempts: cosmosMaxAttempts
     retailServerUrl: retailServerUrl
     retailServerAudience: retailServerAudience
     retailServerApiVersion: retailServerApiVersion

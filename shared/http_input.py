@@ -6,7 +6,6 @@ the blueprint stays a straight line. None of the problems quote the body.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -14,12 +13,14 @@ from typing import Any
 
 import azure.functions as func
 
+from shared import json_limits
 from shared.caller_auth import (
     CallerVerifier,
     ForbiddenError,
     IdentityProviderUnavailableError,
     UnauthenticatedError,
 )
+from shared.json_limits import JsonTooDeepError
 from shared.problems import FieldError, Problem, problem, problem_response
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,20 @@ async def require_app_role(req: func.HttpRequest, role: str, cid: str, callers: 
 
 
 def read_json(req: func.HttpRequest, *, max_bytes: int, cid: str) -> Any:
-    """The body as JSON: at most ``max_bytes`` (413), a JSON media type (415), valid UTF-8 JSON (400)."""
+    """The body as JSON: at most ``max_bytes`` (413), a JSON media type (415), valid UTF-8 JSON
+    nested at most ``MAX_JSON_DEPTH`` levels (400)."""
     declared = req.headers.get("Content-Length")
     body = req.get_body() or b""
     if (declared is not None and declared.strip().isdigit() and int(declared) > max_bytes) or len(
         body
     ) > max_bytes:
         raise reject(
-            413, "payload-too-large", "Payload Too Large", f"The body must be at most {max_bytes} bytes.", cid
+            413,
+            "payload-too-large",
+            "Payload Too Large",
+            f"The body must be at most {max_bytes} bytes.",
+            cid,
+            errors=[FieldError(path="", message=f"the body must be at most {max_bytes} bytes")],
         )
     content_type = req.headers.get("Content-Type") or ""
     media, _, parameters = content_type.partition(";")
@@ -117,9 +124,19 @@ def read_json(req: func.HttpRequest, *, max_bytes: int, cid: str) -> Any:
             "Unsupported Media Type",
             "Send the body as application/json in UTF-8.",
             cid,
+            errors=[FieldError(path="Content-Type", message="must be application/json in UTF-8")],
         )
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        return json_limits.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except JsonTooDeepError as exc:
+        raise reject(
+            400,
+            "invalid-json",
+            "The body is not valid JSON",
+            "The body nests arrays and objects too deeply.",
+            cid,
+            errors=[FieldError(path="", message=str(exc))],
+        ) from None
     except (UnicodeDecodeError, ValueError):
         raise reject(
             400,

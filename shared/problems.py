@@ -27,8 +27,9 @@ _REDACTED: Final = "[redacted]"
 # send personal data as a key) is replaced.
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 _UNNAMED_FIELD: Final = "<unrecognised name>"
-_EMAIL_LIKE = re.compile(r"[^\s'\"<>()]+@[^\s'\"<>()]+")
-_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+# Bounded, so a long message cannot make them backtrack from every position (invariant 11).
+_EMAIL_LIKE = re.compile(r"[^\s'\"<>()]{1,64}@[^\s'\"<>()]{1,255}")
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,24}\d")
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 # Messages for pydantic's own error types where its text is unclear or could carry the input.

@@ -12,13 +12,15 @@ import inspect
 import logging
 from typing import Any
 
+from azure.core.credentials_async import AsyncTokenCredential
+
 from shared.caller_auth import CallerVerifier, EntraTokenValidator
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
 from shared.identity import TokenProvider
 from shared.retail_server.client import RetailServerClient
-from shared.secrets import CachedSecrets, secret_source
+from shared.secrets import CachedSecrets, KeyVaultOptions, secret_source
 from shared.settings import Settings, get_settings
-from shared.state.cosmos import CosmosStore
+from shared.state.cosmos import CosmosLimits, CosmosStore
 from shared.state.sqlite import SqliteStore
 from shared.state.store import DocumentStore
 
@@ -65,7 +67,15 @@ class Runtime:
         return self._callers
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        key_vault_credential: AsyncTokenCredential | None = None,
+        verify_key_vault_challenge: bool = True,
+    ) -> Runtime:
+        """The runtime for ``settings``. The Key Vault keywords are for a vault that is not Azure's
+        (the sandbox's): a credential of its own, and no check of its challenge's domain."""
         session = new_session(
             total_timeout=settings.http_timeout_seconds,
             connect_timeout=settings.http_connect_timeout_seconds,
@@ -80,7 +90,18 @@ class Runtime:
             ),
             max_response_bytes=settings.max_response_bytes,
         )
-        secrets = secret_source(settings.key_vault_url, settings.secret_cache_ttl_seconds)
+        key_vault = KeyVaultOptions(
+            timeout_seconds=settings.key_vault_timeout_seconds,
+            connect_timeout_seconds=min(
+                settings.http_connect_timeout_seconds, settings.key_vault_timeout_seconds
+            ),
+            max_attempts=settings.key_vault_max_attempts,
+            credential=key_vault_credential,
+            verify_challenge_resource=verify_key_vault_challenge,
+        )
+        secrets = secret_source(
+            settings.key_vault_url, settings.secret_cache_ttl_seconds, options=key_vault, session=session
+        )
         tokens = TokenProvider(
             authority=settings.authority,
             client_id=settings.entra_client_id,
@@ -119,8 +140,17 @@ def create_store(settings: Settings) -> DocumentStore:
             settings.cosmos_endpoint,
             settings.cosmos_database,
             {"ledger": settings.cosmos_ledger_container, "state": settings.cosmos_state_container},
+            limits=cosmos_limits(settings),
         )
     return SqliteStore(settings.sqlite_path)
+
+
+def cosmos_limits(settings: Settings) -> CosmosLimits:
+    return CosmosLimits(
+        timeout_seconds=settings.cosmos_timeout_seconds,
+        connect_timeout_seconds=min(settings.http_connect_timeout_seconds, settings.cosmos_timeout_seconds),
+        max_attempts=settings.cosmos_max_attempts,
+    )
 
 
 _runtime: Runtime | None = None

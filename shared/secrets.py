@@ -4,6 +4,11 @@ Values are cached for ``SECRET_CACHE_TTL_SECONDS`` so a rotated secret is picked
 restart, while a busy instance does not call Key Vault on every invocation. A secret's environment
 fallback is its name upper-cased with dashes as underscores (``entra-client-secret`` ->
 ``ENTRA_CLIENT_SECRET``), the form Key Vault names cannot take and app settings must.
+
+Every Key Vault read is bounded (invariant 11): each attempt has a connect and a read timeout and
+the attempts are few (``KEY_VAULT_TIMEOUT_SECONDS``, ``KEY_VAULT_MAX_ATTEMPTS``), where the SDK's
+defaults wait 300 s per attempt and retry up to 10 times. A vault that does not answer within them
+is :class:`SecretUnavailableError`, which callers treat as transient.
 """
 
 from __future__ import annotations
@@ -12,15 +17,33 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceNotFoundError
+import aiohttp
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential
 from azure.keyvault.secrets.aio import SecretClient
+
+# Between two attempts: a short wait, never the SDK's 120 s ceiling.
+_BACKOFF_FACTOR_SECONDS = 0.4
+_BACKOFF_MAX_SECONDS = 2.0
 
 
 class SecretNotFoundError(LookupError):
     """The named secret does not exist (or has no value). The message names it, never a value."""
+
+
+class SecretUnavailableError(Exception):
+    """Key Vault did not answer in time or failed (timeouts, connection errors, 429 or 5xx) after
+    the bounded attempts. Transient: a later try may succeed. Names the secret, never a value."""
 
 
 class SecretSource(Protocol):
@@ -50,13 +73,63 @@ class EnvironmentSecrets:
         return None
 
 
+@dataclass(frozen=True)
+class KeyVaultOptions:
+    """How the Key Vault client waits, retries and signs in."""
+
+    timeout_seconds: float = 5.0  # read timeout of one attempt
+    connect_timeout_seconds: float = 5.0
+    max_attempts: int = 3
+    # None: DefaultAzureCredential (the app's managed identity in Azure), closed with the client.
+    credential: AsyncTokenCredential | None = None
+    # The SDK checks that the resource a vault's 401 challenge names is the vault's own domain.
+    # Only a vault on a loopback address (the sandbox's) may turn it off: an address has no domain.
+    verify_challenge_resource: bool = True
+
+    def client_options(self) -> dict[str, Any]:
+        """The azure-core transport and retry-policy keywords of SecretClient."""
+        retries = self.max_attempts - 1
+        return {
+            "connection_timeout": self.connect_timeout_seconds,
+            "read_timeout": self.timeout_seconds,
+            "retry_total": retries,
+            "retry_connect": retries,
+            "retry_read": retries,
+            "retry_status": retries,
+            "retry_backoff_factor": _BACKOFF_FACTOR_SECONDS,
+            "retry_backoff_max": _BACKOFF_MAX_SECONDS,
+            "verify_challenge_resource": self.verify_challenge_resource,
+        }
+
+
 class KeyVaultSecrets:
-    def __init__(self, vault_url: str, client: SecretClient | None = None) -> None:
+    def __init__(
+        self,
+        vault_url: str,
+        client: SecretClient | None = None,
+        *,
+        options: KeyVaultOptions | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self._vault_url = vault_url
-        self._credential: DefaultAzureCredential | None = None
+        self._credential: AsyncTokenCredential | None = None
         if client is None:
-            self._credential = DefaultAzureCredential()
-            client = SecretClient(vault_url=vault_url, credential=self._credential)
+            options = options or KeyVaultOptions()
+            credential = options.credential
+            if credential is None:
+                credential = self._credential = DefaultAzureCredential()
+            keywords = options.client_options()
+            if session is not None:
+                # The process's own session (its trust store includes EXTRA_CA_BUNDLE), which the
+                # client must not close. A transport built here takes the timeouts itself: the
+                # client passes its keywords only to a transport it builds.
+                keywords["transport"] = AioHttpTransport(
+                    session=session,
+                    session_owner=False,
+                    connection_timeout=keywords["connection_timeout"],
+                    read_timeout=keywords["read_timeout"],
+                )
+            client = SecretClient(vault_url=vault_url, credential=credential, **keywords)
         self._client = client
 
     async def get(self, name: str) -> str:
@@ -64,6 +137,16 @@ class KeyVaultSecrets:
             secret = await self._client.get_secret(name)
         except ResourceNotFoundError:
             raise SecretNotFoundError(f"secret {name!r} is not in Key Vault {self._vault_url}") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise SecretUnavailableError(
+                f"Key Vault {self._vault_url} did not answer for secret {name!r} ({type(exc).__name__})"
+            ) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+                raise SecretUnavailableError(
+                    f"Key Vault {self._vault_url} failed for secret {name!r} (HTTP {exc.status_code})"
+                ) from None
+            raise
         if not secret.value:
             raise SecretNotFoundError(f"secret {name!r} in Key Vault {self._vault_url} has no value")
         return secret.value
@@ -105,6 +188,16 @@ class CachedSecrets:
         await self._source.close()
 
 
-def secret_source(key_vault_url: str | None, ttl_seconds: float) -> CachedSecrets:
-    source: SecretSource = KeyVaultSecrets(key_vault_url) if key_vault_url else EnvironmentSecrets()
+def secret_source(
+    key_vault_url: str | None,
+    ttl_seconds: float,
+    *,
+    options: KeyVaultOptions | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> CachedSecrets:
+    source: SecretSource = (
+        KeyVaultSecrets(key_vault_url, options=options, session=session)
+        if key_vault_url
+        else EnvironmentSecrets()
+    )
     return CachedSecrets(source, ttl_seconds)

@@ -40,15 +40,6 @@ def _split_csv(value: object) -> object:
     return value
 
 
-# URL settings that may be left empty (feature off); the others have a default or are required.
-_OPTIONAL_URLS = frozenset({"key_vault_url", "cosmos_endpoint", "webhook_url"})
-
-
-def _refuse_empty_url(info: ValidationInfo) -> None:
-    if info.field_name not in _OPTIONAL_URLS:
-        raise ValueError("must not be empty: remove the setting to use the default, or give an https:// URL")
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="",
@@ -57,10 +48,29 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset_everywhere(cls, values: object) -> object:
+        # An app setting left empty (the portal, Bicep, local.settings.json) means "not set", for
+        # every setting alike: an optional one takes its default, a required one is reported
+        # missing by name. Read as a value, "" would be a path to the current folder, a zero-length
+        # name or URL, or a parse error, depending on the field's type.
+        if not isinstance(values, dict):
+            return values
+        return {
+            name: value
+            for name, value in values.items()
+            if not (isinstance(value, str) and value.strip() == "")
+        }
+
     # --- core -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     key_vault_url: str | None = None
     secret_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
+    # Every Key Vault read: the read timeout of one attempt (connect: at most
+    # HTTP_CONNECT_TIMEOUT_SECONDS), and the attempts, retrying timeouts, 429 and 5xx.
+    key_vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    key_vault_max_attempts: int = Field(default=3, ge=1, le=10)
 
     entra_tenant_id: str = Field(min_length=1)
     entra_authority_host: str = "https://login.microsoftonline.com"
@@ -82,6 +92,10 @@ class Settings(BaseSettings):
     cosmos_database: str = "commerce-connector"
     cosmos_ledger_container: str = "ledger"
     cosmos_state_container: str = "state"
+    # Every Cosmos DB request: its read timeout (connect: at most HTTP_CONNECT_TIMEOUT_SECONDS),
+    # and the attempts per operation; an operation gives up after their product.
+    cosmos_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    cosmos_max_attempts: int = Field(default=3, ge=1, le=10)
 
     # --- Retail Server (Commerce Scale Unit) ----------------------------------------------
     retail_server_url: str = Field(min_length=1)
@@ -257,9 +271,8 @@ class Settings(BaseSettings):
 
     @field_validator("emarsys_api_url", "emarsys_auth_url", "sendgrid_api_url", "webhook_url")
     @classmethod
-    def _check_email_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or value == "":
-            _refuse_empty_url(info)
+    def _check_email_url(cls, value: str | None) -> str | None:
+        if value is None:
             return None
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
@@ -270,14 +283,6 @@ class Settings(BaseSettings):
     def _log_level_any_case(cls, value: object) -> object:
         # logging_setup accepts "debug" as well; the settings must agree with it.
         return value.strip().upper() if isinstance(value, str) else value
-
-    @field_validator("emarsys_event_id", "sendgrid_unsubscribe_group_id", mode="before")
-    @classmethod
-    def _blank_number_is_unset(cls, value: object) -> object:
-        # An app setting left empty (the portal, Bicep, local.settings.json) means "not set".
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
 
     @field_validator("sendgrid_template_id", "sendgrid_from_email", "sendgrid_from_name")
     @classmethod
@@ -435,9 +440,8 @@ class Settings(BaseSettings):
         "retail_server_audience",
     )
     @classmethod
-    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or value == "":
-            _refuse_empty_url(info)
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
             return None
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")

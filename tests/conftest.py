@@ -155,3 +155,12 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     finally:
         set_runtime(None)
         await created.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The hostile-input cases this run tried, per function (the figures docs/RELIABILITY.md quotes)."""
+    from tests.hostile import TRIED
+
+    if TRIED:
+        tried = ", ".join(f"{name} {count}" for name, count in sorted(TRIED.items()))
+        terminalreporter.write_line(f"hostile input cases tried: {tried}")

@@ -77,6 +77,10 @@ param httpMaxAttempts int
 param httpBackoffBaseSeconds string
 param httpBackoffMaxSeconds string
 param maxResponseBytes int
+param keyVaultTimeoutSeconds string
+param keyVaultMaxAttempts int
+param cosmosTimeoutSeconds string
+param cosmosMaxAttempts int
 param retailServerApiVersion string
 param cartPageSize int
 param imageViewports string
@@ -194,6 +198,23 @@ var appSettings = [
   {
     name: 'HTTP_BACKOFF_MAX_SECONDS'
     value: httpBackoffMaxSeconds
+  }
+  // Key Vault and Cosmos DB calls: each request's timeout, and the attempts.
+  {
+    name: 'KEY_VAULT_TIMEOUT_SECONDS'
+    value: keyVaultTimeoutSeconds
+  }
+  {
+    name: 'KEY_VAULT_MAX_ATTEMPTS'
+    value: string(keyVaultMaxAttempts)
+  }
+  {
+    name: 'COSMOS_TIMEOUT_SECONDS'
+    value: cosmosTimeoutSeconds
+  }
+  {
+    name: 'COSMOS_MAX_ATTEMPTS'
+    value: string(cosmosMaxAttempts)
   }
   {
     name: 'MAX_RESPONSE_BYTES'

@@ -43,6 +43,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from shared import json_limits
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.images import Viewport, image_set
 from shared.abandoned_carts.links import fill_template, product_url, uses_placeholder
@@ -62,6 +63,7 @@ from shared.email.base import (
 )
 from shared.email.batching import BatchingSender
 from shared.http import UpstreamError
+from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
 from shared.privacy.tokens import WeakSecretError, token_for
@@ -107,13 +109,19 @@ class MalformedMessageError(ValueError):
 
 
 def decode_message(body: bytes) -> CartMessage:
-    """The message, or :class:`MalformedMessageError` with a reason that holds no message content."""
+    """The message, or :class:`MalformedMessageError` with a reason that holds no message content.
+
+    The reason names the message's own fields only; a field it does not know is counted and its
+    JSON type given, never its name, since a name can be anything a writer put there (a person's).
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedMessageError("the message is not UTF-8 text") from None
     try:
-        raw = json.loads(text)
+        raw = json_limits.loads(text)
+    except JsonTooDeepError as exc:
+        raise MalformedMessageError(f"the message is not JSON: {exc}") from None
     except ValueError:
         raise MalformedMessageError("the message is not JSON") from None
     if not isinstance(raw, dict):
@@ -123,11 +131,32 @@ def decode_message(body: bytes) -> CartMessage:
     try:
         return CartMessage.model_validate(raw)
     except ValidationError as exc:
-        problems = ", ".join(
+        errors = exc.errors(include_url=False, include_input=True)
+        problems = [
             f"{'.'.join(str(p) for p in error['loc']) or 'message'} ({error['type']})"
-            for error in exc.errors(include_url=False, include_input=False)
-        )
-        raise MalformedMessageError(f"the message has invalid fields: {problems}") from None
+            for error in errors
+            if error["type"] != "extra_forbidden"
+        ]
+        unknown = [_json_type(error["input"]) for error in errors if error["type"] == "extra_forbidden"]
+        if unknown:
+            count = len(unknown)
+            problems.append(
+                f"{count} unknown field{'s' if count != 1 else ''} "
+                f"({', '.join(f'{n} {t}' for t, n in sorted(Counter(unknown).items()))})"
+            )
+        raise MalformedMessageError(f"the message has invalid fields: {', '.join(problems)}") from None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 @dataclass(frozen=True)

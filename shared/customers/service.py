@@ -34,6 +34,7 @@ from shared.finance_ops.client import FinanceOpsClient
 from shared.finance_ops.errors import (
     FnoAuthError,
     FnoCredentialsError,
+    FnoCredentialsUnavailableError,
     FnoDuplicateError,
     FnoError,
     FnoRejectedError,
@@ -253,6 +254,16 @@ class CustomerService:
                 detail or "F&O refused the customer data.",
                 cid,
             )
+        elif isinstance(exc, FnoCredentialsUnavailableError):
+            # Key Vault (or Entra ID) too slow or failing: nothing was sent, the till may retry.
+            outcome = _problem(
+                503,
+                "credentials-unavailable",
+                "The connector could not read its credentials in time",
+                "Nothing was sent to F&O; try again shortly.",
+                cid,
+            )
+            outcome.headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
         elif isinstance(exc, FnoCredentialsError):
             # Our secret is missing or unreadable, or Entra ID refused or could not be reached.
             logger.error(

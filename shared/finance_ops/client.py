@@ -7,6 +7,7 @@ audience is normalised here once, whatever case the setting was written in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from azure.core.exceptions import AzureError
 from shared.finance_ops.errors import (
     FnoAuthError,
     FnoCredentialsError,
+    FnoCredentialsUnavailableError,
     FnoDuplicateError,
     FnoError,
     FnoOperationError,
@@ -42,7 +44,7 @@ from shared.http import (
     UpstreamTimeoutError,
 )
 from shared.identity import TokenError, TokenProvider, scope_for
-from shared.secrets import SecretNotFoundError
+from shared.secrets import SecretNotFoundError, SecretUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +187,20 @@ class FinanceOpsClient:
         """
         secret = repr(self._secret_name) if self._secret_name else "(name not given)"
         try:
-            return await self._tokens.get_token(self.scope)
+            # The secret read and the token request share the call's deadline: the till is waiting,
+            # and a hanging Key Vault must not hold it longer than a hanging F&O would.
+            async with asyncio.timeout(self._timeout):
+                return await self._tokens.get_token(self.scope)
+        except TimeoutError:
+            raise FnoCredentialsUnavailableError(
+                f"no token for F&O within {self._timeout}s (secret {secret} from Key Vault, then Entra ID)",
+                correlation_id=correlation_id,
+            ) from None
+        except SecretUnavailableError:
+            raise FnoCredentialsUnavailableError(
+                f"Key Vault did not give the client secret {secret} in time",
+                correlation_id=correlation_id,
+            ) from None
         except TokenError as exc:
             reason = f"Entra ID refused a token for {self.scope} ({exc.error or 'error'}; secret {secret})"
         except SecretNotFoundError:

@@ -76,6 +76,12 @@ class FnoCredentialsError(FnoAuthError):
     refused), Entra ID refused it or could not be reached. Nothing was sent to F&O."""
 
 
+class FnoCredentialsUnavailableError(FnoError):
+    """Our credentials could not be had in time: Key Vault did not answer (or failed transiently)
+    within its bounded attempts, or getting a token outlasted the call's deadline. Nothing was sent
+    to F&O, and a later try may succeed."""
+
+
 class FnoThrottledError(FnoError):
     """F&O asked us to come back later (429/503) and did not process the request."""
 

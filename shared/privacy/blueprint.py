@@ -38,7 +38,7 @@ from shared.privacy.suppression import SuppressionList
 from shared.privacy.tokens import InvalidTokenError, WeakSecretError, check_secret, verify
 from shared.problems import FieldError, problem_from_validation_error
 from shared.runtime import get_runtime
-from shared.secrets import SecretNotFoundError
+from shared.secrets import SecretNotFoundError, SecretUnavailableError
 from shared.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,16 @@ async def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
                 "Unsubscribe is not configured",
                 "The connector cannot check unsubscribe links; quote the correlation id.",
                 cid,
+            ) from None
+        except SecretUnavailableError:
+            logger.error("unsubscribe: Key Vault did not answer in time [correlation id %s]", cid)
+            raise reject(
+                503,
+                "secret-store-unavailable",
+                "Unsubscribe is unavailable",
+                "Try again in a few minutes.",
+                cid,
+                headers={"Retry-After": "60"},
             ) from None
         try:
             claims = verify(token, secret, now=utcnow())

@@ -23,7 +23,7 @@ from shared.settings import Settings
 from shared.state.store import StoreError
 from shared.store_commerce import parse_deep_link
 from tests.customers.conftest import create_route
-from tests.customers.helpers import body_of, call, http_request, principal
+from tests.customers.helpers import body_of, call, http_request, principal, with_fno_token
 
 PROBLEM = "application/problem+json"
 MakeRuntime = Callable[..., Awaitable[Runtime]]
@@ -302,7 +302,7 @@ async def test_timeout_is_504(
     settings: Settings,
     payload: dict[str, Any],
 ) -> None:
-    await make_runtime(fno_timeout_seconds=0.3)
+    await with_fno_token(await make_runtime(fno_timeout_seconds=0.3))
     sandbox.faults.add(create_route(settings), timeout=True)
     response = await create(registered_functions, payload)
     assert response.status_code == 504
@@ -468,7 +468,7 @@ async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_it
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     vault = KeyVaultSecrets("https://kv.example.vault.azure.net", client=_RefusingKeyVault())  # type: ignore[arg-type]
-    monkeypatch.setattr(runtime_module, "secret_source", lambda url, ttl: CachedSecrets(vault, ttl))
+    monkeypatch.setattr(runtime_module, "secret_source", lambda url, ttl, **_: CachedSecrets(vault, ttl))
     await make_runtime()
     with caplog.at_level(logging.ERROR):
         first = await create(registered_functions, payload, **{"Idempotency-Key": "k-vault"})
@@ -669,7 +669,7 @@ async def test_a_duplicate_check_timeout_says_nothing_was_created_and_releases_t
     settings: Settings,
     payload: dict[str, Any],
 ) -> None:
-    await make_runtime(duplicate_check_enabled=True, fno_timeout_seconds=0.3)
+    await with_fno_token(await make_runtime(duplicate_check_enabled=True, fno_timeout_seconds=0.3))
     sandbox.faults.add(lookup_route(settings), timeout=True, times=2)
     first = await create(registered_functions, payload, **{"Idempotency-Key": "k-lookup"})
     assert first.status_code == 504

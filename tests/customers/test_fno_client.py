@@ -172,9 +172,11 @@ async def test_throttling_is_retried_then_reported_with_retry_after(
 async def test_timeout_may_have_created(
     sandbox: Sandbox, runtime: Runtime, settings: Settings, payload: dict[str, Any]
 ) -> None:
+    fno_client = client(runtime, settings, timeout=0.3)
+    await runtime.tokens.get_token(fno_client.scope)  # the token step shares the deadline
     sandbox.faults.add(create_route(settings), timeout=True)
     with pytest.raises(FnoTimeoutError) as caught:
-        await client(runtime, settings, timeout=0.3).create_customer(payload, correlation_id="c-7")
+        await fno_client.create_customer(payload, correlation_id="c-7")
     assert caught.value.may_have_created
 
 

@@ -17,7 +17,7 @@ from shared.customers import blueprint
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 from tests.customers.conftest import create_route
-from tests.customers.helpers import call, http_request, principal
+from tests.customers.helpers import call, http_request, principal, with_fno_token
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 API_CLIENT_ID = "0c057e25-a11e-4c0e-9c0e-c0ec7000a9a2"
@@ -156,7 +156,7 @@ async def test_create_customer_matches_the_document(
     sandbox.faults.add(route, status=429, headers={"Retry-After": "0"}, times=None)
     record(await post(variant(EmailAddress="a2@example.org")))  # 503
     sandbox.faults.clear()
-    made = [await with_settings(runtime, settings, fno_timeout_seconds=0.3)]
+    made = [await with_fno_token(await with_settings(runtime, settings, fno_timeout_seconds=0.3))]
     sandbox.faults.add(route, timeout=True)
     record(await post(variant(EmailAddress="a3@example.org")))  # 504
     made.append(await with_settings(runtime, settings, easy_auth_enabled=True))

@@ -403,7 +403,12 @@ async def test_transient_upstream_failure_raises_then_the_retry_sends(
         (b'{"v": 2, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1}', "version"),
         (b'{"v": 1, "cartVersion": 1, "oun": "128", "step": 1}', "cartId"),
         (b'{"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 0}', "step"),
-        (b'{"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1, "email": "x"}', "email"),
+        (
+            b'{"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1, "email": "x"}',
+            "1 unknown field (1 string)",
+        ),
+        (b"[" * 1000, "nested deeper than 32 levels"),
+        (b'{"v": 1, "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32 levels"),
     ],
 )
 async def test_malformed_message_goes_to_poison_at_once(
@@ -421,6 +426,28 @@ async def test_malformed_message_goes_to_poison_at_once(
     assert recorder.sent == []
     logged = [line for line in log_privacy_guard.lines if "poison queue" in line]
     assert len(logged) == 1 and reason in logged[0]
+
+
+async def test_the_names_of_unknown_fields_are_never_logged(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    log_privacy_guard: Any,
+) -> None:
+    """A key can be anything a writer put there, a customer's name say: count and type it only."""
+    person = consenting_customer(sandbox)
+    name = f"{person.first_name} {person.last_name}"
+    message = {"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1, name: 1, person.email: [2]}
+    body = json.dumps(message).encode()
+
+    poison: OutStub = await run_notify(registered_functions, body)
+
+    assert poison.get() is not None and recorder.sent == []
+    logged = [line for line in log_privacy_guard.lines if "poison queue" in line]
+    assert len(logged) == 1 and "2 unknown fields (1 array, 1 number)" in logged[0]
+    # The autouse guard fails the test as well if the name or the address reached any record.
+    assert not any(person.last_name in line or person.email in line for line in log_privacy_guard.lines)
 
 
 # ----- reminder steps

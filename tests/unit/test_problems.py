@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import azure.functions as func
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import problems
 from shared.customers.models import CreateCustomerRequest
 from shared.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -20,6 +22,7 @@ from shared.problems import (
     safe_message,
     wire_path,
 )
+from tests.regex_bounds import UNBOUNDED, quantifier_bounds
 
 BAD_EMAIL = "jo.private@@leaky-domain.example"
 BAD_PHONE = "+1 (425) 555-01ab"
@@ -216,3 +219,14 @@ def test_instance_is_left_out_for_other_correlation_ids(cid: str) -> None:
 
 def test_an_explicit_instance_wins() -> None:
     assert problem(409, correlation_id=UUID_CID, instance="/api/customers").instance == "/api/customers"
+
+
+@pytest.mark.parametrize("pattern", [problems._EMAIL_LIKE, problems._PHONE_LIKE], ids=["email", "phone"])
+def test_the_scrubbing_patterns_are_bounded(pattern: re.Pattern[str]) -> None:
+    bounds = quantifier_bounds(pattern)
+    assert bounds and all(high != UNBOUNDED and high <= 255 for _, high in bounds)
+
+
+def test_a_long_message_is_scrubbed_of_its_address() -> None:
+    message = "value " + "x" * 10_000 + "jane.doe@example.com is not allowed"
+    assert "jane.doe" not in safe_message({"type": "value_error", "msg": message})

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
-from shared.privacy.redaction import install, redact
+from shared.privacy.redaction import ALL_PATTERNS, MAX_MESSAGE_CHARS, install, redact
+from tests.regex_bounds import UNBOUNDED, quantifier_bounds
 
 
 @pytest.mark.parametrize(
@@ -109,7 +111,68 @@ def test_phone_numbers_stay_masked_beside_id_words(text: str, expected: str) -> 
 
 
 def test_addresses_inside_long_bodies_are_still_found() -> None:
-    body = "x" * 20_000 + " reply from person.name+tag@example.co.uk: " + "y" * 20_000
+    body = "x" * 7_000 + " reply from person.name+tag@example.co.uk: " + "y" * 7_000
     redacted = redact(body)
     assert "[email]" in redacted and "person.name" not in redacted
     assert redact("a@b.example,c@d.example") == "[email],[email]"
+
+
+def test_an_address_at_the_end_of_a_long_url_is_found() -> None:
+    # A local part is at most 64 characters, but the run of characters before the @ can be longer.
+    url = "GET https://shop.example/" + "category/" * 40 + "?utm=x&to=jane.doe@example.com done"
+    redacted = redact(url)
+    assert "jane.doe" not in redacted and "example.com" not in redacted
+    assert redacted.startswith("GET https://shop.example/category/")
+
+
+# ----- bounds (invariant 11): linear patterns, bounded messages. Timing is in benchmarks/.
+
+
+@pytest.mark.parametrize("pattern", ALL_PATTERNS, ids=lambda p: p.pattern[:40])
+def test_every_quantifier_is_bounded(pattern: re.Pattern[str]) -> None:
+    repeats = quantifier_bounds(pattern)
+    assert repeats, "the walk found no quantifier: the parser's shape changed"
+    unbounded = [r for r in repeats if r[1] == UNBOUNDED or r[1] > MAX_MESSAGE_CHARS]
+    assert not unbounded, f"unbounded quantifier(s) {unbounded} in {pattern.pattern!r}"
+
+
+def test_the_bound_check_sees_an_unbounded_quantifier() -> None:
+    assert (1, UNBOUNDED) in quantifier_bounds(re.compile(r"(?:a|(?=b+))[\d ]{7,}\d"))
+
+
+# 1 MB that made a pattern backtrack over the rest of the text from every position (the phone
+# pattern took 8 s for 48 KB of " 1."), one text per pattern.
+ADVERSARIAL = {
+    "phone": " 1." * 350_000,
+    "jwt": "eyJ" * 350_000,
+    "bearer": "bearer " * 150_000,
+    "secret": "secret=" * 150_000,
+    "email": "a@" + "a." * 524_288,
+    "id word then spaces": "productId" + " " * 1_048_576,
+    "digits": "1-" * 524_288,
+    "timestamp": "2026-12-01T20:06:43." + "1" * 1_048_576,
+}
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_a_long_message_is_cut_before_redaction(text: str) -> None:
+    redacted = redact(text)
+    marker = re.search(r" \[truncated: (\d+) more characters\]\Z", redacted)
+    assert marker is not None
+    kept = len(redacted) - len(marker.group())
+    assert int(marker.group(1)) >= len(text) - MAX_MESSAGE_CHARS
+    assert kept <= MAX_MESSAGE_CHARS
+
+
+def test_a_cut_never_leaves_half_an_address() -> None:
+    # The cut would fall inside the domain, leaving "jane.doe@exam", which no pattern recognises.
+    text = "x" * (MAX_MESSAGE_CHARS - 13) + "jane.doe@example.com and more"
+    assert "jane.doe@" not in redact(text)
+    spaced = "word " * (MAX_MESSAGE_CHARS // 5) + "jane.doe@example.com"
+    assert "jane" not in redact(spaced[: MAX_MESSAGE_CHARS + 8] + " tail")
+
+
+def test_a_message_within_the_limit_is_not_cut() -> None:
+    text = "cart 0a1b2c3d " * (MAX_MESSAGE_CHARS // 14)
+    assert len(text) <= MAX_MESSAGE_CHARS
+    assert redact(text) == text

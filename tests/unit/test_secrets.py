@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.core.pipeline.policies import AsyncRetryPolicy
 
+from shared.runtime import Runtime
 from shared.secrets import (
     CachedSecrets,
     EnvironmentSecrets,
@@ -13,6 +16,7 @@ from shared.secrets import (
     SecretNotFoundError,
     env_name_for,
 )
+from shared.settings import Settings
 
 
 @dataclass
@@ -73,3 +77,46 @@ async def test_environment_fallback() -> None:
     assert await secrets.get("entra-client-secret") == "local"
     with pytest.raises(SecretNotFoundError, match="environment variable OTHER"):
         await secrets.get("other")
+
+
+class _NoCredential:
+    """Never asked for a token: the test builds the client without calling it."""
+
+    async def get_token(self, *scopes: str, **kwargs: object) -> object:
+        raise AssertionError("no request was expected")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_runtime_builds_a_bounded_key_vault_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's defaults wait 300 s per attempt and retry 10 times; the settings bound both."""
+    monkeypatch.setattr("shared.secrets.DefaultAzureCredential", _NoCredential)
+    settings = Settings(
+        entra_tenant_id="tenant",
+        entra_client_id="client",
+        retail_server_url="https://contoso.commerce.dynamics.com",
+        operating_unit_numbers="128",
+        key_vault_url="https://kv-abc.vault.azure.net",
+        key_vault_timeout_seconds=4,
+        key_vault_max_attempts=2,
+        http_connect_timeout_seconds=3,
+        sqlite_path=tmp_path / "state.sqlite3",
+    )
+    runtime = Runtime.create(settings)
+    try:
+        source = runtime.secrets._source
+        assert isinstance(source, KeyVaultSecrets)
+        pipeline = source._client._client._client._pipeline
+        transport = pipeline._transport
+        # The process's one session, with the app's trust store.
+        assert transport.session is runtime.http.session
+        assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (3, 4)
+        retry = next(p for p in pipeline._impl_policies if isinstance(p, AsyncRetryPolicy))
+        retries = (retry.total_retries, retry.connect_retries, retry.read_retries, retry.status_retries)
+        assert retries == (1, 1, 1, 1)
+        assert retry.backoff_max <= 2
+    finally:
+        await runtime.close()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SettingsError, load_settings
+from shared.settings import Settings, SettingsError, load_settings
 
 REQUIRED = {
     "ENTRA_TENANT_ID": "tenant",
@@ -75,8 +75,6 @@ def test_error_never_echoes_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sample_local_settings_cover_every_setting() -> None:
     import json
 
-    from shared.settings import Settings
-
     sample = json.loads(Path("local.settings.sample.json").read_text())["Values"]
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in sample]
     assert not missing, f"local.settings.sample.json lacks {missing}"
@@ -88,22 +86,37 @@ def test_empty_optional_numbers_are_unset(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.emarsys_event_id is None and settings.sendgrid_unsubscribe_group_id is None
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "ENTRA_AUTHORITY_HOST",
-        "RETAIL_SERVER_AUDIENCE",
-        "EMARSYS_API_URL",
-        "EMARSYS_AUTH_URL",
-        "SENDGRID_API_URL",
-    ],
-)
-def test_an_empty_url_with_a_default_fails_at_start_naming_it(
-    monkeypatch: pytest.MonkeyPatch, name: str
+OPTIONAL = sorted(name for name, field in Settings.model_fields.items() if not field.is_required())
+REQUIRED_FIELDS = sorted(name for name, field in Settings.model_fields.items() if field.is_required())
+
+
+def test_the_required_settings_are_the_ones_this_module_sets() -> None:
+    assert [name.upper() for name in REQUIRED_FIELDS] == sorted(REQUIRED)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_an_empty_optional_setting_is_unset(monkeypatch: pytest.MonkeyPatch, name: str, blank: str) -> None:
+    """Every optional setting left empty (or blank) takes its default, whatever its type."""
+    set_env(monkeypatch, **{name.upper(): blank})
+    settings = load_settings()
+    assert getattr(settings, name) == Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("name", REQUIRED_FIELDS)
+def test_an_empty_required_setting_fails_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, blank: str
 ) -> None:
-    set_env(monkeypatch, **{name: ""})
-    with pytest.raises(SettingsError, match=f"{name} .*must not be empty"):
+    set_env(monkeypatch, **{name.upper(): blank})
+    with pytest.raises(SettingsError, match=f"{name.upper()} is required but not set"):
         load_settings()
+
+
+def test_an_empty_extra_ca_bundle_is_no_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It used to be Path(""), the current folder: "EXTRA_CA_BUNDLE names ., which is not a file".
+    set_env(monkeypatch, EXTRA_CA_BUNDLE="")
+    assert load_settings().extra_ca_bundle is None
 
 
 def test_optional_urls_may_be_empty(monkeypatch: pytest.MonkeyPatch) -> None:
