@@ -120,7 +120,7 @@ async def test_erasure_answers_any_body_without_a_5xx(
 
 # Made once, so every example (and hypothesis's replay of a failing one) sees the same token.
 TOKEN = token_for(
-    "robin.hostile@example.org", "C-1", secret=SECRET, now=utcnow().replace(hour=0, minute=0), days=365
+    "robin.hostile@example.org", secret=SECRET, now=utcnow().replace(hour=0, minute=0), days=365
 )
 
 

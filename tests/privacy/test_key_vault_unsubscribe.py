@@ -41,7 +41,7 @@ async def test_a_hanging_key_vault_answers_503_and_changes_nothing(
         sandbox, settings, {SECRET_NAME: SECRET}, key_vault_timeout_seconds=0.2, key_vault_max_attempts=2
     )
     set_runtime(runtime)
-    token = token_for(EMAIL, "C-1", secret=SECRET, now=utcnow(), days=30)
+    token = token_for(EMAIL, secret=SECRET, now=utcnow(), days=30)
     try:
         for method in ("GET", "POST"):
             response = await call(registered_functions, "unsubscribe", unsubscribe_request(method, token))
