@@ -62,14 +62,14 @@ from shared.email.base import (
     SendResult,
 )
 from shared.email.batching import BatchingSender
-from shared.http import UpstreamError
+from shared.http import UpstreamError, UpstreamResponseTooLargeError
 from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
 from shared.privacy.tokens import WeakSecretError, token_for
 from shared.retail_server.client import RetailServerClient, RetailServerContractError
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
-from shared.secrets import SecretSource
+from shared.secrets import SecretSource, SecretUnavailableError
 from shared.settings import Settings
 from shared.state.ledger import (
     CLAIM_LEASE,
@@ -323,8 +323,13 @@ def _certainly_not_sent(exc: BaseException) -> bool:
 
 def failure_reason(exc: BaseException) -> str:
     """A short, stable reason for the ledger; the detail (safe to log) is in the log line."""
+    if isinstance(exc, UpstreamResponseTooLargeError):
+        # It has the status of an answer that came, so "unreachable" would send operators astray.
+        return f"{exc.service.lower().replace(' ', '_')}_response_too_large"
     if isinstance(exc, UpstreamError):
         return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
+    if isinstance(exc, SecretUnavailableError):
+        return "key_vault_unavailable"
     if isinstance(exc, ProviderConfigurationError):
         return "provider_misconfigured"
     if isinstance(exc, ProviderUncertainError):

@@ -63,7 +63,7 @@ async def test_a_hanging_key_vault_fails_the_message_transiently_and_the_retry_s
     # Raised, so the host makes the message visible again and retries it.
     with pytest.raises(SecretUnavailableError):
         await run_notify(registered_functions, queued.body)
-    assert await ledger_status(runtime, cart) == ("failed", "SecretUnavailableError")
+    assert await ledger_status(runtime, cart) == ("failed", "key_vault_unavailable")
     assert secret_reads(sandbox, SECRET_NAME) == 2
     assert recorder.sent == [] and not any(r.startswith("POST /rs/") for r in sandbox.stats.requests)
 
