@@ -215,9 +215,10 @@ _STORE_FAILURES: dict[Fault, str] = {
 
 
 class FaultyStore:
-    """The SQLite document store, raising the store's own error (``StoreError``) for the calls
-    ``applies`` picks, ``times`` times (None: every time). The error is raised before the call
-    reaches SQLite, so a failed write wrote nothing."""
+    """The cell's SQLite document store, raising the store's own error (``StoreError``) for the
+    calls ``applies`` picks, ``times`` times (None: every time). The error is raised before the
+    call reaches SQLite, so a failed write wrote nothing. Every runtime of the cell shares the one
+    SQLite connection, which the cell closes: closing a runtime leaves it open."""
 
     def __init__(
         self,
@@ -282,7 +283,7 @@ class FaultyStore:
         return await self._inner.query(container, **kwargs)
 
     async def close(self) -> None:
-        await self._inner.close()
+        return None
 
 
 StorePredicate = Callable[[str, ContainerName, Mapping[str, Any] | None], bool]
@@ -397,9 +398,22 @@ class Context:
     # A warm instance's HTTP session (its connection pool), shared the same way.
     warm_session: aiohttp.ClientSession | None = None
 
+    _store: SqliteStore | None = None
+
     @property
     def state_path(self) -> Path:
         return self.directory / "state.sqlite3"
+
+    @property
+    def store(self) -> SqliteStore:
+        """The cell's state store, as the harness reads and seeds it (no faults)."""
+        if self._store is None:
+            self._store = SqliteStore(self.state_path)
+        return self._store
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
 
     def install(self, settings: Settings, *, key_vault: bool, cold_tokens: bool) -> None:
         """Route the runtime's store, secrets and retry waits through the cell's fault points.
@@ -422,9 +436,8 @@ class Context:
         patch.setattr("shared.customers.service.HttpClient", RecordingHttpClient)
         patch.setattr("shared.email.factory.EmarsysProvider", RecordingEmarsys)
         store_faults = self.store_faults
-        patch.setattr(
-            runtime_module, "create_store", lambda s: FaultyStore(SqliteStore(s.sqlite_path), store_faults)
-        )
+        store = FaultyStore(self.store, store_faults)
+        patch.setattr(runtime_module, "create_store", lambda s: store)
         if self.warm_session is not None:
             session = WarmSession(self.warm_session)
             patch.setattr(runtime_module, "new_session", lambda **kwargs: session)
@@ -646,26 +659,22 @@ def _route_body(row: str, cell: Cell) -> dict[str, Any]:
 
 async def _queue(ctx: Context, cart: Any) -> str:
     """What detection leaves for one cart: a pending ledger entry, the latest-cart pointer, a message."""
-    store = SqliteStore(ctx.state_path)
-    try:
-        ledger = Ledger(store)
-        entry = LedgerEntry(
-            cart_id=cart.id,
-            cart_version=cart.version,
-            step=1,
-            oun="128",
-            customer_id=cart.customer_id,
-            modified_at=cart.modified_date_time,
-            due_at=NOW,
-            queued_at=NOW,
-            updated_at=NOW,
-        )
-        assert await ledger.record(entry)
-        await ledger.register_latest_cart(
-            "128", cart.customer_id, cart.id, cart.version, cart.modified_date_time, now=NOW
-        )
-    finally:
-        await store.close()
+    ledger = Ledger(ctx.store)
+    entry = LedgerEntry(
+        cart_id=cart.id,
+        cart_version=cart.version,
+        step=1,
+        oun="128",
+        customer_id=cart.customer_id,
+        modified_at=cart.modified_date_time,
+        due_at=NOW,
+        queued_at=NOW,
+        updated_at=NOW,
+    )
+    assert await ledger.record(entry)
+    await ledger.register_latest_cart(
+        "128", cart.customer_id, cart.id, cart.version, cart.modified_date_time, now=NOW
+    )
     return CartMessage(cart_id=cart.id, cart_version=cart.version, oun="128", step=1).encode()
 
 
@@ -679,11 +688,7 @@ async def _deliver(functions: dict[str, Any], body: str, dequeue_count: int) -> 
 
 
 async def _ledger_entry(ctx: Context, cart_id: str, version: int) -> LedgerEntry | None:
-    store = SqliteStore(ctx.state_path)
-    try:
-        found = await Ledger(store).get(cart_id, version, 1)
-    finally:
-        await store.close()
+    found = await Ledger(ctx.store).get(cart_id, version, 1)
     return None if found is None else found[0]
 
 

@@ -76,12 +76,16 @@ async def test_cell(
     for name, value in stand_in_secrets(sandbox).items():
         monkeypatch.setenv(name.upper().replace("-", "_"), value)
     sandbox.faults.clear()
-    if cell.row.function is Function.NOTIFY:
-        observed = await drive_notify(ctx, cell)
-    elif cell.row.function is Function.DETECT:
-        observed = await drive_detect(ctx, cell, CELLS.index(cell))
-    else:
-        observed = await drive_create(ctx, cell)
+    try:
+        if cell.row.function is Function.NOTIFY:
+            observed = await drive_notify(ctx, cell)
+        elif cell.row.function is Function.DETECT:
+            observed = await drive_detect(ctx, cell, CELLS.index(cell))
+        else:
+            observed = await drive_create(ctx, cell)
+    finally:
+        sandbox.faults.clear()
+        await ctx.close()
     request.node.stash[OBSERVED] = observed
 
     assert_outcome(cell.expect, observed)
