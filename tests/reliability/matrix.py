@@ -99,8 +99,8 @@ NOT_APPLICABLE: dict[tuple[str, Fault], str] = {
 }
 for _row in ("store-claim", "store-sent-webhook", "store-sent-sendgrid", "store-idempotency"):
     for _fault, _why in (
-        (Fault.RATELIMIT_RESET, "Cosmos DB throttles with x-ms-retry-after-ms, covered by the 429 cell"),
-        (Fault.THROTTLED, "Cosmos DB throttles with x-ms-retry-after-ms, covered by the 429 cell"),
+        (Fault.RATELIMIT_RESET, "Cosmos DB throttles with x-ms-retry-after-ms: the 429 + Retry-After cell"),
+        (Fault.THROTTLED, "Cosmos DB throttles with x-ms-retry-after-ms: the 429 + Retry-After cell"),
         (Fault.MALFORMED, "the store's client parses its own answers; no body reaches the connector"),
         (Fault.REFUSED, "the store authenticates with the managed identity inside its SDK"),
         (Fault.HANG, "the store client's own timeout turns a hang into the timeout cell (item 9)"),
