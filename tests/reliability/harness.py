@@ -2,10 +2,12 @@
 
 Each cell gets its own SQLite state store and a fresh :class:`Runtime` per invocation: a message
 the host redelivers (after ``visibilityTimeout``, possibly on another instance) finds only what
-the state store kept, never an in-process cache or a client's throttle memory. Faults come from
-the sandbox's fault injector for the HTTP upstreams, from :class:`FaultyStore` for the state
-store and from :class:`FaultyVault` for Key Vault. Retry waits are recorded instead of slept, so
-a ``Retry-After: 2`` costs nothing and the test can still see that it was honoured.
+the state store kept, never an in-process cache or a client's throttle memory. What a warm
+instance keeps for longer is shared instead, to keep the matrix fast: the HTTP connection pool
+and, for the cells not about Entra ID or Key Vault, the app token. Faults come from the
+sandbox's fault injector for the HTTP upstreams, from :class:`FaultyStore` for the state store
+and from :class:`FaultyVault` for Key Vault. Retry waits are recorded instead of slept, so a
+``Retry-After: 2`` costs nothing and the test can still see that it was honoured.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from shared.state.sqlite import SqliteStore
 from shared.state.store import ContainerName, Document, StoreError
 from tests.conftest import OutStub, sandbox_settings
 from tests.notify.conftest import NOTIFY_SETTINGS, NOW, consenting_customer, own_cart
-from tests.reliability.matrix import SERVER_DELAY_SECONDS, Cell, Fault, Function, Variant
+from tests.reliability.matrix import SERVER_DELAY_SECONDS, Cell, Fault, Variant
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_DEQUEUE_COUNT: int = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"][
@@ -415,7 +417,7 @@ class Context:
         if self._store is not None:
             await self._store.close()
 
-    def install(self, settings: Settings, *, key_vault: bool, cold_tokens: bool) -> None:
+    def install(self, *, key_vault: bool, cold_tokens: bool) -> None:
         """Route the runtime's store, secrets and retry waits through the cell's fault points.
 
         ``cold_tokens``: every runtime gets a token provider of its own, so each invocation asks
@@ -594,7 +596,7 @@ def _degraded(delivered: list[dict[str, Any]], log_lines: list[str], ledger_body
 async def drive_notify(ctx: Context, cell: Cell) -> Observation:
     sandbox, row = ctx.sandbox, cell.row.id
     settings = settings_for(ctx, row)
-    ctx.install(settings, key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra", "keyvault"))
+    ctx.install(key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra", "keyvault"))
     customer = consenting_customer(sandbox)
     first, second = list(sandbox.data.products)[:2]
     cart = own_cart(sandbox, customer, lines=[(first, 1), (second, 1)])
@@ -699,7 +701,7 @@ async def drive_detect(ctx: Context, cell: Cell, index: int) -> Observation:
     """A cart alone in a window of its own, a run with the fault and a run after it cleared."""
     sandbox = ctx.sandbox
     settings = settings_for(ctx, cell.row.id, lookback_minutes=120, abandoned_after_minutes=60)
-    ctx.install(settings, key_vault=False, cold_tokens=False)
+    ctx.install(key_vault=False, cold_tokens=False)
     at = NOW + timedelta(days=30 + index)
     customer = consenting_customer(sandbox, 1)
     cart = sandbox.data.add_cart(
@@ -790,9 +792,7 @@ async def drive_create(ctx: Context, cell: Cell) -> Observation:
     cleared: the retry must replay a kept answer or create, never create a second customer."""
     sandbox, row = ctx.sandbox, cell.row.id
     settings = settings_for(ctx, row)
-    ctx.install(
-        settings, key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra-fno", "keyvault-fno")
-    )
+    ctx.install(key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra-fno", "keyvault-fno"))
     email = f"fm-{uuid.uuid4().hex[:12]}@example.org"
     payload, key = customer_payload(email), f"fm-{uuid.uuid4().hex}"
     fault = None
@@ -840,6 +840,3 @@ async def drive_create(ctx: Context, cell: Cell) -> Observation:
         observation.notes.append("not problem+json with the correlation id")
     observation.notes.append(f"type {str(problem.get('type', '')).rsplit(':', 1)[-1]}")
     return observation
-
-
-DRIVERS: dict[Function, Any] = {Function.NOTIFY: drive_notify, Function.CREATE: drive_create}
