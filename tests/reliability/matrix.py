@@ -136,7 +136,7 @@ _RETAIL_REQUIRED = {
 }
 _PROVIDER_DOWN = "poisoned:provider_unavailable"
 # Key Vault did not answer in time or failed: the secret is unavailable, retry later (item 9).
-_SECRET_DOWN = "poisoned:SecretUnavailableError [item 9]"
+_SECRET_DOWN = "poisoned:key_vault_unavailable [item 9]"
 _NO_SECRET = "http:503 [item 9]"
 _STORE_NOTIFY_SENT = {
     F.RETRY_AFTER: ("sent", "poisoned:StoreError"),
@@ -154,7 +154,7 @@ if KEY_VAULT_STAND_IN:
     # The SDK retries a single 429, 5xx or broken connection itself; it sleeps a Retry-After, which
     # is longer than create_customer's deadline for the secret; a 401 without a challenge and a
     # body that is not JSON are not retried.
-    _DOWN = "poisoned:SecretUnavailableError"
+    _DOWN = "poisoned:key_vault_unavailable"
     _KEY_VAULT_NOTIFY = {
         F.RETRY_AFTER: ("sent", _DOWN),
         F.RATELIMIT_RESET: ("sent", _DOWN),
