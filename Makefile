@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: help install demo test lint typecheck pytest bench sandbox clean
+.PHONY: help install demo test lint typecheck pytest bench sandbox reliability clean
 
 help:
 	@echo "make demo   - start the sandbox and run detection, notification and a customer creation"
 	@echo "make test   - ruff, mypy --strict, infra checks and the pytest suite"
 	@echo "make bench  - the benchmark scenarios (not part of make test)"
 	@echo "make sandbox - serve the sandbox stand-ins until Ctrl-C"
+	@echo "make reliability - the fault matrix, then its table in docs/RELIABILITY.md rewritten"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ sandbox: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks
+
+reliability: $(BIN)/.installed
+	$(BIN)/python -m tests.reliability.report
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .state .mypy_cache .pytest_cache .ruff_cache

@@ -9,7 +9,8 @@ can quote the customer's own data.
 Which outcomes are kept for ``Idempotency-Key`` replays: every answer after which F&O has or may
 have created the customer (201, 504 and the other "may have created" failures), and F&O's
 definitive refusals (409 duplicate, 422 rejected). Failures where F&O certainly did nothing (503
-throttling, 502 credentials, a failed duplicate lookup) release the key so the till can retry.
+throttling, 502 credentials, a failed duplicate lookup) release the key so the till can retry; a
+state store that fails before the key is claimed answers 503 with nothing claimed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from shared.http_input import CORRELATION_HEADER
 from shared.identity import TokenProvider
 from shared.problems import problem
 from shared.runtime import Runtime
+from shared.state.store import StoreError
 from shared.store_commerce import (
     CREATE_TRANSACTION,
     CreateTransactionParams,
@@ -107,7 +109,19 @@ class CustomerService:
         cid = command.correlation_id
         claim: Claim | None = None
         if command.idempotency_key is not None:
-            begun = await self._records.begin(command.idempotency_key, body_hash(command.payload))
+            try:
+                begun = await self._records.begin(command.idempotency_key, body_hash(command.payload))
+            except StoreError as exc:
+                # Nothing was claimed and F&O was not asked: the till may simply try again.
+                outcome = _problem(
+                    503,
+                    "state-store-unavailable",
+                    "The connector's state store is unavailable",
+                    "Nothing was created; try again shortly with the same Idempotency-Key.",
+                    cid,
+                )
+                outcome.headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
+                return _logged(cid, f"the Idempotency-Key record failed ({type(exc).__name__})", outcome)
             if isinstance(begun, Replay):
                 logger.info(
                     "create_customer replayed a stored answer (%d) [correlation id %s]",

@@ -564,7 +564,7 @@ async def test_a_failing_release_does_not_mask_the_original_failure(
     assert any("release" in m and "StoreError" in m for m in messages)
 
 
-async def test_a_state_store_failure_before_fno_is_a_bare_500(
+async def test_a_state_store_failure_before_fno_is_503_to_retry_and_nothing_is_created(
     registered_functions: dict[str, Any],
     runtime: Runtime,
     sandbox: Sandbox,
@@ -575,13 +575,19 @@ async def test_a_state_store_failure_before_fno_is_a_bare_500(
     async def store_down(*args: Any, **kwargs: Any) -> Any:
         raise StoreError("state store unavailable")
 
-    monkeypatch.setattr(runtime.store, "create", store_down)
-    response = await create(registered_functions, payload, **{"Idempotency-Key": "k-store"})
-    assert response.status_code == 500
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime.store, "create", store_down)
+        response = await create(registered_functions, payload, **{"Idempotency-Key": "k-store"})
+    assert response.status_code == 503
     assert response.mimetype == PROBLEM
+    assert int(response.headers["Retry-After"]) >= 1
+    assert body_of(response)["type"].endswith(":state-store-unavailable")
     assert body_of(response)["correlationId"] == response.headers["x-correlation-id"]
     assert "state store unavailable" not in response_text(response)
     assert sandbox.stats.requests[create_route(settings)] == 0
+    # Nothing was claimed: once the store is back, the retry with the same key creates.
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-store"})
+    assert again.status_code == 201, again.get_body()
 
 
 async def test_a_state_store_failure_after_fno_created_still_answers_201(
