@@ -67,7 +67,11 @@ from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
 from shared.privacy.tokens import WeakSecretError, token_for
-from shared.retail_server.client import RetailServerClient, RetailServerContractError
+from shared.retail_server.client import (
+    RetailServerClient,
+    RetailServerContractError,
+    RetailServerUnreadableError,
+)
 from shared.retail_server.models import Cart, CartStatus, CartType, Customer
 from shared.secrets import SecretSource, SecretUnavailableError
 from shared.settings import Settings
@@ -326,6 +330,8 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, UpstreamResponseTooLargeError):
         # It has the status of an answer that came, so "unreachable" would send operators astray.
         return f"{exc.service.lower().replace(' ', '_')}_response_too_large"
+    if isinstance(exc, RetailServerUnreadableError):
+        return "retail_server_unreadable"
     if isinstance(exc, UpstreamError):
         return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
     if isinstance(exc, SecretUnavailableError):

@@ -56,6 +56,12 @@ class RetailServerContractError(UpstreamError):
     """Retail Server answered 200 with a body that does not match the entity we expect."""
 
 
+class RetailServerUnreadableError(UpstreamError):
+    """Retail Server answered 200 with a body that is not JSON at all: a gateway's page or a cut
+    answer rather than a contract mismatch, so unlike :class:`RetailServerContractError` a later
+    try may well succeed."""
+
+
 class CartSearchCriteria(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -137,7 +143,7 @@ class RetailServerClient:
             try:
                 return response.json()
             except ValueError:
-                raise RetailServerContractError(
+                raise RetailServerUnreadableError(
                     SERVICE,
                     f"{path} answered with a body that is not JSON",
                     correlation_id=response.correlation_id,

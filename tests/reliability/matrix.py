@@ -130,7 +130,7 @@ _RETAIL_REQUIRED = {
     F.UNAVAILABLE: ("sent", "poisoned:retail_server_503"),
     F.TIMEOUT: ("sent", None),
     F.RESET: ("sent", "poisoned:retail_server_unreachable"),
-    F.MALFORMED: ("sent [gap]", "poisoned [gap]"),
+    F.MALFORMED: ("sent", "poisoned:retail_server_unreadable"),
     F.REFUSED: ("sent", None),
     F.HANG: (None, "poisoned:retail_server_unreachable"),
 }
@@ -292,7 +292,10 @@ EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
         F.UNAVAILABLE: ("sent", "skipped:error:RetailServerError"),
         F.TIMEOUT: ("sent", None),
         F.RESET: ("sent", "skipped:error:UpstreamConnectionError"),
-        F.MALFORMED: ("skipped:error:RetailServerContractError", "skipped:error:RetailServerContractError"),
+        F.MALFORMED: (
+            "skipped:error:RetailServerUnreadableError",
+            "skipped:error:RetailServerUnreadableError",
+        ),
         F.REFUSED: ("sent", None),
         F.HANG: (None, "skipped:error:UpstreamTimeoutError"),
     },
