@@ -123,6 +123,8 @@ _RETAIL_REQUIRED = {
     F.HANG: (None, "poisoned:retail_server_unreachable"),
 }
 _PROVIDER_DOWN = "poisoned:provider_unavailable"
+# Entra ID throttled, failed, broke the connection or answered unreadably: transient, retried.
+_ENTRA_DOWN = "poisoned:entra_unavailable"
 _STORE_NOTIFY_SENT = {
     F.RETRY_AFTER: ("sent", "poisoned:StoreError"),
     F.RATELIMIT_RESET: ("-", "-"),
@@ -148,7 +150,7 @@ _KEY_VAULT_NOTIFY = {
     F.UNAVAILABLE: ("sent", _SECRET_DOWN),
     F.TIMEOUT: ("sent", None),
     F.RESET: ("sent", _SECRET_DOWN),
-    F.MALFORMED: ("sent", "poisoned:DecodeError"),
+    F.MALFORMED: ("sent", _SECRET_DOWN),
     F.REFUSED: ("sent", None),
     F.HANG: (None, _SECRET_DOWN),
 }
@@ -160,23 +162,23 @@ _KEY_VAULT_CREATE = {
     F.UNAVAILABLE: ("sent", "http:503"),
     F.TIMEOUT: ("http:503", None),
     F.RESET: ("sent", "http:503"),
-    F.MALFORMED: ("http:502", "http:502"),
+    F.MALFORMED: ("http:503", "http:503"),
     F.REFUSED: ("http:502", None),
     F.HANG: (None, "http:503"),
 }
 
 EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
     "entra": {
-        F.RETRY_AFTER: ("sent", "poisoned:TokenError"),
-        F.RATELIMIT_RESET: ("sent", "poisoned:TokenError"),
-        F.THROTTLED: ("sent", "poisoned:TokenError"),
-        F.SERVER_ERROR: ("sent", "poisoned"),
-        F.UNAVAILABLE: ("sent", "poisoned"),
+        F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
+        F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
+        F.THROTTLED: ("sent", _ENTRA_DOWN),
+        F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
+        F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
         F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", "poisoned"),
-        F.MALFORMED: ("sent", "poisoned"),
+        F.RESET: ("sent", _ENTRA_DOWN),
+        F.MALFORMED: ("sent", _ENTRA_DOWN),
         F.REFUSED: ("sent", None),
-        F.HANG: (None, "poisoned:TokenTimeoutError"),
+        F.HANG: (None, _ENTRA_DOWN),
     },
     "retail-cart": _RETAIL_REQUIRED,
     "retail-customer": _RETAIL_REQUIRED,
@@ -259,14 +261,15 @@ EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
         F.HANG: (None, "skipped:error:UpstreamTimeoutError"),
     },
     "entra-fno": {
-        F.RETRY_AFTER: ("http:502", "http:502"),
-        F.RATELIMIT_RESET: ("http:502", "http:502"),
-        F.THROTTLED: ("http:502", "http:502"),
-        F.SERVER_ERROR: ("http:502", "http:502"),
-        F.UNAVAILABLE: ("http:502", "http:502"),
+        F.RETRY_AFTER: ("http:503", "http:503"),
+        F.RATELIMIT_RESET: ("http:503", "http:503"),
+        F.THROTTLED: ("http:503", "http:503"),
+        F.SERVER_ERROR: ("http:503", "http:503"),
+        F.UNAVAILABLE: ("http:503", "http:503"),
         F.TIMEOUT: ("http:503", None),
-        F.RESET: ("http:502", "http:502"),
-        F.MALFORMED: ("http:502", "http:502"),
+        F.RESET: ("http:503", "http:503"),
+        F.MALFORMED: ("http:503", "http:503"),
+        # A refused credential is an administrator's fix, not a retry's.
         F.REFUSED: ("http:502", None),
         F.HANG: (None, "http:503"),
     },
