@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import tempfile
 import time
 import weakref
@@ -283,13 +284,15 @@ def _remove(path: Path) -> None:
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
-    """No connection was made (DNS, refused, TLS): nothing reached Entra ID, whose endpoints are
-    always up, so the authority or the network is wrong. A reset after the request was sent is not."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return True
+    """No connection was made (DNS, refused) or Entra ID's certificate is not trusted: nothing
+    reached Entra ID, whose endpoints are always up, so the authority, the trust store or the
+    network is wrong. A connection reset or cut short (an EOF in TLS included) is not."""
     cause = exc.args[0] if exc.args else None
     reason = getattr(cause, "reason", cause)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    inner = reason.args[0] if isinstance(reason, Exception) and reason.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError) or isinstance(
+        inner, ssl.SSLCertVerificationError
+    )
 
 
 def _first_line(text: str) -> str:

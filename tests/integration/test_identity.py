@@ -147,14 +147,22 @@ async def test_entra_failing_is_transient_not_a_refusal(sandbox: Sandbox, fault:
         tokens.close()
 
 
-async def test_an_authority_nobody_answers_at_is_unreachable_not_unavailable(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("where", ["nobody listens", "untrusted certificate"])
+async def test_an_authority_that_cannot_be_connected_to_is_unreachable_not_unavailable(
+    sandbox: Sandbox, where: str
+) -> None:
     secrets = CachedSecrets(EnvironmentSecrets({"ENTRA_CLIENT_SECRET": sandbox.client_secret}), 300)
     tokens = TokenProvider(
-        authority=f"https://127.0.0.1:9/{sandbox.tenant_id}",  # nothing listens there
+        authority=(
+            f"https://127.0.0.1:9/{sandbox.tenant_id}"
+            if where == "nobody listens"
+            else f"{sandbox.authority_host}/{sandbox.tenant_id}"
+        ),
         client_id=sandbox.client_id,
         secret_name="entra-client-secret",
         secrets=secrets,
-        extra_ca_bundle=sandbox.ca_path,
+        # Without the sandbox's CA its certificate is not trusted: a trust-store fault, not an outage.
+        extra_ca_bundle=sandbox.ca_path if where == "nobody listens" else None,
     )
     try:
         with pytest.raises(TokenUnreachableError) as caught:
