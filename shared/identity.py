@@ -10,8 +10,10 @@ for the others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import ssl
 import tempfile
 import time
 import weakref
@@ -23,6 +25,8 @@ from typing import Any
 import certifi
 import msal
 import requests
+import urllib3
+from msal.exceptions import MsalServiceError
 
 from shared.concurrency import SingleFlight
 from shared.secrets import CachedSecrets
@@ -39,8 +43,29 @@ _PUBLIC_CLOUD_HOSTS = frozenset(
 )
 
 
+# OAuth 2.0's error codes for a token request the server refused (RFC 6749, section 5.2), and the
+# one Entra ID adds for an unknown resource: the app, its secret, the tenant or the scope is wrong,
+# which an operator fixes and a retry does not. Any other answer without a token (a 429 or 5xx,
+# ``temporarily_unavailable``, ``server_error``) is Entra ID failing, which a retry may get past.
+_REFUSALS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "invalid_resource",
+    }
+)
+
+
 class TokenError(Exception):
-    """Entra ID refused or failed to issue a token. Carries Entra's error code, never the secret."""
+    """Entra ID refused to issue a token (the app, its secret, the tenant or the scope is wrong):
+    an operator's fix. Carries Entra's error code, never the secret. ``reason`` is the short,
+    stable form for operators (the ledger's reason)."""
+
+    reason = "entra_refused"
 
     def __init__(self, message: str, *, error: str | None = None, correlation_id: str | None = None) -> None:
         self.error = error
@@ -48,7 +73,21 @@ class TokenError(Exception):
         super().__init__(message)
 
 
-class TokenTimeoutError(TokenError):
+class TokenUnreachableError(TokenError):
+    """No connection to Entra ID could be made (DNS, refused, TLS). Its endpoints are always up,
+    so the authority host or the network is wrong: an operator's fix too."""
+
+    reason = "entra_unreachable"
+
+
+class TokenUnavailableError(TokenError):
+    """Entra ID failed to issue a token: throttled (429), a 5xx, a connection broken after the
+    request was sent, an answer that is not JSON. Transient: a later try may succeed."""
+
+    reason = "entra_unavailable"
+
+
+class TokenTimeoutError(TokenUnavailableError):
     """Entra ID did not answer a token (or discovery) request within the provider's timeout."""
 
 
@@ -154,14 +193,42 @@ class TokenProvider:
                 f"{self.client_id} ({type(exc).__name__} from {self.authority})",
                 error="timeout",
             ) from exc
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                raise TokenUnreachableError(
+                    f"Entra ID could not be reached at {self.authority} for a token for {scope} "
+                    f"({type(exc).__name__}); check ENTRA_AUTHORITY_HOST and the network",
+                    error="unreachable",
+                ) from exc
+            raise TokenUnavailableError(
+                f"the connection to Entra ID broke during a token request for {scope} "
+                f"({type(exc).__name__} from {self.authority})",
+                error="connection_lost",
+            ) from exc
+        except (MsalServiceError, requests.HTTPError, json.JSONDecodeError) as exc:
+            # MSAL raises these for a 5xx and for an answer that is not JSON (never quoting it).
+            raise TokenUnavailableError(
+                f"Entra ID failed a token request for {scope} to client {self.client_id} "
+                f"({type(exc).__name__} from {self.authority})",
+                error="unavailable",
+            ) from exc
+        except ValueError as exc:
+            # MSAL's word for an authority or tenant it cannot use (discovery answered 400).
+            raise TokenError(
+                f"MSAL could not use the authority {self.authority} for client {self.client_id} "
+                f"({type(exc).__name__}); check ENTRA_TENANT_ID and ENTRA_AUTHORITY_HOST",
+                error="invalid_authority",
+            ) from exc
         if "access_token" not in result:
             error = str(result.get("error", "unknown_error"))
             if error in {"invalid_client", "unauthorized_client"}:
                 # The secret may have been rotated in Key Vault: read it again next time.
                 self._secrets.invalidate(self._secret_name)
-            raise TokenError(
-                f"Entra ID refused a token for {scope} to client {self.client_id}: {error}: "
-                f"{_first_line(str(result.get('error_description', '')))}",
+            refused = error in _REFUSALS
+            kind = TokenError if refused else TokenUnavailableError
+            raise kind(
+                f"Entra ID {'refused' if refused else 'failed'} a token for {scope} to client "
+                f"{self.client_id}: {error}: {_first_line(str(result.get('error_description', '')))}",
                 error=error,
                 correlation_id=_str_or_none(result.get("correlation_id")),
             )
@@ -214,6 +281,18 @@ def _bundle_with_system_roots(extra: Path) -> Path:
 
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """No connection was made (DNS, refused) or Entra ID's certificate is not trusted: nothing
+    reached Entra ID, whose endpoints are always up, so the authority, the trust store or the
+    network is wrong. A connection reset or cut short (an EOF in TLS included) is not."""
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    inner = reason.args[0] if isinstance(reason, Exception) and reason.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError) or isinstance(
+        inner, ssl.SSLCertVerificationError
+    )
 
 
 def _first_line(text: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
+    DecodeError,
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
@@ -42,8 +43,9 @@ class SecretNotFoundError(LookupError):
 
 
 class SecretUnavailableError(Exception):
-    """Key Vault did not answer in time or failed (timeouts, connection errors, 429 or 5xx) after
-    the bounded attempts. Transient: a later try may succeed. Names the secret, never a value."""
+    """Key Vault did not answer in time or failed (timeouts, connection errors, 429 or 5xx, an
+    answer that is not JSON or was cut short) after the bounded attempts. Transient: a later try
+    may succeed. Names the secret, never a value."""
 
 
 class SecretSource(Protocol):
@@ -140,6 +142,13 @@ class KeyVaultSecrets:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise SecretUnavailableError(
                 f"Key Vault {self._vault_url} did not answer for secret {name!r} ({type(exc).__name__})"
+            ) from None
+        except DecodeError as exc:
+            # A body that is not JSON (a gateway's error page, a cut-short read): the SDK does not
+            # retry it, but nothing says the next read will not be whole. 401/403 stay as raised:
+            # the app's identity lacks access, which no retry fixes.
+            raise SecretUnavailableError(
+                f"Key Vault {self._vault_url} answered unreadably for secret {name!r} ({type(exc).__name__})"
             ) from None
         except HttpResponseError as exc:
             if exc.status_code == 429 or (exc.status_code or 0) >= 500:

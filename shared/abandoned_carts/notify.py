@@ -63,6 +63,7 @@ from shared.email.base import (
 )
 from shared.email.batching import BatchingSender
 from shared.http import UpstreamError, UpstreamResponseTooLargeError
+from shared.identity import TokenError
 from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import ConsentPolicy, consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
@@ -336,6 +337,8 @@ def failure_reason(exc: BaseException) -> str:
         return f"{exc.service.lower().replace(' ', '_')}_{exc.status or 'unreachable'}"
     if isinstance(exc, SecretUnavailableError):
         return "key_vault_unavailable"
+    if isinstance(exc, TokenError):
+        return exc.reason
     if isinstance(exc, ProviderConfigurationError):
         return "provider_misconfigured"
     if isinstance(exc, ProviderUncertainError):

@@ -269,17 +269,18 @@ class CustomerService:
                 cid,
             )
         elif isinstance(exc, FnoCredentialsUnavailableError):
-            # Key Vault (or Entra ID) too slow or failing: nothing was sent, the till may retry.
+            # Key Vault or Entra ID too slow or failing: nothing was sent, the till may retry.
             outcome = _problem(
                 503,
                 "credentials-unavailable",
-                "The connector could not read its credentials in time",
+                "The connector could not get its credentials in time",
                 "Nothing was sent to F&O; try again shortly.",
                 cid,
             )
             outcome.headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
         elif isinstance(exc, FnoCredentialsError):
-            # Our secret is missing or unreadable, or Entra ID refused or could not be reached.
+            # Our secret is missing or refused by Key Vault, Entra ID refused it, or Entra ID
+            # could not be reached at all (a wrong authority host, the network).
             logger.error(
                 "configuration fault: %s during %s; check the secret in Key Vault (or its "
                 "environment variable), ENTRA_TENANT_ID, ENTRA_AUTHORITY_HOST and the Entra app",

@@ -43,7 +43,7 @@ from shared.http import (
     UpstreamResponse,
     UpstreamTimeoutError,
 )
-from shared.identity import TokenError, TokenProvider, scope_for
+from shared.identity import TokenError, TokenProvider, TokenUnavailableError, scope_for
 from shared.secrets import SecretNotFoundError, SecretUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,12 @@ class FinanceOpsClient:
         except SecretUnavailableError:
             raise FnoCredentialsUnavailableError(
                 f"Key Vault did not give the client secret {secret} in time",
+                correlation_id=correlation_id,
+            ) from None
+        except TokenUnavailableError as exc:
+            # Throttled, a 5xx, a broken connection: Entra ID's trouble, not our configuration.
+            raise FnoCredentialsUnavailableError(
+                f"Entra ID failed a token for {self.scope} ({exc.error or 'error'}); nothing was sent",
                 correlation_id=correlation_id,
             ) from None
         except TokenError as exc:

@@ -73,13 +73,14 @@ class FnoAuthError(FnoError):
 
 class FnoCredentialsError(FnoAuthError):
     """We could not get a token for F&O: the client secret could not be read (missing, Key Vault
-    refused), Entra ID refused it or could not be reached. Nothing was sent to F&O."""
+    refused), Entra ID refused it or could not be reached at all. Nothing was sent to F&O."""
 
 
 class FnoCredentialsUnavailableError(FnoError):
     """Our credentials could not be had in time: Key Vault did not answer (or failed transiently)
-    within its bounded attempts, or getting a token outlasted the call's deadline. Nothing was sent
-    to F&O, and a later try may succeed."""
+    within its bounded attempts, Entra ID failed transiently (429, 5xx, a broken connection), or
+    getting a token outlasted the call's deadline. Nothing was sent to F&O, and a later try may
+    succeed."""
 
 
 class FnoThrottledError(FnoError):

@@ -482,6 +482,41 @@ async def test_key_vault_refusing_the_secret_is_a_configuration_fault_without_it
     assert sandbox.stats.requests[create_route(settings)] == 0
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 429, "headers": {"Retry-After": "2"}}, {"status": 503}, {"reset": True}],
+    ids=["429", "503", "connection reset"],
+)
+async def test_entra_failing_for_a_moment_is_503_with_retry_after_and_releases_the_key(
+    registered_functions: dict[str, Any],
+    make_runtime: MakeRuntime,
+    sandbox: Sandbox,
+    settings: Settings,
+    payload: dict[str, Any],
+    fno_stand_in: FinanceOpsStandIn,
+    fault: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Entra ID throttling or failing is not the administrator's to fix: the till may retry.
+    hit = sandbox.faults.add(f"POST /entra/{sandbox.tenant_id}/oauth2/v2.0/token", **fault)
+    await make_runtime()
+    with caplog.at_level(logging.ERROR):
+        first = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra-busy"})
+    assert hit.hits == 1
+    assert first.status_code == 503, first.get_body()
+    assert first.mimetype == PROBLEM
+    assert body_of(first)["type"].endswith(":credentials-unavailable")
+    assert int(first.headers["Retry-After"]) > 0
+    assert not any("configuration fault" in r.getMessage() for r in caplog.records)
+    assert sandbox.stats.requests[create_route(settings)] == 0
+    # Nothing reached F&O, so the key was released: the retry (on a fresh instance: MSAL keeps a
+    # failed answer for a few seconds in-process) creates the customer once.
+    await make_runtime()
+    again = await create(registered_functions, payload, **{"Idempotency-Key": "k-entra-busy"})
+    assert again.status_code == 201, again.get_body()
+    assert fno_stand_in.creations == 1
+
+
 async def test_entra_unreachable_is_a_configuration_fault_and_releases_the_key(
     registered_functions: dict[str, Any],
     make_runtime: MakeRuntime,

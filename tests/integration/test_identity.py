@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox.server import Sandbox
-from shared.identity import TokenError, TokenProvider, scope_for
+from shared.identity import (
+    TokenError,
+    TokenProvider,
+    TokenUnavailableError,
+    TokenUnreachableError,
+    scope_for,
+)
 from shared.secrets import CachedSecrets, EnvironmentSecrets
 
 SCOPE = scope_for("https://commerce.dynamics.com")
@@ -71,6 +78,9 @@ async def test_wrong_secret_is_a_clear_error_without_the_secret(sandbox: Sandbox
         with pytest.raises(TokenError) as caught:
             await tokens.get_token(SCOPE)
         assert caught.value.error == "invalid_client"
+        # A refused credential is an operator's fix, not Entra ID having a bad minute.
+        assert not isinstance(caught.value, TokenUnavailableError)
+        assert caught.value.reason == "entra_refused"
         assert "definitely-wrong-secret" not in str(caught.value)
         assert sandbox.client_id in str(caught.value)
     finally:
@@ -107,6 +117,58 @@ async def test_a_hung_token_endpoint_raises_instead_of_hanging(sandbox: Sandbox)
         assert caught.value.error == "timeout"
         # Nothing is left pending: the next call asks again and gets a token.
         assert await tokens.get_token(SCOPE)
+    finally:
+        tokens.close()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 429, "headers": {"Retry-After": "2"}},
+        {"status": 429, "body": json.dumps({"error": "temporarily_unavailable"})},
+        {"status": 500},
+        {"status": 503},
+        {"reset": True},
+        {"status": 200, "body": '{"access_token": '},
+    ],
+    ids=["429", "429 temporarily_unavailable", "500", "503", "connection reset", "not JSON"],
+)
+async def test_entra_failing_is_transient_not_a_refusal(sandbox: Sandbox, fault: dict[str, Any]) -> None:
+    hit = sandbox.faults.add(token_route(sandbox), **fault)
+    tokens = provider(sandbox, sandbox.client_secret)
+    try:
+        with pytest.raises(TokenUnavailableError) as caught:
+            await tokens.get_token(SCOPE)
+        assert hit.hits == 1
+        assert caught.value.reason == "entra_unavailable"
+        assert sandbox.client_secret not in str(caught.value)
+    finally:
+        sandbox.faults.clear()
+        tokens.close()
+
+
+@pytest.mark.parametrize("where", ["nobody listens", "untrusted certificate"])
+async def test_an_authority_that_cannot_be_connected_to_is_unreachable_not_unavailable(
+    sandbox: Sandbox, where: str
+) -> None:
+    secrets = CachedSecrets(EnvironmentSecrets({"ENTRA_CLIENT_SECRET": sandbox.client_secret}), 300)
+    tokens = TokenProvider(
+        authority=(
+            f"https://127.0.0.1:9/{sandbox.tenant_id}"
+            if where == "nobody listens"
+            else f"{sandbox.authority_host}/{sandbox.tenant_id}"
+        ),
+        client_id=sandbox.client_id,
+        secret_name="entra-client-secret",
+        secrets=secrets,
+        # Without the sandbox's CA its certificate is not trusted: a trust-store fault, not an outage.
+        extra_ca_bundle=sandbox.ca_path if where == "nobody listens" else None,
+    )
+    try:
+        with pytest.raises(TokenUnreachableError) as caught:
+            await tokens.get_token(SCOPE)
+        assert not isinstance(caught.value, TokenUnavailableError)
+        assert caught.value.reason == "entra_unreachable"
     finally:
         tokens.close()
 

@@ -5,15 +5,14 @@ the host redelivers (after ``visibilityTimeout``, possibly on another instance) 
 the state store kept, never an in-process cache or a client's throttle memory. What a warm
 instance keeps for longer is shared instead, to keep the matrix fast: the HTTP connection pool
 and, for the cells not about Entra ID or Key Vault, the app token. Faults come from the
-sandbox's fault injector for the HTTP upstreams, from :class:`FaultyStore` for the state store
-and from :class:`FaultyVault` for Key Vault. Retry waits are recorded instead of slept, so a
+sandbox's fault injector for the HTTP upstreams (Key Vault's stand-in included) and from
+:class:`FaultyStore` for the state store. Retry waits are recorded instead of slept, so a
 ``Retry-After: 2`` costs nothing and the test can still see that it was honoured.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 import uuid
@@ -22,22 +21,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import azure.functions as func
 import pytest
-from azure.core.exceptions import (
-    DecodeError,
-    HttpResponseError,
-    ServiceResponseError,
-    ServiceResponseTimeoutError,
-)
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from sandbox import emarsys, fno, orders, sendgrid, webhook
+from sandbox import emarsys, fno, keyvault, orders, sendgrid, webhook
 from sandbox.server import Sandbox
 from shared import runtime as runtime_module
 from shared.abandoned_carts.messages import CartMessage
@@ -46,14 +38,13 @@ from shared.email import emarsys as emarsys_provider
 from shared.http import HttpClient, build_ssl_context
 from shared.identity import TokenProvider
 from shared.runtime import Runtime, set_runtime
-from shared.secrets import CachedSecrets, KeyVaultSecrets
 from shared.settings import Settings
 from shared.state.ledger import Ledger, LedgerEntry
 from shared.state.sqlite import SqliteStore
 from shared.state.store import ContainerName, Document, StoreError
 from tests.conftest import OutStub, sandbox_settings
 from tests.notify.conftest import NOTIFY_SETTINGS, NOW, consenting_customer, own_cart
-from tests.reliability.matrix import KEY_VAULT_STAND_IN, SERVER_DELAY_SECONDS, Cell, Fault, Variant
+from tests.reliability.matrix import SERVER_DELAY_SECONDS, Cell, Fault, Variant
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_DEQUEUE_COUNT: int = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"][
@@ -64,14 +55,16 @@ CLIENT_TIMEOUT = 0.2
 # The longest the harness waits for one invocation before calling it hung: far beyond any
 # timeout the cell's settings allow, so only an unbounded wait reaches it.
 GUARD_SECONDS = 1.5
-VAULT_URL = "https://fault-matrix.vault.azure.net"
-# The sandbox's Key Vault stand-in, where the sandbox has one (see matrix.KEY_VAULT_STAND_IN).
-keyvault: Any = importlib.import_module("sandbox.keyvault") if KEY_VAULT_STAND_IN else None
-# Its route in the fault injector: every secret read.
+# The Key Vault stand-in's route in the fault injector: every secret read.
 KEY_VAULT_ROUTE = "GET /secrets"
-EXTENSIONS = [orders.add_routes, emarsys.add_routes, sendgrid.add_routes, webhook.add_routes, fno.add_routes]
-if keyvault is not None:
-    EXTENSIONS.append(keyvault.add_routes)
+EXTENSIONS = [
+    orders.add_routes,
+    emarsys.add_routes,
+    sendgrid.add_routes,
+    webhook.add_routes,
+    fno.add_routes,
+    keyvault.add_routes,
+]
 
 FAST: dict[str, Any] = {
     "http_timeout_seconds": CLIENT_TIMEOUT,
@@ -81,7 +74,7 @@ FAST: dict[str, Any] = {
     "http_backoff_max_seconds": 0.01,
     "fno_timeout_seconds": CLIENT_TIMEOUT,
     "fno_max_attempts": 2,
-    # The Key Vault client's own (issue 8 item 9; settings that do not exist yet are ignored).
+    # The Key Vault client's own.
     "key_vault_timeout_seconds": CLIENT_TIMEOUT,
     "key_vault_max_attempts": 2,
     "coalesce_window_ms": 1,
@@ -327,71 +320,6 @@ class StoreFaultState:
         raise StoreError(f"simulated state store fault: {_STORE_FAILURES[self.fault]}")
 
 
-# ----- Key Vault: the seam until a Key Vault stand-in serves the sandbox
-
-
-class FaultyVault:
-    """The part of ``azure.keyvault.secrets.aio.SecretClient`` the connector uses, raising what
-    the SDK raises once its own retries are spent: ``HttpResponseError`` with the status,
-    ``ServiceResponseTimeoutError``, ``ServiceResponseError`` for a reset, ``DecodeError`` for a
-    body that is not JSON; a hang never returns.
-
-    Used only where the sandbox has no Key Vault stand-in (``sandbox/keyvault.py``, issue 8 item
-    9); with one, the runtime reads through the app's own ``SecretClient`` and the fault goes to
-    ``sandbox.faults`` (``install_key_vault_fault``).
-    """
-
-    def __init__(self, values: Mapping[str, str], state: VaultFaultState) -> None:
-        self._values = values
-        self._state = state
-
-    async def get_secret(self, name: str) -> Any:
-        await self._state.fail()
-        return SimpleNamespace(name=name, value=self._values.get(name))
-
-    async def close(self) -> None:
-        return None
-
-
-@dataclass
-class VaultFaultState:
-    fault: Fault | None
-    times: int | None
-    hits: int = 0
-
-    async def fail(self) -> None:
-        fault = self.fault
-        if fault is None or (self.times is not None and self.hits >= self.times):
-            return
-        self.hits += 1
-        if fault in (Fault.RETRY_AFTER, Fault.RATELIMIT_RESET, Fault.THROTTLED):
-            raise _status_error(429, "Throttled")
-        if fault is Fault.SERVER_ERROR:
-            raise _status_error(500, "InternalServerError")
-        if fault is Fault.UNAVAILABLE:
-            raise _status_error(503, "ServiceUnavailable")
-        if fault is Fault.TIMEOUT:
-            raise ServiceResponseTimeoutError("Read timed out")
-        if fault is Fault.RESET:
-            raise ServiceResponseError("Connection reset by peer")
-        if fault is Fault.MALFORMED:
-            raise DecodeError("JSON is invalid: Expecting value: line 1 column 1 (char 0)")
-        if fault is Fault.HANG:
-            await asyncio.Event().wait()
-        raise AssertionError(fault)
-
-
-def _status_error(status: int, code: str) -> HttpResponseError:
-    error = HttpResponseError(message=f"({code}) simulated Key Vault answer")
-    error.status_code = status
-    return error
-
-
-def key_vault_source(values: Mapping[str, str], state: VaultFaultState, ttl: float) -> CachedSecrets:
-    """The secret source a runtime of a Key Vault cell reads through (``KEY_VAULT_URL`` set)."""
-    return CachedSecrets(KeyVaultSecrets(VAULT_URL, client=FaultyVault(values, state)), ttl)  # type: ignore[arg-type]
-
-
 # ----- one cell
 
 
@@ -404,7 +332,6 @@ class Context:
     logs: Any  # the log capture of tests/conftest.py
     waits: Waits = field(default_factory=Waits)
     store_faults: StoreFaultState = field(default_factory=lambda: StoreFaultState(None, None))
-    vault_faults: VaultFaultState = field(default_factory=lambda: VaultFaultState(None, None))
     secrets: dict[str, str] = field(default_factory=dict)
     # A warm instance's token provider, shared by the cells that are not about Entra ID or Key Vault.
     warm_tokens: TokenProvider | None = None
@@ -457,21 +384,14 @@ class Context:
         warm = self.warm_tokens
         if not cold_tokens and warm is not None:
             patch.setattr(runtime_module, "TokenProvider", lambda **kwargs: WarmTokens(warm))
-        if key_vault and keyvault is not None:
+        if key_vault:
             keyvault.stand_in(self.sandbox).secrets.update(self.secrets)
-        elif key_vault:
-            values, vault = dict(self.secrets), self.vault_faults
-            patch.setattr(
-                runtime_module,
-                "secret_source",
-                lambda url, ttl, **kwargs: key_vault_source(values, vault, ttl),
-            )
 
     @asynccontextmanager
     async def runtime(self, settings: Settings) -> AsyncIterator[Runtime]:
         """A fresh process runtime: what a redelivery on a new instance (or after the visibility
         timeout) finds is the state store only."""
-        if settings.key_vault_url and keyvault is not None:
+        if settings.key_vault_url:
             # As the host builds it with KEY_VAULT_URL set, signed in to the stand-in.
             created = Runtime.create(
                 settings,
@@ -516,7 +436,7 @@ def settings_for(ctx: Context, row_id: str, **extra: Any) -> Settings:
     else:
         values |= {"email_provider": "webhook", "webhook_url": webhook.url(sandbox)}
     if row_id.startswith("keyvault"):
-        values["key_vault_url"] = keyvault.stand_in(sandbox).vault_url if keyvault is not None else VAULT_URL
+        values["key_vault_url"] = keyvault.stand_in(sandbox).vault_url
     values["fno_url"] = fno.fno_url(sandbox)
     values["sqlite_path"] = ctx.state_path
     values |= extra
@@ -551,16 +471,13 @@ def dequeue_counts(cell: Cell) -> list[int]:
 
 
 def install_key_vault_fault(ctx: Context, cell: Cell) -> Any:
-    """The stand-in's fault (a sandbox fault, returned) or the seam's (None)."""
-    if keyvault is not None:
-        return ctx.sandbox.faults.add(KEY_VAULT_ROUTE, **http_fault(cell.fault, times_of(cell)))
-    ctx.vault_faults.fault, ctx.vault_faults.times = cell.fault, times_of(cell)
-    return None
+    """The cell's fault on the Key Vault stand-in's secret reads."""
+    return ctx.sandbox.faults.add(KEY_VAULT_ROUTE, **http_fault(cell.fault, times_of(cell)))
 
 
 def guard_for(row: str) -> float:
     """Key Vault's SDK sleeps a Retry-After for real (the app's clients record it instead)."""
-    return GUARD_SECONDS + (SERVER_DELAY_SECONDS if row.startswith("keyvault") and keyvault else 0)
+    return GUARD_SECONDS + (SERVER_DELAY_SECONDS if row.startswith("keyvault") else 0)
 
 
 def times_of(cell: Cell) -> int | None:
@@ -662,14 +579,14 @@ async def drive_notify(ctx: Context, cell: Cell) -> Observation:
             break
         last_error = result
     sandbox.faults.clear()
-    ctx.store_faults.fault = ctx.vault_faults.fault = None
+    ctx.store_faults.fault = None
 
     entry = await _ledger_entry(ctx, cart.id, cart.version)
     delivered = deliveries.accepted()
     observation.delivered = len(delivered)
     observation.repeats_dropped = deliveries.repeats_dropped()
     observation.waits = list(ctx.waits.asked)
-    observation.fault_hits = (fault.hits if fault else 0) + ctx.store_faults.hits + ctx.vault_faults.hits
+    observation.fault_hits = (fault.hits if fault else 0) + ctx.store_faults.hits
     status, reason = (entry.status.value, entry.reason) if entry else ("missing", None)
     observation.ledger = status if reason is None else f"{status}({reason})"
     ledger_body = entry.body() if entry else {}
@@ -847,14 +764,14 @@ async def drive_create(ctx: Context, cell: Cell) -> Observation:
     async with ctx.runtime(settings):
         state, first = await guarded(create(_request(payload, key)), guard_for(row))
     sandbox.faults.clear()
-    ctx.store_faults.fault = ctx.vault_faults.fault = None
+    ctx.store_faults.fault = None
     async with ctx.runtime(settings):
         _, again = await guarded(create(_request(payload, key)))
     observation.invocations = 2
     created = [c for c in fno.stand_in(sandbox).customers if c.email == email]
     observation.delivered = len(created)
     observation.waits = list(ctx.waits.asked)
-    observation.fault_hits = (fault.hits if fault else 0) + ctx.store_faults.hits + ctx.vault_faults.hits
+    observation.fault_hits = (fault.hits if fault else 0) + ctx.store_faults.hits
     if state != "ok":
         observation.outcome = "hung" if state == "hung" else "raised"
         return observation

@@ -24,7 +24,6 @@ it turns into a failure the moment the fix lands and the mark must go). Outcomes
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,12 +55,6 @@ class Function(StrEnum):
 
 # What the server asks the client to wait, in seconds, in the 429 faults that carry a header.
 SERVER_DELAY_SECONDS = 2
-
-# The Key Vault rows go through the sandbox's Key Vault stand-in and the app's own SecretClient
-# when the sandbox has one (issue 8 item 9); before it, through a seam that raises what the SDK
-# raises once its own retries are spent (harness.FaultyVault). The two differ where the SDK's own
-# retry absorbs a single fault, so each has its expected outcomes below.
-KEY_VAULT_STAND_IN = importlib.util.find_spec("sandbox.keyvault") is not None
 
 
 @dataclass(frozen=True)
@@ -102,11 +95,6 @@ NOT_APPLICABLE: dict[tuple[str, Fault], str] = {
     ("sendgrid", Fault.MALFORMED): "the connector never reads the body of SendGrid's 202",
     ("webhook", Fault.MALFORMED): "any 2xx is the receiver's acceptance; its body is not read",
 }
-if not KEY_VAULT_STAND_IN:
-    for _row in ("keyvault", "keyvault-fno"):
-        NOT_APPLICABLE[(_row, Fault.REFUSED)] = (
-            "the seam has no challenge flow; the stand-in's cell covers it"
-        )
 for _row in ("store-claim", "store-sent-webhook", "store-sent-sendgrid", "store-idempotency"):
     for _fault, _why in (
         (Fault.RATELIMIT_RESET, "Cosmos DB throttles with x-ms-retry-after-ms: the 429 + Retry-After cell"),
@@ -135,9 +123,8 @@ _RETAIL_REQUIRED = {
     F.HANG: (None, "poisoned:retail_server_unreachable"),
 }
 _PROVIDER_DOWN = "poisoned:provider_unavailable"
-# Key Vault did not answer in time or failed: the secret is unavailable, retry later (item 9).
-_SECRET_DOWN = "poisoned:key_vault_unavailable"
-_NO_SECRET = "http:503"
+# Entra ID throttled, failed, broke the connection or answered unreadably: transient, retried.
+_ENTRA_DOWN = "poisoned:entra_unavailable"
 _STORE_NOTIFY_SENT = {
     F.RETRY_AFTER: ("sent", "poisoned:StoreError"),
     F.RATELIMIT_RESET: ("-", "-"),
@@ -150,74 +137,48 @@ _STORE_NOTIFY_SENT = {
     F.REFUSED: ("-", None),
     F.HANG: (None, "-"),
 }
-if KEY_VAULT_STAND_IN:
-    # The SDK retries a single 429, 5xx or broken connection itself; it sleeps a Retry-After, which
-    # is longer than create_customer's deadline for the secret; a 401 without a challenge and a
-    # body that is not JSON are not retried.
-    _DOWN = "poisoned:key_vault_unavailable"
-    _KEY_VAULT_NOTIFY = {
-        F.RETRY_AFTER: ("sent", _DOWN),
-        F.RATELIMIT_RESET: ("sent", _DOWN),
-        F.THROTTLED: ("sent", _DOWN),
-        F.SERVER_ERROR: ("sent", _DOWN),
-        F.UNAVAILABLE: ("sent", _DOWN),
-        F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", _DOWN),
-        F.MALFORMED: ("sent", "poisoned:DecodeError"),
-        F.REFUSED: ("sent", None),
-        F.HANG: (None, _DOWN),
-    }
-    _KEY_VAULT_CREATE = {
-        F.RETRY_AFTER: ("http:503", "http:503"),
-        F.RATELIMIT_RESET: ("sent", "http:503"),
-        F.THROTTLED: ("sent", "http:503"),
-        F.SERVER_ERROR: ("sent", "http:503"),
-        F.UNAVAILABLE: ("sent", "http:503"),
-        F.TIMEOUT: ("http:503", None),
-        F.RESET: ("sent", "http:503"),
-        F.MALFORMED: ("http:502", "http:502"),
-        F.REFUSED: ("http:502", None),
-        F.HANG: (None, "http:503"),
-    }
-else:
-    # One failed secret read as the SDK reports it once its retries are spent.
-    _KEY_VAULT_NOTIFY = {
-        F.RETRY_AFTER: ("sent", _SECRET_DOWN),
-        F.RATELIMIT_RESET: ("sent", _SECRET_DOWN),
-        F.THROTTLED: ("sent", _SECRET_DOWN),
-        F.SERVER_ERROR: ("sent", _SECRET_DOWN),
-        F.UNAVAILABLE: ("sent", _SECRET_DOWN),
-        F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", _SECRET_DOWN),
-        F.MALFORMED: ("sent", "poisoned:DecodeError"),
-        F.REFUSED: (_NA, None),
-        F.HANG: (None, "poisoned"),
-    }
-    _KEY_VAULT_CREATE = {
-        F.RETRY_AFTER: (_NO_SECRET, _NO_SECRET),
-        F.RATELIMIT_RESET: (_NO_SECRET, _NO_SECRET),
-        F.THROTTLED: (_NO_SECRET, _NO_SECRET),
-        F.SERVER_ERROR: (_NO_SECRET, _NO_SECRET),
-        F.UNAVAILABLE: (_NO_SECRET, _NO_SECRET),
-        F.TIMEOUT: (_NO_SECRET, None),
-        F.RESET: (_NO_SECRET, _NO_SECRET),
-        F.MALFORMED: ("http:502", "http:502"),
-        F.REFUSED: (_NA, None),
-        F.HANG: (None, _NO_SECRET),
-    }
+# Key Vault rows: the sandbox's stand-in read through the app's own SecretClient. The SDK retries
+# a single 429, 5xx or broken connection itself; it sleeps a Retry-After, which is longer than
+# create_customer's deadline for the secret; a 401 without a challenge and a body that is not
+# JSON are not retried. Key Vault did not answer in time or failed: retry later (item 9).
+_SECRET_DOWN = "poisoned:key_vault_unavailable"
+_KEY_VAULT_NOTIFY = {
+    F.RETRY_AFTER: ("sent", _SECRET_DOWN),
+    F.RATELIMIT_RESET: ("sent", _SECRET_DOWN),
+    F.THROTTLED: ("sent", _SECRET_DOWN),
+    F.SERVER_ERROR: ("sent", _SECRET_DOWN),
+    F.UNAVAILABLE: ("sent", _SECRET_DOWN),
+    F.TIMEOUT: ("sent", None),
+    F.RESET: ("sent", _SECRET_DOWN),
+    F.MALFORMED: ("sent", _SECRET_DOWN),
+    F.REFUSED: ("sent", None),
+    F.HANG: (None, _SECRET_DOWN),
+}
+_KEY_VAULT_CREATE = {
+    F.RETRY_AFTER: ("http:503", "http:503"),
+    F.RATELIMIT_RESET: ("sent", "http:503"),
+    F.THROTTLED: ("sent", "http:503"),
+    F.SERVER_ERROR: ("sent", "http:503"),
+    F.UNAVAILABLE: ("sent", "http:503"),
+    F.TIMEOUT: ("http:503", None),
+    F.RESET: ("sent", "http:503"),
+    F.MALFORMED: ("http:503", "http:503"),
+    F.REFUSED: ("http:502", None),
+    F.HANG: (None, "http:503"),
+}
 
 EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
     "entra": {
-        F.RETRY_AFTER: ("sent", "poisoned:TokenError"),
-        F.RATELIMIT_RESET: ("sent", "poisoned:TokenError"),
-        F.THROTTLED: ("sent", "poisoned:TokenError"),
-        F.SERVER_ERROR: ("sent", "poisoned"),
-        F.UNAVAILABLE: ("sent", "poisoned"),
+        F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
+        F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
+        F.THROTTLED: ("sent", _ENTRA_DOWN),
+        F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
+        F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
         F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", "poisoned"),
-        F.MALFORMED: ("sent", "poisoned"),
+        F.RESET: ("sent", _ENTRA_DOWN),
+        F.MALFORMED: ("sent", _ENTRA_DOWN),
         F.REFUSED: ("sent", None),
-        F.HANG: (None, "poisoned:TokenTimeoutError"),
+        F.HANG: (None, _ENTRA_DOWN),
     },
     "retail-cart": _RETAIL_REQUIRED,
     "retail-customer": _RETAIL_REQUIRED,
@@ -300,14 +261,15 @@ EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
         F.HANG: (None, "skipped:error:UpstreamTimeoutError"),
     },
     "entra-fno": {
-        F.RETRY_AFTER: ("http:502", "http:502"),
-        F.RATELIMIT_RESET: ("http:502", "http:502"),
-        F.THROTTLED: ("http:502", "http:502"),
-        F.SERVER_ERROR: ("http:502", "http:502"),
-        F.UNAVAILABLE: ("http:502", "http:502"),
+        F.RETRY_AFTER: ("http:503", "http:503"),
+        F.RATELIMIT_RESET: ("http:503", "http:503"),
+        F.THROTTLED: ("http:503", "http:503"),
+        F.SERVER_ERROR: ("http:503", "http:503"),
+        F.UNAVAILABLE: ("http:503", "http:503"),
         F.TIMEOUT: ("http:503", None),
-        F.RESET: ("http:502", "http:502"),
-        F.MALFORMED: ("http:502", "http:502"),
+        F.RESET: ("http:503", "http:503"),
+        F.MALFORMED: ("http:503", "http:503"),
+        # A refused credential is an administrator's fix, not a retry's.
         F.REFUSED: ("http:502", None),
         F.HANG: (None, "http:503"),
     },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.abandoned_carts.notify import failure_reason
 from shared.http import UpstreamResponseTooLargeError
+from shared.identity import TokenError, TokenTimeoutError, TokenUnavailableError, TokenUnreachableError
 from shared.secrets import SecretUnavailableError
 
 
@@ -16,3 +17,10 @@ def test_an_oversize_answer_is_named_as_such_never_unreachable() -> None:
 
 def test_a_key_vault_outage_is_named_after_the_vault_never_an_exception_class() -> None:
     assert failure_reason(SecretUnavailableError("Key Vault did not answer")) == "key_vault_unavailable"
+
+
+def test_entra_failures_are_named_by_who_must_act_never_an_exception_class() -> None:
+    assert failure_reason(TokenError("refused", error="invalid_client")) == "entra_refused"
+    assert failure_reason(TokenUnreachableError("no connection", error="unreachable")) == "entra_unreachable"
+    assert failure_reason(TokenUnavailableError("503", error="unavailable")) == "entra_unavailable"
+    assert failure_reason(TokenTimeoutError("no answer", error="timeout")) == "entra_unavailable"
