@@ -94,9 +94,13 @@ def _decode(text: str) -> bytes:
     if not _B64URL.fullmatch(text):
         raise InvalidTokenError("the token is not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidTokenError("the token is not base64url") from None
+    # Base64 leaves the last character's low bits unused; only our own spelling is one token.
+    if _encode(data) != text:
+        raise InvalidTokenError("the token is not base64url")
+    return data
 
 
 def _key(secret: str) -> bytes:
