@@ -31,7 +31,7 @@ from shared.email.base import (
     unanswered,
 )
 from shared.email.jsonbody import JSON_HEADERS, dumps
-from shared.http import HttpClient, UpstreamError
+from shared.http import HttpClient, UpstreamError, UpstreamResponse
 from shared.secrets import CachedSecrets, SecretNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -94,24 +94,29 @@ class WebhookProvider:
     async def close(self) -> None:
         return None
 
-    async def send(self, message: EmailMessage) -> SendResult:
+    async def _post_signed(self, message_id: str, event: Callable[[int], Any]) -> UpstreamResponse:
+        """POST ``event(timestamp)`` signed as Standard Webhooks asks; raises ``UpstreamError``
+        when no answer came."""
         try:
             secret = await self._secrets.get(self._secret_name)
         except SecretNotFoundError as exc:
             raise ProviderConfigurationError(f"webhook signing secret missing: {exc}") from None
         timestamp = int(self._clock())
-        body = dumps(payload(message, timestamp))
+        body = dumps(event(timestamp))
         headers = {
             **JSON_HEADERS,
-            "webhook-id": message.dedup_key,
+            "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, message.dedup_key, timestamp, body),
+            "webhook-signature": sign(secret, message_id, timestamp, body),
         }
+        return await self._http.send(
+            "POST", self.url, service=SERVICE, route=_ROUTE, headers=headers, data=body
+        )
+
+    async def send(self, message: EmailMessage) -> SendResult:
         try:
             # webhook-id lets the receiver drop a repeat, so a retry after a lost answer is safe.
-            response = await self._http.send(
-                "POST", self.url, service=SERVICE, route=_ROUTE, headers=headers, data=body
-            )
+            response = await self._post_signed(message.dedup_key, lambda at: payload(message, at))
         except UpstreamError as exc:
             raise unanswered(exc) from None
         status = response.status
@@ -155,28 +160,11 @@ class WebhookProvider:
         """Tell the receiver to forget a person: a ``customer.erased`` event, signed like every
         other, ``data`` holding what the erasure request named (``email``, ``customer_id``).
         Each erasure gets a new ``webhook-id``; retries of one request keep it."""
-        try:
-            secret = await self._secrets.get(self._secret_name)
-        except SecretNotFoundError as exc:
-            raise ProviderConfigurationError(f"webhook signing secret missing: {exc}") from None
         message_id = f"erasure-{uuid.uuid4()}"
-        timestamp = int(self._clock())
-        body = dumps(
-            {
-                "type": ERASURE_EVENT_TYPE,
-                "timestamp": timestamp,
-                "data": {"email": subject.email, "customer_id": subject.customer_id},
-            }
-        )
-        headers = {
-            **JSON_HEADERS,
-            "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, message_id, timestamp, body),
-        }
+        data = {"email": subject.email, "customer_id": subject.customer_id}
         try:
-            response = await self._http.send(
-                "POST", self.url, service=SERVICE, route=_ROUTE, headers=headers, data=body
+            response = await self._post_signed(
+                message_id, lambda at: {"type": ERASURE_EVENT_TYPE, "timestamp": at, "data": data}
             )
         except UpstreamError as exc:
             raise ProviderTransientError(str(exc)) from None
