@@ -32,7 +32,7 @@ from shared.abandoned_carts.messages import CartMessage
 from shared.http import UpstreamResponseTooLargeError
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
 from shared.retail_server.models import Cart, CartStatus, CartType
-from shared.state.ledger import STALE_SENDING, Ledger, LedgerEntry, LedgerStatus, TransitionError
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
 from shared.state.records import RunSummaryStore, Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.store import DocumentStore
 from shared.timeutil import sortable
@@ -377,15 +377,7 @@ class Detector:
         email may have gone out, so it is never queued again; the entry ends ``uncertain``."""
         for entry in await self._ledger.stale_sending(now=now, limit=self._config.due_sweep_limit):
             try:
-                await self._ledger.transition(
-                    entry.cart_id,
-                    entry.cart_version,
-                    entry.step,
-                    allowed_from=frozenset({LedgerStatus.SENDING}),
-                    to=LedgerStatus.UNCERTAIN,
-                    now=now,
-                    reason=STALE_SENDING,
-                )
+                await self._ledger.settle_stale_sending(entry, now=now)
             except TransitionError:
                 continue
             logger.warning(

@@ -450,9 +450,7 @@ class NotifyService:
         have gone out, so it is never sent again; the entry ends ``uncertain``."""
         ids = (entry.cart_id, entry.cart_version, entry.step)
         try:
-            await self._ledger.transition(
-                *ids, allowed_from=_FROM_SENDING, to=LedgerStatus.UNCERTAIN, now=now, reason=STALE_SENDING
-            )
+            await self._ledger.settle_stale_sending(entry, now=now)
         except TransitionError as exc:
             moved = exc.entry.status.value if exc.entry is not None else "gone"
             return Outcome("ignored", f"already_{moved}", *ids)

@@ -137,6 +137,19 @@ class Ledger:
         """Entries whose invocation died during or after the call of a provider without dedup."""
         return await self._stale(LedgerStatus.SENDING, now=now, limit=limit)
 
+    async def settle_stale_sending(self, entry: LedgerEntry, *, now: datetime) -> None:
+        """The email of a stale ``sending`` entry may have gone out: it ends ``uncertain``, never
+        sent again. :class:`TransitionError` when another invocation moved it first."""
+        await self.transition(
+            entry.cart_id,
+            entry.cart_version,
+            entry.step,
+            allowed_from=frozenset({LedgerStatus.SENDING}),
+            to=LedgerStatus.UNCERTAIN,
+            now=now,
+            reason=STALE_SENDING,
+        )
+
     async def _stale(self, status: LedgerStatus, *, now: datetime, limit: int) -> list[LedgerEntry]:
         documents = await self._store.query(
             "ledger",
