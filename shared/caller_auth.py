@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from typing import Any, Literal
 
 import jwt
 
+from shared import json_limits
 from shared.concurrency import SingleFlight
 from shared.http import HttpClient, UpstreamError
 
@@ -256,8 +256,8 @@ def _principal_roles(header: str) -> frozenset[str]:
     if len(header) > MAX_PRINCIPAL_LENGTH:
         raise UnauthenticatedError("the client principal header is too long")
     try:
-        principal = json.loads(base64.b64decode(header, validate=False))
-    except (binascii.Error, ValueError, RecursionError):
+        principal = json_limits.loads(base64.b64decode(header, validate=False).decode("utf-8"))
+    except (binascii.Error, ValueError):
         raise UnauthenticatedError("the client principal header is unreadable") from None
     if not isinstance(principal, dict):
         raise UnauthenticatedError("the client principal header is unreadable")
