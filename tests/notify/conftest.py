@@ -184,3 +184,22 @@ async def ledger_status(runtime: Runtime, cart: Cart, step: int = 1) -> tuple[st
     found = await Ledger(runtime.store).get(cart.id, cart.version, step)
     assert found is not None
     return found[0].status.value, found[0].reason
+
+
+class Clock:
+    """The invocation time the blueprint hands the notify and detection functions (``utcnow``),
+    moved by the tests."""
+
+    def __init__(self) -> None:
+        self.now: datetime = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Every invocation runs at ``clock.now`` (NOW until a test moves it)."""
+    fixed = Clock()
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", fixed)
+    return fixed

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -37,6 +37,7 @@ from shared.state.store import ContainerName, Document, DocumentStore, StoreErro
 from tests.conftest import OutStub
 from tests.notify.conftest import (
     NOW,
+    Clock,
     Queued,
     consenting_customer,
     ledger_status,
@@ -44,6 +45,9 @@ from tests.notify.conftest import (
     put_on_ledger,
     run_notify,
 )
+
+# Every invocation in these tests runs at the clock's time, which some tests move.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @dataclass(frozen=True)
@@ -138,23 +142,6 @@ def notify_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, stand: S
     values = webhook.env(sandbox)
     monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", values["WEBHOOK_SIGNING_SECRET"])
     return {**common, "email_provider": "webhook", "webhook_url": values["WEBHOOK_URL"]}
-
-
-class Clock:
-    """The invocation time the blueprint hands both functions (``utcnow``), moved by the tests."""
-
-    def __init__(self) -> None:
-        self.now: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fixed = Clock()
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", fixed)
-    return fixed
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +30,7 @@ from shared.state.store import StoreError
 from tests.conftest import find_personal_data
 from tests.notify.conftest import (
     NOW,
+    Clock,
     Queued,
     consenting_customer,
     ledger_status,
@@ -37,6 +38,9 @@ from tests.notify.conftest import (
     put_on_ledger,
     run_notify,
 )
+
+# Every invocation in these tests runs at the clock's time, which some tests move.
+pytestmark = pytest.mark.usefixtures("clock")
 
 SECRET_ENV = ("EMARSYS_CLIENT_ID", "EMARSYS_CLIENT_SECRET", "EMARSYS_WSSE_USER", "EMARSYS_WSSE_SECRET")
 
@@ -72,23 +76,6 @@ def notify_overrides(
         "emarsys_event_id": EVENT_ID,
         **emarsys_options,
     }
-
-
-class Clock:
-    """The invocation time the blueprint hands the service (``utcnow``), moved by the tests."""
-
-    def __init__(self) -> None:
-        self.now: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fixed = Clock()
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", fixed)
-    return fixed
 
 
 @pytest.fixture
