@@ -35,10 +35,8 @@ from tests.notify.conftest import (
     run_notify,
 )
 
-
-@pytest.fixture(autouse=True)
-def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
+# Every invocation runs at NOW.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 def two_products(sandbox: Sandbox) -> list[int]:

@@ -23,7 +23,6 @@ from shared.state.ledger import Ledger
 from shared.store_commerce import DeepLinkTooLongError
 from tests.notify.conftest import (
     IMAGES,
-    NOW,
     RecordingProvider,
     consenting_customer,
     ledger_status,
@@ -32,10 +31,8 @@ from tests.notify.conftest import (
     run_notify,
 )
 
-
-@pytest.fixture(autouse=True)
-def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
+# Every invocation runs at NOW.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture
