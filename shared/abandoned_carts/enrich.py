@@ -23,7 +23,11 @@ from typing import Generic, TypeVar
 
 from shared.concurrency import SingleFlight, retrieve_failure
 from shared.http import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
-from shared.retail_server.client import RetailServerClient, RetailServerContractError
+from shared.retail_server.client import (
+    RetailServerClient,
+    RetailServerContractError,
+    RetailServerUnreadableError,
+)
 from shared.retail_server.models import ChannelConfiguration, Customer, MediaLocation, SimpleProduct
 
 logger = logging.getLogger(__name__)
@@ -85,7 +89,7 @@ class OnceLog(Generic[K]):
 
 def failure_text(exc: BaseException) -> str:
     """What went wrong with a look-up, for a log line: a status or a kind, never a body."""
-    if isinstance(exc, RetailServerContractError):
+    if isinstance(exc, RetailServerContractError | RetailServerUnreadableError):
         return "unreadable answer"
     if isinstance(exc, UpstreamError) and exc.status is not None:
         return f"HTTP {exc.status}"

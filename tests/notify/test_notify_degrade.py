@@ -130,6 +130,8 @@ async def test_a_failing_media_route_costs_the_images_never_the_email(
     assert outcome["degraded"] == ["images"]
     [warning] = media_warnings(caplog)
     assert str(pictured.record_id) in warning.message
+    if kind == "malformed":
+        assert "unreadable answer" in warning.message, warning.message
     assert media_calls(sandbox, pictured) >= 1
 
 
