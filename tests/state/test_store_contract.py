@@ -16,7 +16,16 @@ from shared.state.cosmos import CosmosStore, build_query, item_id
 from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
 from shared.state.records import Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.sqlite import SqliteStore
-from shared.state.store import ConflictError, DocumentStore, NotFoundError, PreconditionFailedError
+from shared.state.store import (
+    MAX_BATCH_OPERATIONS,
+    ConflictError,
+    Document,
+    DocumentStore,
+    NotAppliedError,
+    NotFoundError,
+    PreconditionFailedError,
+    WriteOp,
+)
 from tests.fakes.cosmos import FakeContainer
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -154,6 +163,157 @@ async def test_ttl_expiry_sqlite_and_fake(tmp_path: Path) -> None:
         await backend.create("state", "p", "k", {"a": 2}, ttl_seconds=60)
         clock.now -= 61
         await backend.close()
+
+
+async def test_read_many_answers_what_exists(store: DocumentStore) -> None:
+    a, b = unique("a"), unique("b")
+    await store.create("ledger", a, "k1", {"n": 1})
+    await store.create("ledger", a, "x/y?z", {"n": 2})
+    await store.create("ledger", b, "k1", {"n": 3})
+    await store.create("state", b, "k2", {"n": 4})
+    found = await store.read_many(
+        "ledger", [(a, "k1"), (a, "x/y?z"), (b, "k1"), (b, "k2"), (unique("c"), "k1"), (a, "k1")]
+    )
+    assert {ref: doc.body for ref, doc in found.items()} == {
+        (a, "k1"): {"n": 1},
+        (a, "x/y?z"): {"n": 2},
+        (b, "k1"): {"n": 3},
+    }, "missing documents and other containers are left out, a repeated ref answered once"
+    single = await store.read("ledger", a, "k1")
+    assert single is not None and found[(a, "k1")].etag == single.etag
+    assert await store.read_many("ledger", []) == {}
+
+
+async def test_write_many_writes_every_partition_and_answers_per_operation(store: DocumentStore) -> None:
+    a, b = unique("a"), unique("b")
+    old = await store.create("state", a, "old", {"v": 0})
+    results = await store.write_many(
+        "state",
+        [
+            WriteOp("create", a, "k1", {"v": 1}),
+            WriteOp("replace", a, "old", {"v": 2}, etag=old.etag),
+            WriteOp("upsert", b, "k1", {"v": 3}),
+            WriteOp("create", b, "k2", {"v": 4}),
+        ],
+    )
+    assert all(isinstance(r, Document) for r in results)
+    documents = [r for r in results if isinstance(r, Document)]
+    assert [(d.partition, d.key, d.body) for d in documents] == [
+        (a, "k1", {"v": 1}),
+        (a, "old", {"v": 2}),
+        (b, "k1", {"v": 3}),
+        (b, "k2", {"v": 4}),
+    ]
+    for document in documents:
+        read = await store.read("state", document.partition, document.key)
+        assert read is not None and read.body == document.body and read.etag == document.etag
+    # The etags answered are the documents' own: a conditional write on them succeeds.
+    await store.replace("state", a, "old", {"v": 5}, etag=documents[1].etag)
+
+
+async def test_write_many_is_atomic_per_partition_and_names_the_failed_operation(
+    store: DocumentStore,
+) -> None:
+    a, b, c, d = unique("a"), unique("b"), unique("c"), unique("d")
+    taken = await store.create("ledger", a, "taken", {"v": 0})
+    await store.create("ledger", b, "current", {"v": 0})
+    stale = (await store.create("ledger", c, "doc", {"v": 0})).etag
+    await store.replace("ledger", c, "doc", {"v": 1}, etag=stale)
+    results = await store.write_many(
+        "ledger",
+        [
+            WriteOp("create", a, "new", {"v": 1}),
+            WriteOp("create", a, "taken", {"v": 1}),  # conflicts: undoes "new" of its partition
+            WriteOp("create", b, "fresh", {"v": 1}),  # another partition: written
+            WriteOp("replace", c, "doc", {"v": 2}, etag=stale),
+            WriteOp("upsert", c, "other", {"v": 2}),  # rolled back with the stale replace
+            WriteOp("replace", d, "missing", {"v": 1}, etag=taken.etag),
+        ],
+    )
+    kinds = [type(r) for r in results]
+    assert kinds == [
+        NotAppliedError,
+        ConflictError,
+        Document,
+        PreconditionFailedError,
+        NotAppliedError,
+        NotFoundError,
+    ]
+    assert await store.read("ledger", a, "new") is None
+    kept = await store.read("ledger", a, "taken")
+    assert kept is not None and kept.body == {"v": 0}
+    assert await store.read("ledger", b, "fresh") is not None
+    unchanged = await store.read("ledger", c, "doc")
+    assert unchanged is not None and unchanged.body == {"v": 1}
+    assert await store.read("ledger", c, "other") is None
+
+
+async def test_concurrent_batches_have_one_winner_per_create(store: DocumentStore) -> None:
+    p = unique("race")
+    results = await asyncio.gather(
+        *(store.write_many("state", [WriteOp("create", p, "only", {"n": n})]) for n in range(6))
+    )
+    winners = [r[0] for r in results if isinstance(r[0], Document)]
+    assert len(winners) == 1
+    assert all(isinstance(r[0], ConflictError) for r in results if r[0] is not winners[0])
+
+
+async def test_write_many_limits_operations_per_partition(store: DocumentStore) -> None:
+    p = unique("big")
+    with pytest.raises(ValueError, match="at most 100"):
+        await store.write_many(
+            "state", [WriteOp("upsert", p, f"k{i}", {"i": i}) for i in range(MAX_BATCH_OPERATIONS + 1)]
+        )
+    assert await store.read("state", p, "k0") is None, "a refused call writes nothing"
+    full = await store.write_many(
+        "state", [WriteOp("create", p, f"k{i}", {"i": i}) for i in range(MAX_BATCH_OPERATIONS)]
+    )
+    assert all(isinstance(r, Document) for r in full)
+    spread = await store.write_many(
+        "state", [WriteOp("create", unique("s"), "k", {"i": i}) for i in range(MAX_BATCH_OPERATIONS + 20)]
+    )
+    assert all(isinstance(r, Document) for r in spread), "the limit is per partition, not per call"
+
+
+def test_write_op_conditions_are_checked() -> None:
+    with pytest.raises(ValueError, match="etag"):
+        WriteOp("replace", "p", "k", {})
+    with pytest.raises(ValueError, match="etag"):
+        WriteOp("create", "p", "k", {}, etag="x")
+
+
+async def test_write_many_ttl_sqlite_and_fake(tmp_path: Path) -> None:
+    clock = Clock()
+    backends: list[DocumentStore] = [
+        SqliteStore(tmp_path / "ttl-many.sqlite3", clock=clock),
+        CosmosStore({"ledger": FakeContainer(clock=clock), "state": FakeContainer(clock=clock)}),
+    ]
+    for backend in backends:
+        await backend.write_many(
+            "state", [WriteOp("create", "p", "k", {"a": 1}, ttl_seconds=60), WriteOp("create", "p", "j", {})]
+        )
+        clock.now += 61
+        assert set(await backend.read_many("state", [("p", "k"), ("p", "j")])) == {("p", "j")}
+        # An expired document no longer blocks a batched create of the same key.
+        again = await backend.write_many("state", [WriteOp("create", "p", "k", {"a": 2})])
+        assert isinstance(again[0], Document)
+        clock.now -= 61
+        await backend.close()
+
+
+async def test_cosmos_bulk_calls_are_one_request_each() -> None:
+    """A read-many is one request; a partition's operations are one transactional batch; a lone
+    operation of a partition is a point write."""
+    ledger = FakeContainer()
+    store = CosmosStore({"ledger": ledger, "state": FakeContainer()})
+    await store.read_many("ledger", [("a", "k1"), ("b", "k2"), ("c", "k3")])
+    assert ledger.calls == ["read_items"]
+    ledger.calls.clear()
+    await store.write_many(
+        "ledger",
+        [WriteOp("create", "a", "k1", {}), WriteOp("create", "a", "k2", {}), WriteOp("upsert", "b", "k", {})],
+    )
+    assert sorted(ledger.calls) == ["execute_item_batch", "upsert_item"]
 
 
 def entry(cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW) -> LedgerEntry:
