@@ -297,19 +297,23 @@ def _insert(
     now: float,
 ) -> None:
     """Insert inside the caller's transaction; ``ConflictError`` when the key exists."""
+    insert = (
+        "INSERT INTO documents (container, partition, key, body, etag, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    values = (container, partition, key, text, etag, expires)
+    try:
+        conn.execute(insert, values)
+        return
+    except sqlite3.IntegrityError:
+        pass
     # An expired document no longer exists as far as callers can tell.
-    conn.execute(
+    expired = conn.execute(
         "DELETE FROM documents WHERE container=? AND partition=? AND key=? AND expires_at <= ?",
         (container, partition, key, now),
     )
-    try:
-        conn.execute(
-            "INSERT INTO documents (container, partition, key, body, etag, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (container, partition, key, text, etag, expires),
-        )
-    except sqlite3.IntegrityError:
-        raise ConflictError(f"{container}/{partition}/{key} exists") from None
+    if expired.rowcount != 1:
+        raise ConflictError(f"{container}/{partition}/{key} exists")
+    conn.execute(insert, values)
 
 
 def _update(
