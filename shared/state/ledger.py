@@ -48,8 +48,9 @@ _MAX_CONDITIONAL_ATTEMPTS = 8
 # redelivery found the claim still live. A claimed entry was never handed to a provider without
 # dedup (that one is marked sending first), and a provider with dedup drops the repeat.
 CLAIM_LEASE = timedelta(minutes=15)
-# Partitions queried at once when a page's superseded carts are looked up.
-_QUERY_CONCURRENCY = 16
+# Partitions queried at once when a page's superseded carts are looked up: a page holds at most
+# 200 carts (CART_PAGE_SIZE), so its queries go out in one or two waves, each one store latency.
+_QUERY_CONCURRENCY = 100
 # The reason of an entry found "sending" after the lease: its invocation died during or after the
 # provider call, so whether the email went out is unknown.
 STALE_SENDING = "stale_sending"

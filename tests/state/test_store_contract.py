@@ -6,24 +6,27 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from shared.state.cosmos import CosmosStore, build_query, item_id
-from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
+from shared.state.counting import CountingStore
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError, pointer_partition
 from shared.state.records import Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.sqlite import SqliteStore
 from shared.state.store import (
     MAX_BATCH_OPERATIONS,
     ConflictError,
+    ContainerName,
     Document,
     DocumentStore,
     NotAppliedError,
     NotFoundError,
     PreconditionFailedError,
+    StoreError,
     WriteOp,
 )
 from tests.fakes.cosmos import FakeContainer
@@ -316,13 +319,15 @@ async def test_cosmos_bulk_calls_are_one_request_each() -> None:
     assert sorted(ledger.calls) == ["execute_item_batch", "upsert_item"]
 
 
-def entry(cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW) -> LedgerEntry:
+def entry(
+    cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW, customer: str = "C1"
+) -> LedgerEntry:
     return LedgerEntry(
         cart_id=cart_id,
         cart_version=version,
         step=step,
         oun="128",
-        customer_id="C1",
+        customer_id=customer,
         modified_at=modified,
         due_at=NOW,
         updated_at=NOW,
@@ -402,6 +407,91 @@ async def test_changed_cart_supersedes_its_previous_version(store: DocumentStore
     v2 = await ledger.get(cart, 2, 1)
     assert v1 is not None and v1[0].status is LedgerStatus.SUPERSEDED and v1[0].reason == "cart_changed"
     assert v2 is not None and v2[0].status is LedgerStatus.PENDING
+
+
+async def test_record_latest_decides_a_page_as_one_cart_at_a_time_would(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    hour = timedelta(hours=1)
+    fresh, newer, older, known, changed = (unique(c) for c in ("fresh", "newer", "older", "known", "changed"))
+    old_cart, newest_cart = unique("oldcart"), unique("newest")
+    # newer's customer points at an older cart with a pending entry; older's at a newer cart;
+    # known is recorded already; changed is pointed at in its version 1.
+    await ledger.record(entry(old_cart, modified=NOW - 3 * hour, customer=newer))
+    await ledger.register_latest_cart("128", newer, old_cart, 1, NOW - 3 * hour, now=NOW)
+    await ledger.register_latest_cart("128", older, newest_cart, 1, NOW - hour, now=NOW)
+    await ledger.record(entry(known, customer=known))
+    await ledger.record(entry(changed, version=1, modified=NOW - 3 * hour, customer=changed))
+    await ledger.register_latest_cart("128", changed, changed, 1, NOW - 3 * hour, now=NOW)
+    page = [
+        entry(fresh, customer=fresh),
+        entry(newer, modified=NOW - 2 * hour, customer=newer),
+        entry(older, modified=NOW - 2 * hour, customer=older),
+        entry(known, customer=known),
+        entry(changed, version=2, modified=NOW - 2 * hour, customer=changed),
+    ]
+    counting = CountingStore(store)
+    recorded = await Ledger(counting).record_latest(page, now=NOW)
+    assert recorded.outcomes == ["latest", "latest", "superseded", "already_recorded", "latest"]
+    assert dict(counting.calls) == {"read_many": 1, "write_many": 1}
+    assert {(t.cart_id, t.reason, t.keep_version) for t in recorded.supersede} == {
+        (old_cart, "newer_cart_of_customer", None),
+        (changed, "cart_changed", 2),
+    }
+    before = counting.round_trips
+    assert await Ledger(counting).supersede(recorded.supersede, now=NOW) == 2
+    assert counting.round_trips - before == 2, "one round of queries, one write"
+
+    async def status(cart_id: str, version: int = 1) -> tuple[LedgerStatus, str | None]:
+        found = await ledger.get(cart_id, version, 1)
+        assert found is not None
+        return found[0].status, found[0].reason
+
+    assert await status(fresh) == (LedgerStatus.PENDING, None)
+    assert await status(newer) == (LedgerStatus.PENDING, None)
+    assert await status(old_cart) == (LedgerStatus.SUPERSEDED, "newer_cart_of_customer")
+    assert await status(older) == (LedgerStatus.SUPERSEDED, "newer_cart_of_customer")
+    assert await status(changed, 1) == (LedgerStatus.SUPERSEDED, "cart_changed")
+    assert await status(changed, 2) == (LedgerStatus.PENDING, None)
+    for customer, cart in [(fresh, fresh), (newer, newer), (older, newest_cart), (changed, changed)]:
+        assert await ledger.latest_cart("128", customer) == cart
+    with pytest.raises(ValueError, match="one entry per customer"):
+        await ledger.record_latest([entry(unique("a")), entry(unique("b"))], now=NOW)
+
+
+class MovesPointerBeforeWrite:
+    """The store, except that another run records a newer cart of the customer between this
+    caller's bulk read and its bulk write."""
+
+    def __init__(self, inner: DocumentStore, customer: str, newer_cart: str) -> None:
+        self._inner = inner
+        self._customer = customer
+        self._newer_cart = newer_cart
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def write_many(
+        self, container: ContainerName, ops: Sequence[WriteOp]
+    ) -> list[Document | StoreError]:
+        other = Ledger(self._inner)
+        await other.record(entry(self._newer_cart, customer=self._customer))
+        await other.register_latest_cart("128", self._customer, self._newer_cart, 1, NOW, now=NOW)
+        return await self._inner.write_many(container, ops)
+
+
+async def test_record_latest_settles_a_pointer_moved_meanwhile(store: DocumentStore) -> None:
+    customer, mine, theirs = unique("cust"), unique("mine"), unique("theirs")
+    racing = MovesPointerBeforeWrite(store, customer, theirs)
+    recorded = await Ledger(racing).record_latest(  # type: ignore[arg-type]
+        [entry(mine, modified=NOW - timedelta(hours=1), customer=customer)], now=NOW
+    )
+    assert recorded.outcomes == ["superseded"]
+    ledger = Ledger(store)
+    assert await ledger.latest_cart("128", customer) == theirs
+    found = await ledger.get(mine, 1, 1)
+    assert found is not None and found[0].status is LedgerStatus.SUPERSEDED
+    pointer = await store.read("ledger", pointer_partition("128", customer), "latest")
+    assert pointer is not None and pointer.body["cartId"] == theirs
 
 
 async def test_due_pending_uses_sortable_times(store: DocumentStore) -> None:
