@@ -14,10 +14,17 @@ Retail Server compares the bounds at its own precision (100-ns ticks) and so doe
 the bounds it sent: they go on the wire with every microsecond the cursor holds, and a cart's
 seven-digit time is cut (never rounded) to microseconds when read, so the server's answer starts
 exactly at the cursor's instant and nothing inside the sent range is dropped or counted twice.
+
+A page costs the state store a few round trips, however many carts it holds: the carts that need
+no record are counted and dropped, each customer's newest cart of the page is kept (the others lose
+to it in memory), the ledger entries and latest-cart pointers the page touches are read in one
+call and the new ones written in another, and then the watermark moves. The next page is fetched
+from Retail Server meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -32,7 +39,13 @@ from shared.abandoned_carts.messages import CartMessage
 from shared.http import UpstreamResponseTooLargeError
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
 from shared.retail_server.models import Cart, CartStatus, CartType
-from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
+from shared.state.ledger import (
+    Ledger,
+    LedgerEntry,
+    LedgerStatus,
+    Supersede,
+    TransitionError,
+)
 from shared.state.records import RunSummaryStore, Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.store import DocumentStore
 from shared.timeutil import sortable
@@ -145,6 +158,13 @@ def skip_reason(cart: Cart) -> str | None:
     return None
 
 
+def _order(cart: Cart) -> tuple[datetime, str]:
+    """Which of a customer's carts is the newest: the latest change, ties to the larger id (as the
+    ledger's latest-cart pointer decides)."""
+    assert cart.modified_date_time is not None
+    return cart.modified_date_time, cart.id
+
+
 class Detector:
     def __init__(self, retail: RetailServerClient, store: DocumentStore, config: DetectionConfig) -> None:
         self._retail = retail
@@ -241,10 +261,73 @@ class Detector:
             return outcome
         if cursor >= window_to:
             return outcome
+        # A page is recorded in a few store round trips (``_record_page``); the next page depends
+        # only on the cursor, so it is fetched while this one is written.
         page_size = self._config.page_size
+        pending: asyncio.Task[tuple[list[Cart], int]] | None = asyncio.ensure_future(
+            self._fetch_page(oun, cursor, len(seen), window_to, page_size)
+        )
+        try:
+            while pending is not None:
+                page, page_size = await pending
+                pending = None
+                outcome.pages += 1
+                fresh: list[Cart] = []
+                capped = False
+                for cart in page:
+                    modified = cart.modified_date_time
+                    if modified is None or modified < cursor or (modified == cursor and cart.id in seen):
+                        continue
+                    fresh.append(cart)
+                    if modified > cursor:
+                        cursor, seen = modified, {cart.id}
+                    else:
+                        seen.add(cart.id)
+                    if outcome.found + len(fresh) >= budget:
+                        capped = True
+                        break
+                outcome.found += len(fresh)
+                if fresh and not capped:
+                    pending = asyncio.ensure_future(
+                        self._fetch_page(oun, cursor, len(seen), window_to, page_size)
+                    )
+                if fresh:
+                    supersede = await self._record_page(oun, fresh, now, outcome, messages)
+                    mark = Watermark(modified_at=cursor, ids_at_modified=sorted(seen), updated_at=now)
+                    # The watermark moves only after the page's entries are written; voiding the
+                    # entries of carts that lost their customer's pointer can go alongside it (notify
+                    # checks the pointer anyway).
+                    saved, voided = await asyncio.gather(
+                        self._watermarks.save(oun, mark, etag),
+                        self._ledger.supersede(supersede, now=now),
+                        return_exceptions=True,
+                    )
+                    if isinstance(voided, BaseException):
+                        raise voided
+                    if isinstance(saved, WatermarkConflictError):
+                        outcome.stopped = "concurrent_run"
+                        logger.warning(
+                            "channel %s: another detection run moved the watermark; stopping here", oun
+                        )
+                        return outcome
+                    if isinstance(saved, BaseException):
+                        raise saved
+                    etag = saved
+                if capped:
+                    outcome.stopped = "cap_reached"
+            return outcome
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+    async def _fetch_page(
+        self, oun: str, cursor: datetime, seen_at_cursor: int, window_to: datetime, page_size: int
+    ) -> tuple[list[Cart], int]:
+        """One page of carts from ``cursor``, and the page size that fetched it."""
         while True:
-            overlap = min(_SAME_INSTANT_OVERLAP, page_size // 2)
-            skip = max(0, len(seen) - overlap)
+            # The carts already seen at the cursor's instant are skipped, minus a small overlap.
+            skip = max(0, seen_at_cursor - min(_SAME_INSTANT_OVERLAP, page_size // 2))
             try:
                 page = await self._retail.search_carts(
                     oun,
@@ -265,56 +348,58 @@ class Detector:
                     page_size,
                 )
                 continue
-            outcome.pages += 1
-            progressed = False
-            capped = False
-            for cart in page:
-                modified = cart.modified_date_time
-                if modified is None or modified < cursor or (modified == cursor and cart.id in seen):
-                    continue
-                progressed = True
-                outcome.found += 1
-                await self._consider(oun, cart, now, outcome, messages)
-                if modified > cursor:
-                    cursor, seen = modified, {cart.id}
-                else:
-                    seen.add(cart.id)
-                if outcome.found >= budget:
-                    capped = True
-                    break
-            if progressed:
-                try:
-                    etag = await self._watermarks.save(
-                        oun, Watermark(modified_at=cursor, ids_at_modified=sorted(seen), updated_at=now), etag
-                    )
-                except WatermarkConflictError:
-                    outcome.stopped = "concurrent_run"
-                    logger.warning(
-                        "channel %s: another detection run moved the watermark; stopping here", oun
-                    )
-                    return outcome
-            if capped:
-                outcome.stopped = "cap_reached"
-                return outcome
-            if not page or not progressed:
-                return outcome
+            return page, page_size
 
-    async def _consider(
+    async def _record_page(
         self,
         oun: str,
-        cart: Cart,
+        carts: list[Cart],
         now: datetime,
         outcome: ChannelOutcome,
         messages: dict[tuple[str, str], str],
-    ) -> None:
-        reason = skip_reason(cart)
-        if reason is not None:
-            outcome.skipped[reason] += 1
-            return
+    ) -> list[Supersede]:
+        """Record a page's carts: those that need no record are counted, each customer's newest
+        cart is recorded (the older ones of the page lose to it in memory, unrecorded), in one
+        read and one write. Returns the carts whose pending entries the page superseded."""
+        newest: dict[str, Cart] = {}
+        for cart in carts:
+            reason = skip_reason(cart)
+            if reason is not None:
+                outcome.skipped[reason] += 1
+                continue
+            assert cart.customer_id is not None
+            best = newest.get(cart.customer_id)
+            if best is None or _order(cart) > _order(best):
+                newest[cart.customer_id] = cart
+            if best is not None:
+                outcome.skipped["superseded"] += 1
+        if not newest:
+            return []
+        entries = [self._entry(oun, cart, now) for cart in newest.values()]
+        recorded = await self._ledger.record_latest(entries, now=now)
+        for entry, result in zip(entries, recorded.outcomes, strict=True):
+            if result != "latest":
+                outcome.skipped[result] += 1
+                continue
+            if entry.queued_at is None:
+                outcome.skipped["not_yet_due"] += 1
+                continue
+            key = (oun, entry.customer_id)
+            if key in messages:
+                # This run queued the customer's older cart already; its ledger entry is superseded now.
+                outcome.queued -= 1
+                outcome.skipped["superseded"] += 1
+            messages[key] = CartMessage(
+                cart_id=entry.cart_id, cart_version=entry.cart_version, oun=oun, step=1
+            ).encode()
+            outcome.queued += 1
+        return recorded.supersede
+
+    def _entry(self, oun: str, cart: Cart, now: datetime) -> LedgerEntry:
         assert cart.customer_id is not None
         assert cart.modified_date_time is not None
         due_at = max(now, cart.modified_date_time + self._config.first_step_delay)
-        entry = LedgerEntry(
+        return LedgerEntry(
             cart_id=cart.id,
             cart_version=cart.version,
             step=1,
@@ -325,25 +410,6 @@ class Detector:
             queued_at=now if due_at <= now else None,
             updated_at=now,
         )
-        if not await self._ledger.record(entry):
-            outcome.skipped["already_recorded"] += 1
-            return
-        latest = await self._ledger.register_latest_cart(
-            oun, cart.customer_id, cart.id, cart.version, cart.modified_date_time, now=now
-        )
-        if not latest:
-            outcome.skipped["superseded"] += 1
-            return
-        if entry.queued_at is None:
-            outcome.skipped["not_yet_due"] += 1
-            return
-        key = (oun, cart.customer_id)
-        if key in messages:
-            # This run queued the customer's older cart already; its ledger entry is superseded now.
-            outcome.queued -= 1
-            outcome.skipped["superseded"] += 1
-        messages[key] = CartMessage(cart_id=cart.id, cart_version=cart.version, oun=oun, step=1).encode()
-        outcome.queued += 1
 
     async def _queue_due_entries(self, now: datetime, messages: list[str]) -> int:
         """Queue pending entries that came due, or whose message was queued long ago and never claimed."""

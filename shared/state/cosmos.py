@@ -12,13 +12,15 @@ and retry a throttled request for up to 30 s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
@@ -27,8 +29,12 @@ from shared.state.store import (
     ConflictError,
     ContainerName,
     Document,
+    NotAppliedError,
     NotFoundError,
     PreconditionFailedError,
+    StoreError,
+    WriteOp,
+    check_batch,
 )
 
 _SYSTEM_FIELDS = frozenset({"id", "pk", "ttl", "_rid", "_self", "_etag", "_attachments", "_ts"})
@@ -36,10 +42,14 @@ _SYSTEM_FIELDS = frozenset({"id", "pk", "ttl", "_rid", "_self", "_etag", "_attac
 _ID_FORBIDDEN = str.maketrans({"/": "%2F", "\\": "%5C", "?": "%3F", "#": "%23"})
 
 
+# Partitions of one write_many written at once: each is a request of its own (a transactional
+# batch, or a point write), and the account's throughput, not this process, is the real bound.
+BATCH_CONCURRENCY = 16
+
 # The container type is ``azure.cosmos.aio.ContainerProxy`` in production and the in-process fake
-# in tests; both offer read_item, create_item, replace_item, upsert_item, delete_item and
-# query_items with the SDK's signatures. The SDK's heavily overloaded signatures do not fit a
-# Protocol that a fake could also satisfy, hence ``Any``.
+# in tests; both offer read_item, read_items, create_item, replace_item, upsert_item, delete_item,
+# execute_item_batch and query_items with the SDK's signatures. The SDK's heavily overloaded
+# signatures do not fit a Protocol that a fake could also satisfy, hence ``Any``.
 ContainerApi = Any
 
 
@@ -99,9 +109,11 @@ class CosmosStore:
         *,
         close: Any = None,
         operation_seconds: float | None = None,
+        batch_concurrency: int = BATCH_CONCURRENCY,
     ) -> None:
         self._containers = dict(containers)
         self._close = close
+        self._batch_concurrency = batch_concurrency
         # Passed to every SDK call as its absolute ``timeout``, retries included.
         self._deadline: dict[str, Any] = {} if operation_seconds is None else {"timeout": operation_seconds}
 
@@ -220,6 +232,91 @@ class CosmosStore:
         except CosmosResourceNotFoundError:
             raise NotFoundError(f"{container}/{partition}/{key} does not exist") from None
 
+    async def read_many(
+        self, container: ContainerName, refs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Document]:
+        wanted = {(partition, item_id(key)): (partition, key) for partition, key in refs}
+        if not wanted:
+            return {}
+        # The SDK's read-many: point reads grouped by partition key range, the missing left out.
+        items = await self._containers[container].read_items(_swap(wanted), **self._deadline)
+        found: dict[tuple[str, str], Document] = {}
+        for item in items:
+            ref = wanted.get((str(item["pk"]), str(item["id"])))
+            if ref is not None:
+                found[ref] = self._document(container, ref[0], ref[1], item)
+        return found
+
+    async def write_many(
+        self, container: ContainerName, ops: Sequence[WriteOp]
+    ) -> list[Document | StoreError]:
+        groups = check_batch(ops)
+        results: list[Document | StoreError | None] = [None] * len(ops)
+        limit = asyncio.Semaphore(self._batch_concurrency)
+
+        async def write(indexes: list[int]) -> None:
+            async with limit:
+                if len(indexes) == 1:
+                    results[indexes[0]] = await self._write_one(container, ops[indexes[0]])
+                else:
+                    answers = await self._batch(container, [ops[i] for i in indexes])
+                    for index, result in zip(indexes, answers, strict=True):
+                        results[index] = result
+
+        # Every partition is tried even when one fails otherwise (a timeout): the others' outcomes
+        # stay whatever they are, and the first such error is raised as a single write's would be.
+        outcomes = await asyncio.gather(
+            *(write(indexes) for indexes in groups.values()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [result for result in results if result is not None]
+
+    async def _write_one(self, container: ContainerName, op: WriteOp) -> Document | StoreError:
+        try:
+            if op.kind == "create":
+                return await self.create(container, op.partition, op.key, op.body, ttl_seconds=op.ttl_seconds)
+            if op.kind == "replace":
+                assert op.etag is not None
+                return await self.replace(
+                    container, op.partition, op.key, op.body, etag=op.etag, ttl_seconds=op.ttl_seconds
+                )
+            return await self.upsert(container, op.partition, op.key, op.body, ttl_seconds=op.ttl_seconds)
+        except (ConflictError, PreconditionFailedError, NotFoundError) as exc:
+            return exc
+
+    async def _batch(self, container: ContainerName, ops: list[WriteOp]) -> list[Document | StoreError]:
+        """One transactional batch: every operation of one partition, all or nothing."""
+        operations: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        for op in ops:
+            item = _item(op.partition, op.key, op.body, op.ttl_seconds)
+            if op.kind == "replace":
+                operations.append(("replace", (item["id"], item), {"if_match_etag": op.etag}))
+            else:
+                operations.append((op.kind, (item,), {}))
+        try:
+            answers = await self._containers[container].execute_item_batch(
+                operations, partition_key=ops[0].partition, **self._deadline
+            )
+        except CosmosBatchOperationError as exc:
+            failed = ops[exc.error_index]
+            error = _batch_error(container, failed, exc.status_code)
+            if error is None:
+                raise
+            return [
+                error
+                if index == exc.error_index
+                else NotAppliedError(
+                    f"rolled back: the {failed.kind} of {failed.partition}/{failed.key} failed"
+                )
+                for index in range(len(ops))
+            ]
+        return [
+            Document(container, op.partition, op.key, dict(op.body), _answer_etag(answer))
+            for op, answer in zip(ops, answers, strict=True)
+        ]
+
     async def query(
         self,
         container: ContainerName,
@@ -245,6 +342,30 @@ class CosmosStore:
     async def close(self) -> None:
         if self._close is not None:
             await self._close()
+
+
+def _swap(wanted: Mapping[tuple[str, str], tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(partition, id)`` pairs as the SDK's read-many takes them: ``(id, partition key)``."""
+    return [(identifier, partition) for partition, identifier in wanted]
+
+
+def _batch_error(container: ContainerName, op: WriteOp, status: int | None) -> StoreError | None:
+    """The store's error for a batch operation refused with ``status``; None for other failures."""
+    where = f"{container}/{op.partition}/{op.key}"
+    if status == 409:
+        return ConflictError(f"{where} exists")
+    if status == 412:
+        return PreconditionFailedError(f"{where} changed since it was read")
+    if status == 404:
+        return NotFoundError(f"{where} does not exist")
+    return None
+
+
+def _answer_etag(answer: Mapping[str, Any]) -> str:
+    etag = answer.get("eTag")
+    if etag is None:
+        etag = (answer.get("resourceBody") or {}).get("_etag", "")
+    return str(etag)
 
 
 def build_query(

@@ -15,17 +15,31 @@ activity log, by the dedup key).
 Beside the entries, a pointer per (channel, customer) names the customer's newest cart, so a
 customer with several abandoned carts gets one email, about the most recent, without any run
 holding all carts in memory.
+
+Detection records a page of carts at once (``record_latest``): one read of the entries and
+pointers the page touches, one write of what changes, then (``supersede``) the pending entries of
+the carts that lost their customer's pointer, in one query round and one write.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.state.store import ConflictError, DocumentStore, PreconditionFailedError
+from shared.state.store import (
+    ConflictError,
+    Document,
+    DocumentStore,
+    NotFoundError,
+    PreconditionFailedError,
+    WriteOp,
+)
 from shared.timeutil import UtcDateTime, sortable
 
 _MAX_CONDITIONAL_ATTEMPTS = 8
@@ -34,6 +48,9 @@ _MAX_CONDITIONAL_ATTEMPTS = 8
 # redelivery found the claim still live. A claimed entry was never handed to a provider without
 # dedup (that one is marked sending first), and a provider with dedup drops the repeat.
 CLAIM_LEASE = timedelta(minutes=15)
+# Partitions queried at once when a page's superseded carts are looked up: a page holds at most
+# 200 carts (CART_PAGE_SIZE), so its queries go out in one or two waves, each one store latency.
+_QUERY_CONCURRENCY = 100
 # The reason of an entry found "sending" after the lease: its invocation died during or after the
 # provider call, so whether the email went out is unknown.
 STALE_SENDING = "stale_sending"
@@ -84,6 +101,31 @@ class LedgerEntry(BaseModel):
 
 def entry_key(cart_version: int, step: int) -> str:
     return f"v{cart_version}|s{step}"
+
+
+def pointer_partition(oun: str, customer_id: str) -> str:
+    """The ledger partition of a customer's latest-cart pointer on one channel."""
+    return f"customer|{oun}|{customer_id}"
+
+
+RecordOutcome = Literal["latest", "superseded", "already_recorded"]
+
+
+@dataclass(frozen=True)
+class Supersede:
+    """Pending entries of ``cart_id`` (but those of ``keep_version``) to mark superseded."""
+
+    cart_id: str
+    reason: str
+    keep_version: int | None = None
+
+
+@dataclass
+class RecordedPage:
+    """What ``record_latest`` did: an outcome per entry, in order, and the follow-up work."""
+
+    outcomes: list[RecordOutcome]
+    supersede: list[Supersede] = field(default_factory=list)
 
 
 class TransitionError(Exception):
@@ -291,6 +333,152 @@ class Ledger:
             None, "the customer's latest-cart pointer kept changing under concurrent writers"
         )
 
+    async def record_latest(self, entries: Sequence[LedgerEntry], *, now: datetime) -> RecordedPage:
+        """Record new entries (one per customer and channel) and point each customer at the newest
+        of their carts, in one read and one write for all of them.
+
+        Per entry, as ``record`` followed by ``register_latest_cart`` would decide: an entry that
+        exists already is left alone (``already_recorded``); a cart older than the one its
+        customer's pointer names is recorded superseded (``superseded``); otherwise it is recorded
+        pending and the pointer moves to it (``latest``). The carts the pointers moved away from
+        are returned in ``supersede``, for ``supersede`` to void their pending entries: until then
+        notify finds them superseded by the pointer anyway. A pointer another writer moved meanwhile
+        is settled one cart at a time by ``register_latest_cart``."""
+        pointers = [pointer_partition(e.oun, e.customer_id) for e in entries]
+        if len(set(pointers)) != len(pointers):
+            raise ValueError("record_latest takes one entry per customer and channel")
+        found = await self._store.read_many(
+            "ledger", [(e.cart_id, e.key) for e in entries] + [(p, "latest") for p in pointers]
+        )
+        outcomes: list[RecordOutcome] = []
+        ops: list[WriteOp] = []
+        # Per entry: the index of its create in ``ops``, the index of its pointer write (or None),
+        # and what a successful pointer write leaves to supersede.
+        plans: list[tuple[int | None, int | None, Supersede | None]] = []
+        for entry, partition in zip(entries, pointers, strict=True):
+            if (entry.cart_id, entry.key) in found:
+                outcomes.append("already_recorded")
+                plans.append((None, None, None))
+                continue
+            pointer = found.get((partition, "latest"))
+            mine = (entry.modified_at, entry.cart_id)
+            body = _pointer_body(entry)
+            pointer_op: WriteOp | None = None
+            follow_up: Supersede | None = None
+            outcome: RecordOutcome = "latest"
+            if pointer is None:
+                pointer_op = WriteOp("create", partition, "latest", body)
+            else:
+                theirs = (datetime.fromisoformat(pointer.body["modifiedAt"]), str(pointer.body["cartId"]))
+                if theirs[1] == entry.cart_id:
+                    if mine[0] > theirs[0]:
+                        pointer_op = WriteOp("replace", partition, "latest", body, etag=pointer.etag)
+                        # The cart changed since its last entry: the older version's reminder is void.
+                        follow_up = Supersede(entry.cart_id, "cart_changed", keep_version=entry.cart_version)
+                elif theirs > mine:
+                    outcome = "superseded"
+                else:
+                    pointer_op = WriteOp("replace", partition, "latest", body, etag=pointer.etag)
+                    follow_up = Supersede(theirs[1], "newer_cart_of_customer")
+            recorded = entry
+            if outcome == "superseded":
+                recorded = entry.model_copy(
+                    update={"status": LedgerStatus.SUPERSEDED, "reason": "newer_cart_of_customer"}
+                )
+            ops.append(WriteOp("create", entry.cart_id, entry.key, recorded.body()))
+            create_at = len(ops) - 1
+            pointer_at: int | None = None
+            if pointer_op is not None:
+                ops.append(pointer_op)
+                pointer_at = len(ops) - 1
+            outcomes.append(outcome)
+            plans.append((create_at, pointer_at, follow_up))
+        results = await self._store.write_many("ledger", ops) if ops else []
+        supersede: list[Supersede] = []
+        for index, (entry, plan) in enumerate(zip(entries, plans, strict=True)):
+            create_index, pointer_index, planned = plan
+            if create_index is None:
+                continue
+            created = results[create_index]
+            if isinstance(created, ConflictError):
+                # Another run recorded it between the read and the write: that run queues it.
+                outcomes[index] = "already_recorded"
+            elif not isinstance(created, Document):
+                raise created
+            if pointer_index is None:
+                continue
+            moved = results[pointer_index]
+            if isinstance(moved, Document):
+                # Whoever moves the pointer voids what it moved away from, recorded or not.
+                if planned is not None:
+                    supersede.append(planned)
+                continue
+            if not isinstance(moved, ConflictError | PreconditionFailedError | NotFoundError):
+                raise moved
+            if outcomes[index] == "already_recorded":
+                continue
+            # Another writer moved the pointer since it was read: decide this cart alone, with the
+            # conditional loop (it supersedes what loses, this cart included).
+            latest = await self.register_latest_cart(
+                entry.oun, entry.customer_id, entry.cart_id, entry.cart_version, entry.modified_at, now=now
+            )
+            outcomes[index] = "latest" if latest else "superseded"
+        return RecordedPage(outcomes, supersede)
+
+    async def supersede(self, targets: Sequence[Supersede], *, now: datetime) -> int:
+        """Mark the pending entries of ``targets`` superseded: one round of queries, one write.
+        An entry that moved meanwhile is retried alone, conditionally; returns how many changed."""
+        if not targets:
+            return 0
+        limit = asyncio.Semaphore(_QUERY_CONCURRENCY)
+
+        async def pending(cart_id: str) -> list[Document]:
+            async with limit:
+                return await self._store.query(
+                    "ledger",
+                    partition=cart_id,
+                    equals={"cartId": cart_id, "status": LedgerStatus.PENDING.value},
+                    limit=1000,
+                )
+
+        found = await asyncio.gather(*(pending(target.cart_id) for target in targets))
+        ops: list[WriteOp] = []
+        seen: set[tuple[str, str]] = set()
+        for target, documents in zip(targets, found, strict=True):
+            for document in documents:
+                entry = LedgerEntry.model_validate(document.body)
+                if entry.cart_version == target.keep_version or (entry.cart_id, entry.key) in seen:
+                    continue
+                seen.add((entry.cart_id, entry.key))
+                updated = entry.model_copy(
+                    update={"status": LedgerStatus.SUPERSEDED, "reason": target.reason, "updated_at": now}
+                )
+                ops.append(WriteOp("replace", entry.cart_id, entry.key, updated.body(), etag=document.etag))
+        changed = 0
+        for op, result in zip(ops, await self._store.write_many("ledger", ops) if ops else [], strict=True):
+            if isinstance(result, Document):
+                changed += 1
+                continue
+            entry = LedgerEntry.model_validate(op.body)
+            try:
+                await self.transition(
+                    entry.cart_id,
+                    entry.cart_version,
+                    entry.step,
+                    allowed_from=frozenset({LedgerStatus.PENDING}),
+                    to=LedgerStatus.SUPERSEDED,
+                    now=now,
+                    reason=entry.reason,
+                )
+            except TransitionError:
+                continue
+            changed += 1
+        return changed
+
     async def latest_cart(self, oun: str, customer_id: str) -> str | None:
         document = await self._store.read("ledger", f"customer|{oun}|{customer_id}", "latest")
         return None if document is None else str(document.body["cartId"])
+
+
+def _pointer_body(entry: LedgerEntry) -> dict[str, Any]:
+    return {"cartId": entry.cart_id, "modifiedAt": sortable(entry.modified_at), "kind": "latest-cart"}

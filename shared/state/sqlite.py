@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,12 @@ from shared.state.store import (
     ConflictError,
     ContainerName,
     Document,
+    NotAppliedError,
     NotFoundError,
     PreconditionFailedError,
+    StoreError,
+    WriteOp,
+    check_batch,
 )
 
 _SCHEMA = """
@@ -97,19 +101,7 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                # An expired document no longer exists as far as callers can tell.
-                conn.execute(
-                    "DELETE FROM documents WHERE container=? AND partition=? AND key=? AND expires_at <= ?",
-                    (container, partition, key, now),
-                )
-                conn.execute(
-                    "INSERT INTO documents (container, partition, key, body, etag, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (container, partition, key, text, etag, expires),
-                )
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                raise ConflictError(f"{container}/{partition}/{key} exists") from None
+                _insert(conn, container, partition, key, text, etag, expires, now)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -134,22 +126,7 @@ class SqliteStore:
         expires = self._expiry(ttl_seconds)
 
         def work(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE documents SET body=?, etag=?, expires_at=?"
-                " WHERE container=? AND partition=? AND key=?"
-                " AND etag=? AND (expires_at IS NULL OR expires_at > ?)",
-                (text, new_etag, expires, container, partition, key, etag, now),
-            )
-            if cursor.rowcount == 1:
-                return
-            exists = conn.execute(
-                "SELECT 1 FROM documents WHERE container=? AND partition=? AND key=?"
-                " AND (expires_at IS NULL OR expires_at > ?)",
-                (container, partition, key, now),
-            ).fetchone()
-            if exists:
-                raise PreconditionFailedError(f"{container}/{partition}/{key} changed since it was read")
-            raise NotFoundError(f"{container}/{partition}/{key} does not exist")
+            _update(conn, container, partition, key, text, etag, new_etag, expires, now)
 
         await self._run(work)
         return Document(container, partition, key, json.loads(text), new_etag)
@@ -168,13 +145,7 @@ class SqliteStore:
         expires = self._expiry(ttl_seconds)
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO documents (container, partition, key, body, etag, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (container, partition, key)"
-                " DO UPDATE SET body=excluded.body, etag=excluded.etag,"
-                " expires_at=excluded.expires_at",
-                (container, partition, key, text, etag, expires),
-            )
+            _upsert(conn, container, partition, key, text, etag, expires)
 
         await self._run(work)
         return Document(container, partition, key, json.loads(text), etag)
@@ -200,6 +171,75 @@ class SqliteStore:
             )
 
         await self._run(work)
+
+    async def read_many(
+        self, container: ContainerName, refs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Document]:
+        now = self._clock()
+        wanted = list(dict.fromkeys(refs))
+
+        def work(conn: sqlite3.Connection) -> dict[tuple[str, str], Document]:
+            found: dict[tuple[str, str], Document] = {}
+            for partition, key in wanted:
+                row = conn.execute(
+                    "SELECT body, etag FROM documents WHERE container=? AND partition=? AND key=?"
+                    " AND (expires_at IS NULL OR expires_at > ?)",
+                    (container, partition, key, now),
+                ).fetchone()
+                if row is not None:
+                    found[(partition, key)] = Document(container, partition, key, json.loads(row[0]), row[1])
+            return found
+
+        result: dict[tuple[str, str], Document] = await self._run(work)
+        return result
+
+    async def write_many(
+        self, container: ContainerName, ops: Sequence[WriteOp]
+    ) -> list[Document | StoreError]:
+        groups = check_batch(ops)
+        now = self._clock()
+        prepared = [
+            (op, json.dumps(dict(op.body)), uuid.uuid4().hex, self._expiry(op.ttl_seconds)) for op in ops
+        ]
+
+        def apply(conn: sqlite3.Connection, index: int) -> None:
+            op, text, etag, expires = prepared[index]
+            if op.kind == "create":
+                _insert(conn, container, op.partition, op.key, text, etag, expires, now)
+            elif op.kind == "replace":
+                assert op.etag is not None
+                _update(conn, container, op.partition, op.key, text, op.etag, etag, expires, now)
+            else:
+                _upsert(conn, container, op.partition, op.key, text, etag, expires)
+
+        def work(conn: sqlite3.Connection) -> list[StoreError | None]:
+            errors: list[StoreError | None] = [None] * len(ops)
+            # One transaction for the whole call; a savepoint per partition makes each partition's
+            # operations all-or-nothing without touching the others.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for indexes in groups.values():
+                    conn.execute("SAVEPOINT part")
+                    for index in indexes:
+                        try:
+                            apply(conn, index)
+                        except (ConflictError, PreconditionFailedError, NotFoundError) as exc:
+                            conn.execute("ROLLBACK TO part")
+                            for other in indexes:
+                                errors[other] = exc if other == index else _not_applied(ops[index])
+                            break
+                    conn.execute("RELEASE part")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return errors
+
+        errors: list[StoreError | None] = await self._run(work)
+        return [
+            error if error is not None else Document(container, op.partition, op.key, json.loads(text), etag)
+            for error, (op, text, etag, _) in zip(errors, prepared, strict=True)
+        ]
 
     async def query(
         self,
@@ -240,3 +280,85 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self._run(lambda conn: conn.close())
+
+
+def _not_applied(failed: WriteOp) -> NotAppliedError:
+    return NotAppliedError(f"rolled back: the {failed.kind} of {failed.partition}/{failed.key} failed")
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    container: str,
+    partition: str,
+    key: str,
+    text: str,
+    etag: str,
+    expires: float | None,
+    now: float,
+) -> None:
+    """Insert inside the caller's transaction; ``ConflictError`` when the key exists."""
+    insert = (
+        "INSERT INTO documents (container, partition, key, body, etag, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    values = (container, partition, key, text, etag, expires)
+    try:
+        conn.execute(insert, values)
+        return
+    except sqlite3.IntegrityError:
+        pass
+    # An expired document no longer exists as far as callers can tell.
+    expired = conn.execute(
+        "DELETE FROM documents WHERE container=? AND partition=? AND key=? AND expires_at <= ?",
+        (container, partition, key, now),
+    )
+    if expired.rowcount != 1:
+        raise ConflictError(f"{container}/{partition}/{key} exists")
+    conn.execute(insert, values)
+
+
+def _update(
+    conn: sqlite3.Connection,
+    container: str,
+    partition: str,
+    key: str,
+    text: str,
+    etag: str,
+    new_etag: str,
+    expires: float | None,
+    now: float,
+) -> None:
+    """Replace while ``etag`` matches; ``PreconditionFailedError`` or ``NotFoundError`` otherwise."""
+    cursor = conn.execute(
+        "UPDATE documents SET body=?, etag=?, expires_at=?"
+        " WHERE container=? AND partition=? AND key=?"
+        " AND etag=? AND (expires_at IS NULL OR expires_at > ?)",
+        (text, new_etag, expires, container, partition, key, etag, now),
+    )
+    if cursor.rowcount == 1:
+        return
+    exists = conn.execute(
+        "SELECT 1 FROM documents WHERE container=? AND partition=? AND key=?"
+        " AND (expires_at IS NULL OR expires_at > ?)",
+        (container, partition, key, now),
+    ).fetchone()
+    if exists:
+        raise PreconditionFailedError(f"{container}/{partition}/{key} changed since it was read")
+    raise NotFoundError(f"{container}/{partition}/{key} does not exist")
+
+
+def _upsert(
+    conn: sqlite3.Connection,
+    container: str,
+    partition: str,
+    key: str,
+    text: str,
+    etag: str,
+    expires: float | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO documents (container, partition, key, body, etag, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (container, partition, key)"
+        " DO UPDATE SET body=excluded.body, etag=excluded.etag,"
+        " expires_at=excluded.expires_at",
+        (container, partition, key, text, etag, expires),
+    )

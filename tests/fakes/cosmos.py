@@ -3,6 +3,10 @@
 It raises the real SDK exceptions with Cosmos' status codes (409 on create of an existing id,
 412 on an etag mismatch, 404 on a missing item), gives every write a new ``_etag``, honours a
 per-item ``ttl`` and answers the one query shape ``shared.state.cosmos.build_query`` produces.
+Read-many (``read_items``) leaves missing items out; a transactional batch
+(``execute_item_batch``) of at most 100 operations is all or nothing and, when one operation
+fails, raises ``CosmosBatchOperationError`` naming it, the others answered 424 (failed dependency),
+as the SDK does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
@@ -104,6 +110,67 @@ class FakeContainer:
             )
         self._check(current, kwargs)
         del self._items[key]
+
+    async def read_items(self, items: list[tuple[str, str]], **kwargs: Any) -> list[dict[str, Any]]:
+        self.calls.append("read_items")
+        found = [self._live((partition_key, item)) for item, partition_key in items]
+        return [copy.deepcopy(item) for item in found if item is not None]
+
+    async def execute_item_batch(
+        self, batch_operations: list[tuple[Any, ...]], partition_key: str, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        self.calls.append("execute_item_batch")
+        if len(batch_operations) > 100:
+            raise CosmosHttpResponseError(
+                status_code=400, message="Batch request has more operations than allowed"
+            )
+        saved = dict(self._items)
+        # Recorded as one call: the point calls the batch reuses are not requests of their own.
+        mark = len(self.calls)
+        try:
+            return await self._batch(batch_operations, partition_key, saved)
+        finally:
+            del self.calls[mark:]
+
+    async def _batch(
+        self, batch_operations: list[tuple[Any, ...]], partition_key: str, saved: dict[tuple[str, str], Any]
+    ) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        for index, (kind, args, *rest) in enumerate(batch_operations):
+            options = rest[0] if rest else {}
+            body = args[-1]
+            if body[self._pk] != partition_key:
+                raise CosmosHttpResponseError(status_code=400, message="partition key mismatch in batch")
+            try:
+                if kind == "create":
+                    item = await self.create_item(body)
+                    status = 201
+                elif kind == "replace":
+                    item = await self.replace_item(
+                        args[0],
+                        body,
+                        etag=options.get("if_match_etag"),
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    status = 200
+                elif kind == "upsert":
+                    item = await self.upsert_item(body)
+                    status = 200
+                else:
+                    raise AssertionError(f"the fake does not batch {kind!r}")
+            except CosmosHttpResponseError as exc:
+                self._items = saved
+                responses = [{"statusCode": 424} for _ in batch_operations]
+                responses[index] = {"statusCode": exc.status_code}
+                raise CosmosBatchOperationError(
+                    error_index=index,
+                    headers={},
+                    status_code=exc.status_code,
+                    message=f"There was an error in the transactional batch on index {index}.",
+                    operation_responses=responses,
+                ) from None
+            answers.append({"statusCode": status, "eTag": item["_etag"], "resourceBody": item})
+        return answers
 
     def query_items(self, query: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         self.calls.append("query_items")

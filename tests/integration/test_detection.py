@@ -21,6 +21,7 @@ from shared.retail_server.client import CartSearchCriteria, RetailServerError
 from shared.retail_server.models import Cart
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
+from shared.state.counting import CountingStore
 from shared.state.ledger import Ledger, LedgerStatus
 from shared.state.records import RunSummaryStore, WatermarkStore
 from tests.conftest import OutStub, sandbox_settings
@@ -125,6 +126,39 @@ async def test_registered_timer_queues_ids_only(
     summaries = await RunSummaryStore(runtime.store).recent()
     assert summaries[0]["queued"] == len(messages)
     assert summaries[0]["channels"]["128"]["stopped"] == "complete"
+
+
+async def test_a_page_costs_a_few_store_round_trips(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_functions: dict[str, Any]
+) -> None:
+    """Per page: one read of the entries and pointers it touches, one write of the new ones, then
+    the watermark (the superseded carts' entries voided alongside it, then written in one call):
+    at most 4 waits on the store per page, far below 0.1 per cart found."""
+    monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
+    settings = sandbox_settings(sandbox, tmp_path, lookback_minutes=4 * 24 * 60, max_carts_per_run=5000)
+    runtime = Runtime.create(settings)
+    counting = CountingStore(runtime.store)
+    runtime.store = counting
+    set_runtime(runtime)
+    try:
+        out = OutStub()
+        await registered_functions["detect_abandoned_carts"].get_user_function()(
+            TimerRequest(past_due=False), out
+        )
+        summary = (await RunSummaryStore(runtime.store).recent())[0]
+    finally:
+        set_runtime(None)
+        await runtime.close()
+    found, pages = summary["found"], summary["channels"]["128"]["pages"]
+    assert found > 500 and summary["queued"] == len(out.get())
+    # The run's own costs besides its pages: the watermark read, the sweep of due and stale
+    # entries (three queries) and the run summary.
+    assert counting.round_trips <= 4 * pages + 5, counting.calls
+    assert counting.round_trips / found <= 0.1
+    # No cart costs a call of its own: entries and pointers go in bulk, one watermark per page.
+    assert counting.calls["read"] == 1 and counting.calls["create"] <= 1
+    assert counting.calls["read_many"] == counting.calls["replace"] + counting.calls["create"] == pages - 1
 
 
 async def test_keyset_paging_loses_and_repeats_nothing(

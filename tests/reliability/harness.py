@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,7 +41,7 @@ from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 from shared.state.ledger import Ledger, LedgerEntry
 from shared.state.sqlite import SqliteStore
-from shared.state.store import ContainerName, Document, StoreError
+from shared.state.store import ContainerName, Document, StoreError, WriteOp
 from tests.conftest import OutStub, sandbox_settings
 from tests.notify.conftest import NOTIFY_SETTINGS, NOW, consenting_customer, own_cart
 from tests.reliability.matrix import SERVER_DELAY_SECONDS, Cell, Fault, Variant
@@ -293,6 +293,20 @@ class FaultyStore:
     ) -> None:
         self._check("delete", container, None)
         await self._inner.delete(container, partition, key, etag=etag)
+
+    async def read_many(
+        self, container: ContainerName, refs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Document]:
+        self._check("read", container, None)
+        return await self._inner.read_many(container, refs)
+
+    async def write_many(
+        self, container: ContainerName, ops: Sequence[WriteOp]
+    ) -> list[Document | StoreError]:
+        # Every operation is checked before any reaches SQLite: a failed batch wrote nothing.
+        for op in ops:
+            self._check(op.kind, container, op.body)
+        return await self._inner.write_many(container, ops)
 
     async def query(self, container: ContainerName, **kwargs: Any) -> list[Document]:
         self._check("query", container, None)

@@ -6,17 +6,29 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from shared.state.cosmos import CosmosStore, build_query, item_id
-from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError
+from shared.state.counting import CountingStore
+from shared.state.ledger import Ledger, LedgerEntry, LedgerStatus, TransitionError, pointer_partition
 from shared.state.records import Watermark, WatermarkConflictError, WatermarkStore
 from shared.state.sqlite import SqliteStore
-from shared.state.store import ConflictError, DocumentStore, NotFoundError, PreconditionFailedError
+from shared.state.store import (
+    MAX_BATCH_OPERATIONS,
+    ConflictError,
+    ContainerName,
+    Document,
+    DocumentStore,
+    NotAppliedError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    WriteOp,
+)
 from tests.fakes.cosmos import FakeContainer
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -156,13 +168,166 @@ async def test_ttl_expiry_sqlite_and_fake(tmp_path: Path) -> None:
         await backend.close()
 
 
-def entry(cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW) -> LedgerEntry:
+async def test_read_many_answers_what_exists(store: DocumentStore) -> None:
+    a, b = unique("a"), unique("b")
+    await store.create("ledger", a, "k1", {"n": 1})
+    await store.create("ledger", a, "x/y?z", {"n": 2})
+    await store.create("ledger", b, "k1", {"n": 3})
+    await store.create("state", b, "k2", {"n": 4})
+    found = await store.read_many(
+        "ledger", [(a, "k1"), (a, "x/y?z"), (b, "k1"), (b, "k2"), (unique("c"), "k1"), (a, "k1")]
+    )
+    assert {ref: doc.body for ref, doc in found.items()} == {
+        (a, "k1"): {"n": 1},
+        (a, "x/y?z"): {"n": 2},
+        (b, "k1"): {"n": 3},
+    }, "missing documents and other containers are left out, a repeated ref answered once"
+    single = await store.read("ledger", a, "k1")
+    assert single is not None and found[(a, "k1")].etag == single.etag
+    assert await store.read_many("ledger", []) == {}
+
+
+async def test_write_many_writes_every_partition_and_answers_per_operation(store: DocumentStore) -> None:
+    a, b = unique("a"), unique("b")
+    old = await store.create("state", a, "old", {"v": 0})
+    results = await store.write_many(
+        "state",
+        [
+            WriteOp("create", a, "k1", {"v": 1}),
+            WriteOp("replace", a, "old", {"v": 2}, etag=old.etag),
+            WriteOp("upsert", b, "k1", {"v": 3}),
+            WriteOp("create", b, "k2", {"v": 4}),
+        ],
+    )
+    assert all(isinstance(r, Document) for r in results)
+    documents = [r for r in results if isinstance(r, Document)]
+    assert [(d.partition, d.key, d.body) for d in documents] == [
+        (a, "k1", {"v": 1}),
+        (a, "old", {"v": 2}),
+        (b, "k1", {"v": 3}),
+        (b, "k2", {"v": 4}),
+    ]
+    for document in documents:
+        read = await store.read("state", document.partition, document.key)
+        assert read is not None and read.body == document.body and read.etag == document.etag
+    # The etags answered are the documents' own: a conditional write on them succeeds.
+    await store.replace("state", a, "old", {"v": 5}, etag=documents[1].etag)
+
+
+async def test_write_many_is_atomic_per_partition_and_names_the_failed_operation(
+    store: DocumentStore,
+) -> None:
+    a, b, c, d = unique("a"), unique("b"), unique("c"), unique("d")
+    taken = await store.create("ledger", a, "taken", {"v": 0})
+    await store.create("ledger", b, "current", {"v": 0})
+    stale = (await store.create("ledger", c, "doc", {"v": 0})).etag
+    await store.replace("ledger", c, "doc", {"v": 1}, etag=stale)
+    results = await store.write_many(
+        "ledger",
+        [
+            WriteOp("create", a, "new", {"v": 1}),
+            WriteOp("create", a, "taken", {"v": 1}),  # conflicts: undoes "new" of its partition
+            WriteOp("create", b, "fresh", {"v": 1}),  # another partition: written
+            WriteOp("replace", c, "doc", {"v": 2}, etag=stale),
+            WriteOp("upsert", c, "other", {"v": 2}),  # rolled back with the stale replace
+            WriteOp("replace", d, "missing", {"v": 1}, etag=taken.etag),
+        ],
+    )
+    kinds = [type(r) for r in results]
+    assert kinds == [
+        NotAppliedError,
+        ConflictError,
+        Document,
+        PreconditionFailedError,
+        NotAppliedError,
+        NotFoundError,
+    ]
+    assert await store.read("ledger", a, "new") is None
+    kept = await store.read("ledger", a, "taken")
+    assert kept is not None and kept.body == {"v": 0}
+    assert await store.read("ledger", b, "fresh") is not None
+    unchanged = await store.read("ledger", c, "doc")
+    assert unchanged is not None and unchanged.body == {"v": 1}
+    assert await store.read("ledger", c, "other") is None
+
+
+async def test_concurrent_batches_have_one_winner_per_create(store: DocumentStore) -> None:
+    p = unique("race")
+    results = await asyncio.gather(
+        *(store.write_many("state", [WriteOp("create", p, "only", {"n": n})]) for n in range(6))
+    )
+    winners = [r[0] for r in results if isinstance(r[0], Document)]
+    assert len(winners) == 1
+    assert all(isinstance(r[0], ConflictError) for r in results if r[0] is not winners[0])
+
+
+async def test_write_many_limits_operations_per_partition(store: DocumentStore) -> None:
+    p = unique("big")
+    with pytest.raises(ValueError, match="at most 100"):
+        await store.write_many(
+            "state", [WriteOp("upsert", p, f"k{i}", {"i": i}) for i in range(MAX_BATCH_OPERATIONS + 1)]
+        )
+    assert await store.read("state", p, "k0") is None, "a refused call writes nothing"
+    full = await store.write_many(
+        "state", [WriteOp("create", p, f"k{i}", {"i": i}) for i in range(MAX_BATCH_OPERATIONS)]
+    )
+    assert all(isinstance(r, Document) for r in full)
+    spread = await store.write_many(
+        "state", [WriteOp("create", unique("s"), "k", {"i": i}) for i in range(MAX_BATCH_OPERATIONS + 20)]
+    )
+    assert all(isinstance(r, Document) for r in spread), "the limit is per partition, not per call"
+
+
+def test_write_op_conditions_are_checked() -> None:
+    with pytest.raises(ValueError, match="etag"):
+        WriteOp("replace", "p", "k", {})
+    with pytest.raises(ValueError, match="etag"):
+        WriteOp("create", "p", "k", {}, etag="x")
+
+
+async def test_write_many_ttl_sqlite_and_fake(tmp_path: Path) -> None:
+    clock = Clock()
+    backends: list[DocumentStore] = [
+        SqliteStore(tmp_path / "ttl-many.sqlite3", clock=clock),
+        CosmosStore({"ledger": FakeContainer(clock=clock), "state": FakeContainer(clock=clock)}),
+    ]
+    for backend in backends:
+        await backend.write_many(
+            "state", [WriteOp("create", "p", "k", {"a": 1}, ttl_seconds=60), WriteOp("create", "p", "j", {})]
+        )
+        clock.now += 61
+        assert set(await backend.read_many("state", [("p", "k"), ("p", "j")])) == {("p", "j")}
+        # An expired document no longer blocks a batched create of the same key.
+        again = await backend.write_many("state", [WriteOp("create", "p", "k", {"a": 2})])
+        assert isinstance(again[0], Document)
+        clock.now -= 61
+        await backend.close()
+
+
+async def test_cosmos_bulk_calls_are_one_request_each() -> None:
+    """A read-many is one request; a partition's operations are one transactional batch; a lone
+    operation of a partition is a point write."""
+    ledger = FakeContainer()
+    store = CosmosStore({"ledger": ledger, "state": FakeContainer()})
+    await store.read_many("ledger", [("a", "k1"), ("b", "k2"), ("c", "k3")])
+    assert ledger.calls == ["read_items"]
+    ledger.calls.clear()
+    await store.write_many(
+        "ledger",
+        [WriteOp("create", "a", "k1", {}), WriteOp("create", "a", "k2", {}), WriteOp("upsert", "b", "k", {})],
+    )
+    assert sorted(ledger.calls) == ["execute_item_batch", "upsert_item"]
+
+
+def entry(
+    cart_id: str, version: int = 1, step: int = 1, modified: datetime = NOW, customer: str = "C1"
+) -> LedgerEntry:
     return LedgerEntry(
         cart_id=cart_id,
         cart_version=version,
         step=step,
         oun="128",
-        customer_id="C1",
+        customer_id=customer,
         modified_at=modified,
         due_at=NOW,
         updated_at=NOW,
@@ -242,6 +407,91 @@ async def test_changed_cart_supersedes_its_previous_version(store: DocumentStore
     v2 = await ledger.get(cart, 2, 1)
     assert v1 is not None and v1[0].status is LedgerStatus.SUPERSEDED and v1[0].reason == "cart_changed"
     assert v2 is not None and v2[0].status is LedgerStatus.PENDING
+
+
+async def test_record_latest_decides_a_page_as_one_cart_at_a_time_would(store: DocumentStore) -> None:
+    ledger = Ledger(store)
+    hour = timedelta(hours=1)
+    fresh, newer, older, known, changed = (unique(c) for c in ("fresh", "newer", "older", "known", "changed"))
+    old_cart, newest_cart = unique("oldcart"), unique("newest")
+    # newer's customer points at an older cart with a pending entry; older's at a newer cart;
+    # known is recorded already; changed is pointed at in its version 1.
+    await ledger.record(entry(old_cart, modified=NOW - 3 * hour, customer=newer))
+    await ledger.register_latest_cart("128", newer, old_cart, 1, NOW - 3 * hour, now=NOW)
+    await ledger.register_latest_cart("128", older, newest_cart, 1, NOW - hour, now=NOW)
+    await ledger.record(entry(known, customer=known))
+    await ledger.record(entry(changed, version=1, modified=NOW - 3 * hour, customer=changed))
+    await ledger.register_latest_cart("128", changed, changed, 1, NOW - 3 * hour, now=NOW)
+    page = [
+        entry(fresh, customer=fresh),
+        entry(newer, modified=NOW - 2 * hour, customer=newer),
+        entry(older, modified=NOW - 2 * hour, customer=older),
+        entry(known, customer=known),
+        entry(changed, version=2, modified=NOW - 2 * hour, customer=changed),
+    ]
+    counting = CountingStore(store)
+    recorded = await Ledger(counting).record_latest(page, now=NOW)
+    assert recorded.outcomes == ["latest", "latest", "superseded", "already_recorded", "latest"]
+    assert dict(counting.calls) == {"read_many": 1, "write_many": 1}
+    assert {(t.cart_id, t.reason, t.keep_version) for t in recorded.supersede} == {
+        (old_cart, "newer_cart_of_customer", None),
+        (changed, "cart_changed", 2),
+    }
+    before = counting.round_trips
+    assert await Ledger(counting).supersede(recorded.supersede, now=NOW) == 2
+    assert counting.round_trips - before == 2, "one round of queries, one write"
+
+    async def status(cart_id: str, version: int = 1) -> tuple[LedgerStatus, str | None]:
+        found = await ledger.get(cart_id, version, 1)
+        assert found is not None
+        return found[0].status, found[0].reason
+
+    assert await status(fresh) == (LedgerStatus.PENDING, None)
+    assert await status(newer) == (LedgerStatus.PENDING, None)
+    assert await status(old_cart) == (LedgerStatus.SUPERSEDED, "newer_cart_of_customer")
+    assert await status(older) == (LedgerStatus.SUPERSEDED, "newer_cart_of_customer")
+    assert await status(changed, 1) == (LedgerStatus.SUPERSEDED, "cart_changed")
+    assert await status(changed, 2) == (LedgerStatus.PENDING, None)
+    for customer, cart in [(fresh, fresh), (newer, newer), (older, newest_cart), (changed, changed)]:
+        assert await ledger.latest_cart("128", customer) == cart
+    with pytest.raises(ValueError, match="one entry per customer"):
+        await ledger.record_latest([entry(unique("a")), entry(unique("b"))], now=NOW)
+
+
+class MovesPointerBeforeWrite:
+    """The store, except that another run records a newer cart of the customer between this
+    caller's bulk read and its bulk write."""
+
+    def __init__(self, inner: DocumentStore, customer: str, newer_cart: str) -> None:
+        self._inner = inner
+        self._customer = customer
+        self._newer_cart = newer_cart
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def write_many(
+        self, container: ContainerName, ops: Sequence[WriteOp]
+    ) -> list[Document | StoreError]:
+        other = Ledger(self._inner)
+        await other.record(entry(self._newer_cart, customer=self._customer))
+        await other.register_latest_cart("128", self._customer, self._newer_cart, 1, NOW, now=NOW)
+        return await self._inner.write_many(container, ops)
+
+
+async def test_record_latest_settles_a_pointer_moved_meanwhile(store: DocumentStore) -> None:
+    customer, mine, theirs = unique("cust"), unique("mine"), unique("theirs")
+    racing = MovesPointerBeforeWrite(store, customer, theirs)
+    recorded = await Ledger(racing).record_latest(  # type: ignore[arg-type]
+        [entry(mine, modified=NOW - timedelta(hours=1), customer=customer)], now=NOW
+    )
+    assert recorded.outcomes == ["superseded"]
+    ledger = Ledger(store)
+    assert await ledger.latest_cart("128", customer) == theirs
+    found = await ledger.get(mine, 1, 1)
+    assert found is not None and found[0].status is LedgerStatus.SUPERSEDED
+    pointer = await store.read("ledger", pointer_partition("128", customer), "latest")
+    assert pointer is not None and pointer.body["cartId"] == theirs
 
 
 async def test_due_pending_uses_sortable_times(store: DocumentStore) -> None:
