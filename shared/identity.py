@@ -12,20 +12,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
-import msal
-import requests
 
 from shared.concurrency import SingleFlight
 from shared.secrets import CachedSecrets
+
+if TYPE_CHECKING:
+    # MSAL and requests take about 60 ms to import: they load with the first token, on the
+    # worker thread that builds the MSAL application, not when the app starts.
+    import msal
+
+    from shared.identity_session import PinnedVerifySession
 
 logger = logging.getLogger(__name__)
 
@@ -50,34 +56,6 @@ class TokenError(Exception):
 
 class TokenTimeoutError(TokenError):
     """Entra ID did not answer a token (or discovery) request within the provider's timeout."""
-
-
-class _PinnedVerifySession(requests.Session):
-    """A requests session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE,
-    and whose requests time out.
-
-    requests lets those variables win over ``session.verify``; pinning keeps the trust decision
-    with the app's own ``EXTRA_CA_BUNDLE`` setting. MSAL applies its own ``timeout`` only to a
-    session it creates itself, and requests has no session-wide timeout, so without ``timeout`` a
-    hung Entra endpoint would hold ``get_token`` (and everyone waiting on it) forever.
-    """
-
-    def __init__(self, *, timeout: float) -> None:
-        super().__init__()
-        self.timeout = timeout
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        if not args and kwargs.get("timeout") is None:
-            # (connect, read): each bounded; ``args`` would only be a positional call nobody makes.
-            kwargs["timeout"] = (self.timeout, self.timeout)
-        return super().request(method, url, *args, **kwargs)
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings["verify"] = self.verify
-        return settings
 
 
 def scope_for(audience: str) -> str:
@@ -118,7 +96,7 @@ class TokenProvider:
         self._requests: SingleFlight[str, str] = SingleFlight()
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
-        self._http: _PinnedVerifySession | None = None
+        self._http: PinnedVerifySession | None = None
         # Our temporary CA file: removed by close(), or when the provider is collected or the
         # process exits without close() (a provider nobody closes must not leave it behind).
         self._bundle: weakref.finalize[[Path], TokenProvider] | None = None
@@ -148,7 +126,9 @@ class TokenProvider:
                 app = await asyncio.to_thread(self._application, secret)
             self.requests_made += 1
             result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
-        except requests.Timeout as exc:
+        except Exception as exc:
+            if not _is_requests_timeout(exc):
+                raise
             raise TokenTimeoutError(
                 f"Entra ID did not answer within {self._timeout:g}s for a token for {scope} to client "
                 f"{self.client_id} ({type(exc).__name__} from {self.authority})",
@@ -172,9 +152,14 @@ class TokenProvider:
         return token
 
     def _application(self, secret: str) -> msal.ConfidentialClientApplication:
+        # Runs on a worker thread, so the first call's imports do not hold up the event loop.
+        import msal
+
+        from shared.identity_session import PinnedVerifySession
+
         if self._app is None or self._app_secret != secret:
             if self._http is None:
-                self._http = _PinnedVerifySession(timeout=self._timeout)
+                self._http = PinnedVerifySession(timeout=self._timeout)
                 if self._extra_ca_bundle:
                     bundle = _bundle_with_system_roots(self._extra_ca_bundle)
                     self._bundle = weakref.finalize(self, _remove, bundle)
@@ -210,6 +195,13 @@ def _bundle_with_system_roots(extra: Path) -> Path:
     with os.fdopen(handle, "wb") as bundle:
         bundle.write(Path(certifi.where()).read_bytes() + b"\n" + extra.read_bytes())
     return Path(name)
+
+
+def _is_requests_timeout(exc: BaseException) -> bool:
+    # requests is loaded by then whenever the error is one of its own: an error that came before
+    # MSAL (and so requests) was imported cannot be its timeout, and importing it to ask would cost.
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, requests.Timeout)
 
 
 def _remove(path: Path) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
-
-from azure.core.credentials_async import AsyncTokenCredential
+from typing import TYPE_CHECKING, Any
 
 from shared.caller_auth import CallerVerifier, EntraTokenValidator
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
@@ -20,9 +18,14 @@ from shared.identity import TokenProvider
 from shared.retail_server.client import RetailServerClient
 from shared.secrets import CachedSecrets, KeyVaultOptions, secret_source
 from shared.settings import Settings, get_settings
-from shared.state.cosmos import CosmosLimits, CosmosStore
 from shared.state.sqlite import SqliteStore
 from shared.state.store import DocumentStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    # The Cosmos DB SDK (about 30 ms to import) loads only when the store is Cosmos DB.
+    from shared.state.cosmos import CosmosLimits
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +138,8 @@ class Runtime:
 
 def create_store(settings: Settings) -> DocumentStore:
     if settings.state_store == "cosmos":
+        from shared.state.cosmos import CosmosStore
+
         assert settings.cosmos_endpoint is not None  # checked by Settings
         return CosmosStore.connect(
             settings.cosmos_endpoint,
@@ -146,6 +151,8 @@ def create_store(settings: Settings) -> DocumentStore:
 
 
 def cosmos_limits(settings: Settings) -> CosmosLimits:
+    from shared.state.cosmos import CosmosLimits
+
     return CosmosLimits(
         timeout_seconds=settings.cosmos_timeout_seconds,
         connect_timeout_seconds=min(settings.http_connect_timeout_seconds, settings.cosmos_timeout_seconds),
