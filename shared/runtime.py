@@ -8,6 +8,7 @@ lock, and every later one reuses the same HTTP session, token provider and store
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -172,8 +173,30 @@ async def get_runtime() -> Runtime:
         _lock = asyncio.Lock()
     async with _lock:
         if _runtime is None:
-            _runtime = Runtime.create(get_settings())
+            settings = get_settings()
+            # The SDKs load on first use; this first use imports them on a worker thread, so the
+            # ~100 ms or more it takes does not hold up the event loop (and the invocations on it).
+            await asyncio.to_thread(import_sdks, settings)
+            _runtime = Runtime.create(settings)
         return _runtime
+
+
+def sdk_modules(settings: Settings) -> list[str]:
+    """The modules the runtime for ``settings`` needs that ``import function_app`` leaves out.
+    MSAL is not among them: it loads on the worker thread that asks for the first token."""
+    names = ["aiohttp"]
+    if settings.key_vault_url:
+        names += ["azure.identity.aio", "azure.keyvault.secrets.aio"]
+    if settings.state_store == "cosmos":
+        names += ["azure.identity.aio", "azure.cosmos.aio"]
+    if settings.api_audiences:
+        names.append("jwt")
+    return names
+
+
+def import_sdks(settings: Settings) -> None:
+    for name in sdk_modules(settings):
+        importlib.import_module(name)
 
 
 def set_runtime(runtime: Runtime | None) -> None:
