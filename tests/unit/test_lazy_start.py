@@ -28,6 +28,11 @@ LAZY = (
     "jwt",
     "msal",
     "requests",
+    # The email providers other than the preview: only the configured one is ever imported.
+    "shared.email.emarsys",
+    "shared.email.emarsys_auth",
+    "shared.email.sendgrid",
+    "shared.email.webhook",
 )
 
 
