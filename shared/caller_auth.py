@@ -29,13 +29,16 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import jwt
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared import json_limits
 from shared.concurrency import SingleFlight
 from shared.http import HttpClient, UpstreamError
+
+if TYPE_CHECKING:
+    # PyJWT (and the cryptography it verifies RS256 with) loads with the first bearer token, and
+    # never when only the platform authenticates callers.
+    import jwt
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class EntraTokenValidator:
         """The claims of a genuine, current token for one of :attr:`audiences`."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise UnauthenticatedError("the bearer token is not a JWT")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -158,6 +163,8 @@ class EntraTokenValidator:
         return await self._flight.run("metadata", self._fetch)
 
     async def _fetch(self) -> _Metadata:
+        import jwt
+
         v2 = await self._document(f"{self._authority}/v2.0/.well-known/openid-configuration")
         v1 = await self._document(f"{self._authority}/.well-known/openid-configuration")
         jwks_uri = v2.get("jwks_uri")

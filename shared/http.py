@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:
+    # aiohttp takes about 100 ms to import (most of it building its default TLS contexts): it
+    # loads when the process's session is built, not when the app is imported.
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +232,8 @@ class HttpClient:
         retried: the same request gets the same answer). ``route`` names the call in that error;
         by default the method and the URL's path, never its query, which may carry personal data.
         """
+        import aiohttp  # loaded already, with the session
+
         correlation_id = correlation_id or str(uuid.uuid4())
         route = route or f"{method} {urlsplit(url).path}"
         retry_statuses = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_NON_IDEMPOTENT
@@ -361,6 +366,8 @@ def _first_header(headers: Mapping[str, str], names: tuple[str, ...]) -> str | N
 def new_session(
     *, total_timeout: float, connect_timeout: float, ssl_context: ssl.SSLContext, limit: int = 100
 ) -> aiohttp.ClientSession:
+    import aiohttp
+
     connector = aiohttp.TCPConnector(ssl=ssl_context, limit=limit, limit_per_host=50, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
     return aiohttp.ClientSession(

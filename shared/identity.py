@@ -13,23 +13,27 @@ import asyncio
 import json
 import logging
 import os
-import ssl
+import sys
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
-import msal
-import requests
-import urllib3
-from msal.exceptions import MsalServiceError
 
 from shared.concurrency import SingleFlight
 from shared.secrets import CachedSecrets
+
+if TYPE_CHECKING:
+    # MSAL and requests take about 60 ms to import: they load with the first token, on the
+    # worker thread that builds the MSAL application, not when the app starts.
+    import msal
+    import requests
+
+    from shared.identity_session import PinnedVerifySession
 
 logger = logging.getLogger(__name__)
 
@@ -91,34 +95,6 @@ class TokenTimeoutError(TokenUnavailableError):
     """Entra ID did not answer a token (or discovery) request within the provider's timeout."""
 
 
-class _PinnedVerifySession(requests.Session):
-    """A requests session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE,
-    and whose requests time out.
-
-    requests lets those variables win over ``session.verify``; pinning keeps the trust decision
-    with the app's own ``EXTRA_CA_BUNDLE`` setting. MSAL applies its own ``timeout`` only to a
-    session it creates itself, and requests has no session-wide timeout, so without ``timeout`` a
-    hung Entra endpoint would hold ``get_token`` (and everyone waiting on it) forever.
-    """
-
-    def __init__(self, *, timeout: float) -> None:
-        super().__init__()
-        self.timeout = timeout
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        if not args and kwargs.get("timeout") is None:
-            # (connect, read): each bounded; ``args`` would only be a positional call nobody makes.
-            kwargs["timeout"] = (self.timeout, self.timeout)
-        return super().request(method, url, *args, **kwargs)
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings["verify"] = self.verify
-        return settings
-
-
 def scope_for(audience: str) -> str:
     """``<audience>/.default``: Entra's scope for an app-only token to a resource."""
     return audience.rstrip("/") + "/.default"
@@ -157,7 +133,7 @@ class TokenProvider:
         self._requests: SingleFlight[str, str] = SingleFlight()
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_secret: str | None = None
-        self._http: _PinnedVerifySession | None = None
+        self._http: PinnedVerifySession | None = None
         # Our temporary CA file: removed by close(), or when the provider is collected or the
         # process exits without close() (a provider nobody closes must not leave it behind).
         self._bundle: weakref.finalize[[Path], TokenProvider] | None = None
@@ -187,38 +163,11 @@ class TokenProvider:
                 app = await asyncio.to_thread(self._application, secret)
             self.requests_made += 1
             result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
-        except requests.Timeout as exc:
-            raise TokenTimeoutError(
-                f"Entra ID did not answer within {self._timeout:g}s for a token for {scope} to client "
-                f"{self.client_id} ({type(exc).__name__} from {self.authority})",
-                error="timeout",
-            ) from exc
-        except requests.ConnectionError as exc:
-            if _never_connected(exc):
-                raise TokenUnreachableError(
-                    f"Entra ID could not be reached at {self.authority} for a token for {scope} "
-                    f"({type(exc).__name__}); check ENTRA_AUTHORITY_HOST and the network",
-                    error="unreachable",
-                ) from exc
-            raise TokenUnavailableError(
-                f"the connection to Entra ID broke during a token request for {scope} "
-                f"({type(exc).__name__} from {self.authority})",
-                error="connection_lost",
-            ) from exc
-        except (MsalServiceError, requests.HTTPError, json.JSONDecodeError) as exc:
-            # MSAL raises these for a 5xx and for an answer that is not JSON (never quoting it).
-            raise TokenUnavailableError(
-                f"Entra ID failed a token request for {scope} to client {self.client_id} "
-                f"({type(exc).__name__} from {self.authority})",
-                error="unavailable",
-            ) from exc
-        except ValueError as exc:
-            # MSAL's word for an authority or tenant it cannot use (discovery answered 400).
-            raise TokenError(
-                f"MSAL could not use the authority {self.authority} for client {self.client_id} "
-                f"({type(exc).__name__}); check ENTRA_TENANT_ID and ENTRA_AUTHORITY_HOST",
-                error="invalid_authority",
-            ) from exc
+        except Exception as exc:
+            failure = self._failure(exc, scope)
+            if failure is None:
+                raise
+            raise failure from exc
         if "access_token" not in result:
             error = str(result.get("error", "unknown_error"))
             if error in {"invalid_client", "unauthorized_client"}:
@@ -238,10 +187,61 @@ class TokenProvider:
         logger.info("acquired an app token for %s (valid %ds)", scope, int(expires_in))
         return token
 
+    def _failure(self, exc: Exception, scope: str) -> TokenError | None:
+        """The token error an exception from MSAL or requests stands for; None for any other.
+
+        MSAL and requests are looked up among the loaded modules: an exception raised before they
+        were imported cannot be one of theirs, and importing them only to ask would cost."""
+        requests = sys.modules.get("requests")
+        msal_exceptions = sys.modules.get("msal.exceptions")
+        if requests is not None and isinstance(exc, requests.Timeout):
+            return TokenTimeoutError(
+                f"Entra ID did not answer within {self._timeout:g}s for a token for {scope} to client "
+                f"{self.client_id} ({type(exc).__name__} from {self.authority})",
+                error="timeout",
+            )
+        if requests is not None and isinstance(exc, requests.ConnectionError):
+            if _never_connected(exc):
+                return TokenUnreachableError(
+                    f"Entra ID could not be reached at {self.authority} for a token for {scope} "
+                    f"({type(exc).__name__}); check ENTRA_AUTHORITY_HOST and the network",
+                    error="unreachable",
+                )
+            return TokenUnavailableError(
+                f"the connection to Entra ID broke during a token request for {scope} "
+                f"({type(exc).__name__} from {self.authority})",
+                error="connection_lost",
+            )
+        unavailable: tuple[type[BaseException], ...] = (json.JSONDecodeError,)
+        if requests is not None:
+            unavailable += (requests.HTTPError,)
+        if msal_exceptions is not None:
+            unavailable += (msal_exceptions.MsalServiceError,)
+        if isinstance(exc, unavailable):
+            # MSAL raises these for a 5xx and for an answer that is not JSON (never quoting it).
+            return TokenUnavailableError(
+                f"Entra ID failed a token request for {scope} to client {self.client_id} "
+                f"({type(exc).__name__} from {self.authority})",
+                error="unavailable",
+            )
+        if isinstance(exc, ValueError):
+            # MSAL's word for an authority or tenant it cannot use (discovery answered 400).
+            return TokenError(
+                f"MSAL could not use the authority {self.authority} for client {self.client_id} "
+                f"({type(exc).__name__}); check ENTRA_TENANT_ID and ENTRA_AUTHORITY_HOST",
+                error="invalid_authority",
+            )
+        return None
+
     def _application(self, secret: str) -> msal.ConfidentialClientApplication:
+        # Runs on a worker thread, so the first call's imports do not hold up the event loop.
+        import msal
+
+        from shared.identity_session import PinnedVerifySession
+
         if self._app is None or self._app_secret != secret:
             if self._http is None:
-                self._http = _PinnedVerifySession(timeout=self._timeout)
+                self._http = PinnedVerifySession(timeout=self._timeout)
                 if self._extra_ca_bundle:
                     bundle = _bundle_with_system_roots(self._extra_ca_bundle)
                     self._bundle = weakref.finalize(self, _remove, bundle)
@@ -287,6 +287,10 @@ def _never_connected(exc: requests.ConnectionError) -> bool:
     """No connection was made (DNS, refused) or Entra ID's certificate is not trusted: nothing
     reached Entra ID, whose endpoints are always up, so the authority, the trust store or the
     network is wrong. A connection reset or cut short (an EOF in TLS included) is not."""
+    import ssl
+
+    import urllib3
+
     cause = exc.args[0] if exc.args else None
     reason = getattr(cause, "reason", cause)
     inner = reason.args[0] if isinstance(reason, Exception) and reason.args else None

@@ -8,11 +8,10 @@ lock, and every later one reuses the same HTTP session, token provider and store
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
-from typing import Any
-
-from azure.core.credentials_async import AsyncTokenCredential
+from typing import TYPE_CHECKING, Any
 
 from shared.caller_auth import CallerVerifier, EntraTokenValidator
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
@@ -20,9 +19,14 @@ from shared.identity import TokenProvider
 from shared.retail_server.client import RetailServerClient
 from shared.secrets import CachedSecrets, KeyVaultOptions, secret_source
 from shared.settings import Settings, get_settings
-from shared.state.cosmos import CosmosLimits, CosmosStore
 from shared.state.sqlite import SqliteStore
 from shared.state.store import DocumentStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    # The Cosmos DB SDK (about 30 ms to import) loads only when the store is Cosmos DB.
+    from shared.state.cosmos import CosmosLimits
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +139,8 @@ class Runtime:
 
 def create_store(settings: Settings) -> DocumentStore:
     if settings.state_store == "cosmos":
+        from shared.state.cosmos import CosmosStore
+
         assert settings.cosmos_endpoint is not None  # checked by Settings
         return CosmosStore.connect(
             settings.cosmos_endpoint,
@@ -146,6 +152,8 @@ def create_store(settings: Settings) -> DocumentStore:
 
 
 def cosmos_limits(settings: Settings) -> CosmosLimits:
+    from shared.state.cosmos import CosmosLimits
+
     return CosmosLimits(
         timeout_seconds=settings.cosmos_timeout_seconds,
         connect_timeout_seconds=min(settings.http_connect_timeout_seconds, settings.cosmos_timeout_seconds),
@@ -165,8 +173,30 @@ async def get_runtime() -> Runtime:
         _lock = asyncio.Lock()
     async with _lock:
         if _runtime is None:
-            _runtime = Runtime.create(get_settings())
+            settings = get_settings()
+            # The SDKs load on first use; this first use imports them on a worker thread, so the
+            # ~100 ms or more it takes does not hold up the event loop (and the invocations on it).
+            await asyncio.to_thread(import_sdks, settings)
+            _runtime = Runtime.create(settings)
         return _runtime
+
+
+def sdk_modules(settings: Settings) -> list[str]:
+    """The modules the runtime for ``settings`` needs that ``import function_app`` leaves out.
+    MSAL is not among them: it loads on the worker thread that asks for the first token."""
+    names = ["aiohttp"]
+    if settings.key_vault_url:
+        names += ["azure.identity.aio", "azure.keyvault.secrets.aio"]
+    if settings.state_store == "cosmos":
+        names += ["azure.identity.aio", "azure.cosmos.aio"]
+    if settings.api_audiences:
+        names.append("jwt")
+    return names
+
+
+def import_sdks(settings: Settings) -> None:
+    for name in sdk_modules(settings):
+        importlib.import_module(name)
 
 
 def set_runtime(runtime: Runtime | None) -> None:

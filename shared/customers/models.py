@@ -71,7 +71,6 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Final
 
-import email_validator
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -182,6 +181,9 @@ def _country(value: str) -> str:
 def _email(value: str) -> str:
     if value == "":
         return value
+    # email-validator compiles its grammar on import (about 20 ms): loaded with the first address.
+    import email_validator
+
     try:
         checked = email_validator.validate_email(value, check_deliverability=False)
     except email_validator.EmailNotValidError:

@@ -23,7 +23,8 @@ from shared.http import UpstreamError, UpstreamTimeoutError
 
 
 class Recipient(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Built on first use: EmailStr loads email-validator, which compiles its grammar (about 20 ms).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     email: EmailStr
     first_name: str | None = None
@@ -33,7 +34,7 @@ class Recipient(BaseModel):
 
 
 class EmailMessage(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # it holds a Recipient
 
     dedup_key: str = Field(min_length=1, max_length=128)
     recipient: Recipient

@@ -5,16 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.email.base import EmailProvider
-from shared.email.emarsys import EmarsysProvider
-from shared.email.emarsys_auth import EmarsysAuth, OAuthTokenSource, WsseAuth
 from shared.email.preview import PreviewProvider
-from shared.email.sendgrid import SendGridProvider
-from shared.email.webhook import WebhookProvider
 from shared.http import HttpClient
 from shared.secrets import CachedSecrets
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.email.emarsys_auth import EmarsysAuth
     from shared.runtime import Runtime
 
 EXTRAS_KEY = "email_provider"
@@ -23,7 +20,11 @@ EXTRAS_KEY = "email_provider"
 def build_provider(settings: Settings, http: HttpClient, secrets: CachedSecrets) -> EmailProvider:
     """The provider ``EMAIL_PROVIDER`` names; the preview whenever ``DRY_RUN`` is true."""
     provider = settings.effective_email_provider
+    # Only the configured provider's module is imported, when it is first built.
     if provider == "emarsys":
+        from shared.email.emarsys import EmarsysProvider
+        from shared.email.emarsys_auth import OAuthTokenSource, WsseAuth
+
         assert settings.emarsys_event_id is not None  # checked by Settings
         auth: EmarsysAuth
         if settings.emarsys_auth == "wsse":
@@ -49,6 +50,8 @@ def build_provider(settings: Settings, http: HttpClient, secrets: CachedSecrets)
             create_missing_contacts=settings.emarsys_create_missing_contacts,
         )
     if provider == "sendgrid":
+        from shared.email.sendgrid import SendGridProvider
+
         assert settings.sendgrid_template_id is not None and settings.sendgrid_from_email is not None
         return SendGridProvider(
             http,
@@ -61,6 +64,8 @@ def build_provider(settings: Settings, http: HttpClient, secrets: CachedSecrets)
             unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
         )
     if provider == "webhook":
+        from shared.email.webhook import WebhookProvider
+
         assert settings.webhook_url is not None  # checked by Settings
         return WebhookProvider(
             http, secrets, url=settings.webhook_url, signing_secret_name=settings.webhook_signing_secret_name

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
-
-import aiohttp
-import requests
-from azure.core.exceptions import AzureError
 
 from shared.finance_ops.errors import (
     FnoAuthError,
@@ -167,6 +164,8 @@ class FinanceOpsClient:
                     "no answer in time", correlation_id=correlation_id, may_have_created=create
                 ) from None
             except UpstreamConnectionError as exc:
+                import aiohttp  # loaded already: the error came through its session
+
                 never_sent = isinstance(exc.__cause__, aiohttp.ClientConnectorError)
                 raise FnoUnavailableError(
                     "cannot reach F&O" if never_sent else "the connection to F&O broke",
@@ -211,18 +210,29 @@ class FinanceOpsClient:
             reason = f"Entra ID refused a token for {self.scope} ({exc.error or 'error'}; secret {secret})"
         except SecretNotFoundError:
             reason = f"the client secret {secret} is not set (Key Vault or its environment variable)"
-        except AzureError as exc:
-            status = getattr(exc, "status_code", None)
-            reason = (
-                f"reading the client secret {secret} from Key Vault failed "
-                f"({type(exc).__name__}{f', HTTP {status}' if status else ''})"
-            )
-        except requests.RequestException as exc:
-            reason = f"Entra ID could not be reached for a token ({type(exc).__name__})"
         except Exception as exc:
-            # MSAL and the secret sources raise more kinds than these; all mean "no token".
-            reason = f"getting a token for {self.scope} failed ({type(exc).__name__})"
+            reason = _token_failure(exc, self.scope, secret)
         raise FnoCredentialsError(reason, correlation_id=correlation_id)
+
+
+def _token_failure(exc: Exception, scope: str, secret: str) -> str:
+    """Why a token could not be had, from an error of the Key Vault SDK, requests (under MSAL) or
+    anything else they raise; all mean "no token".
+
+    The SDKs load on first use: an error can only be of a class whose module is loaded, so an
+    unloaded one is not imported just to be asked.
+    """
+    azure_core = sys.modules.get("azure.core.exceptions")
+    if azure_core is not None and isinstance(exc, azure_core.AzureError):
+        status = getattr(exc, "status_code", None)
+        return (
+            f"reading the client secret {secret} from Key Vault failed "
+            f"({type(exc).__name__}{f', HTTP {status}' if status else ''})"
+        )
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        return f"Entra ID could not be reached for a token ({type(exc).__name__})"
+    return f"getting a token for {scope} failed ({type(exc).__name__})"
 
 
 def error_for_response(response: UpstreamResponse, *, create: bool) -> FnoError:

@@ -34,11 +34,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from shared.privacy.suppression import email_hash
 
 TOKEN_VERSION = 2
@@ -104,6 +99,10 @@ def _decode(text: str) -> bytes:
 
 
 def _key(secret: str) -> bytes:
+    # cryptography (about 25 ms to import) loads with the first token, not when the app starts.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_V2_CONTEXT).derive(
         secret.encode("utf-8")
     )
@@ -118,6 +117,8 @@ def sign(claims: UnsubscribeClaims, secret: str) -> str:
         raise ValueError("expires_at must be a unix time")
     payload = bytes.fromhex(claims.email_hash) + claims.expires_at.to_bytes(_EXPIRY_BYTES, "big")
     nonce = os.urandom(_NONCE_BYTES)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     sealed = AESGCM(_key(secret)).encrypt(nonce, payload, _V2_CONTEXT)
     return _V2_PREFIX + _encode(nonce + sealed)
 
@@ -148,6 +149,9 @@ def _verify_v2(text: str, secret: str) -> UnsubscribeClaims:
     if len(raw) != _V2_BYTES:
         raise InvalidTokenError("the token has the wrong length")
     nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         payload = AESGCM(_key(secret)).decrypt(nonce, sealed, _V2_CONTEXT)
     except InvalidTag:

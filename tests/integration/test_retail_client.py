@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
 from sandbox.server import Sandbox
+from shared.retail_server import client
+from shared.retail_server.models import Customer, SimpleProduct
 from shared.runtime import Runtime
 
 
@@ -37,3 +44,25 @@ async def test_channel_configuration(sandbox: Sandbox, runtime: Runtime) -> None
     assert configuration.record_id == channel.channel_id
     assert configuration.currency == channel.currency
     assert configuration.default_language_id == channel.language
+
+
+async def test_each_entity_model_gets_its_collection_adapter_built_once(
+    sandbox: Sandbox, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pydantic TypeAdapter is built per entity model and kept, not once per collection call."""
+    built: list[object] = []
+
+    class CountingAdapter(TypeAdapter[Any]):
+        def __init__(self, kind: Any) -> None:
+            built.append(kind)
+            super().__init__(kind)
+
+    monkeypatch.setattr(client, "_LIST_ADAPTERS", {})
+    monkeypatch.setattr(client, "TypeAdapter", CountingAdapter)
+    channel = sandbox.data.channels["067"]
+    accounts = list(sandbox.data.customers)[:2]
+    product_ids = list(sandbox.data.products)[:2]
+    for _ in range(3):
+        assert await runtime.retail.get_customers("067", accounts)
+        assert await runtime.retail.get_products("067", channel.channel_id, product_ids)
+    assert built == [list[Customer], list[SimpleProduct]]

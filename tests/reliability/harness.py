@@ -399,7 +399,7 @@ class Context:
         patch.setattr(runtime_module, "build_ssl_context", _shared_ssl_context)
         patch.setattr(runtime_module, "HttpClient", RecordingHttpClient)
         patch.setattr("shared.customers.service.HttpClient", RecordingHttpClient)
-        patch.setattr("shared.email.factory.EmarsysProvider", RecordingEmarsys)
+        patch.setattr("shared.email.emarsys.EmarsysProvider", RecordingEmarsys)
         store_faults = self.store_faults
         store = FaultyStore(self.store, store_faults)
         patch.setattr(runtime_module, "create_store", lambda s: store)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.identity import _PinnedVerifySession
+from shared.identity_session import PinnedVerifySession
 
 
 @pytest.fixture
@@ -23,12 +23,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 def test_every_request_gets_the_session_timeout(sent: list[dict[str, Any]]) -> None:
-    session = _PinnedVerifySession(timeout=7.5)
+    session = PinnedVerifySession(timeout=7.5)
     session.post("https://login.example/token", data={"grant_type": "client_credentials"})
     session.get("https://login.example/.well-known/openid-configuration", timeout=None)
     assert [call["timeout"] for call in sent] == [(7.5, 7.5), (7.5, 7.5)]
 
 
 def test_an_explicit_timeout_is_kept(sent: list[dict[str, Any]]) -> None:
-    _PinnedVerifySession(timeout=7.5).get("https://login.example/", timeout=2)
+    PinnedVerifySession(timeout=7.5).get("https://login.example/", timeout=2)
     assert sent[0]["timeout"] == 2

@@ -93,7 +93,7 @@ async def test_the_runtime_builds_a_bounded_key_vault_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The SDK's defaults wait 300 s per attempt and retry 10 times; the settings bound both."""
-    monkeypatch.setattr("shared.secrets.DefaultAzureCredential", _NoCredential)
+    monkeypatch.setattr("azure.identity.aio.DefaultAzureCredential", _NoCredential)
     settings = Settings(
         entra_tenant_id="tenant",
         entra_client_id="client",
