@@ -59,6 +59,7 @@ async def detect(args: argparse.Namespace) -> dict[str, Any]:
         runtime, store = measured_runtime(settings, args.delay_ms / 1000)
         set_runtime(runtime)
         invocations, queued, completed = 0, 0, False
+        await sandbox.forget_served()  # an earlier run over the same sandbox read these carts too
         before = await sandbox.stats()
         read = served(before, ouns)
         cpu = time.process_time()

@@ -50,6 +50,14 @@ class SandboxProcess:
             stats: dict[str, Any] = await response.json()
             return stats
 
+    async def forget_served(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context())
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.delete(self.info["stats_url"] + "/served") as response,
+        ):
+            response.raise_for_status()
+
 
 def upstream_requests(before: dict[str, Any], after: dict[str, Any]) -> Counter[str]:
     """Requests that reached a stand-in between two ``stats()`` (the stats route itself left out)."""

@@ -6,8 +6,9 @@ own settings block.
 
 For the benchmarks (``benchmarks/``), which run it as a separate process: ``--latency-ms`` delays
 every upstream request, ``--carts OUN=COUNT`` adds generated-on-demand carts to a channel,
-``--info-file`` writes the URLs, CA path and credentials as JSON, and ``GET /_sandbox/stats``
-answers what reached the stand-ins.
+``--info-file`` writes the URLs, CA path and credentials as JSON, ``GET /_sandbox/stats``
+answers what reached the stand-ins and ``DELETE /_sandbox/stats/served`` forgets which carts
+date-bounded searches served.
 """
 
 from __future__ import annotations
@@ -139,7 +140,13 @@ def stats_extension(modules: list[ModuleType]) -> Extension:
         async def answer(request: web.Request) -> web.Response:
             return web.json_response(stats(sandbox, modules))
 
+        async def forget_served(request: web.Request) -> web.Response:
+            # A benchmark run with a fresh ledger reads the same carts again: count them afresh.
+            sandbox.data.served.clear()
+            return web.Response(status=204)
+
         app.router.add_get(STATS_PATH, answer)
+        app.router.add_delete(STATS_PATH + "/served", forget_served)
 
     return add
 
