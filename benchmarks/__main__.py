@@ -737,6 +737,13 @@ async def main(selected: list[str], options: argparse.Namespace) -> int:
             results[name]["scenario_seconds"] = round(time.perf_counter() - begun, 1)
             problems += [f"{name}: {p}" for p in results[name].get("problems", [])]
             print(f"{name}: {json.dumps(results[name])}", flush=True)
+    earlier = RESULTS / "latest.json"
+    if selected and earlier.exists():
+        # A partial run keeps the other scenarios' figures from the run before, marked as such.
+        previous = json.loads(earlier.read_text())
+        for name, figures in previous.get("scenarios", {}).items():
+            if name not in results and name in SCENARIOS:
+                results[name] = {**figures, "measured_at": figures.get("measured_at", previous.get("at"))}
     verdicts = evaluate(results)
     document = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
