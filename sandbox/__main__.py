@@ -1,8 +1,14 @@
 """``python -m sandbox``: serve the stand-ins until Ctrl-C and print how to point the app at them.
 
-Every optional stand-in module present in the package (F&O, Emarsys, SendGrid, webhook) is
+Every optional stand-in module present in the package (orders, F&O, Emarsys, SendGrid, webhook) is
 mounted through its ``add_routes(app, sandbox)``; one with an ``env(sandbox)`` function adds its
 own settings block.
+
+For the benchmarks (``benchmarks/``), which run it as a separate process: ``--latency-ms`` delays
+every upstream request, ``--carts OUN=COUNT`` adds generated-on-demand carts to a channel,
+``--info-file`` writes the URLs, CA path and credentials as JSON, ``GET /_sandbox/stats``
+answers what reached the stand-ins and ``DELETE /_sandbox/stats/served`` forgets which carts
+date-bounded searches served.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -19,6 +26,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from aiohttp import web
 
 from sandbox.retail_server import MEDIA_FAULT_KINDS, check_media_fault
 from sandbox.server import Extension, Sandbox
@@ -26,7 +36,15 @@ from sandbox.server import Extension, Sandbox
 # What local.settings.sample.json expects: `func start` works against `python -m sandbox` as is.
 DEFAULT_PORT = 7443
 STABLE_CA_PATH = Path(".state/sandbox-ca.pem")
-OPTIONAL_STAND_INS = ("sandbox.fno", "sandbox.emarsys", "sandbox.sendgrid", "sandbox.webhook")
+OPTIONAL_STAND_INS = (
+    "sandbox.orders",
+    "sandbox.fno",
+    "sandbox.emarsys",
+    "sandbox.sendgrid",
+    "sandbox.webhook",
+)
+DEFAULT_LATENCY_MS = 20.0
+STATS_PATH = "/_sandbox/stats"
 
 
 def optional_modules() -> list[ModuleType]:
@@ -75,22 +93,134 @@ def publish_ca(ca_path: Path) -> None:
     shutil.copyfile(ca_path, STABLE_CA_PATH)
 
 
-async def serve(seed: int, port: int, media_fault: str | None = None) -> None:
+def cart_volume(value: str) -> tuple[str, int]:
+    oun, _, count = value.partition("=")
+    if not oun or not count.isdigit() or not 1 <= int(count) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected OUN=COUNT with COUNT 1-1000000, not {value!r}")
+    return oun, int(count)
+
+
+def upstream_prefixes(modules: list[ModuleType]) -> list[str]:
+    """The path prefixes of every stand-in (the orders routes live under Retail Server's)."""
+    prefixes = ["/entra", "/rs"]
+    for module in modules:
+        prefix = getattr(module, "PREFIX", None)
+        if isinstance(prefix, str) and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def stats(sandbox: Sandbox, modules: list[ModuleType]) -> dict[str, Any]:
+    """What reached the stand-ins so far: requests by ``METHOD /path``, tokens, carts served."""
+    recorded: dict[str, int] = {}
+    for module in modules:
+        finder = getattr(module, "stand_in", None)
+        if finder is None:
+            continue
+        stand_in = finder(sandbox)
+        name = module.__name__.split(".")[-1]
+        for attribute in ("mails", "triggers"):
+            if isinstance(getattr(stand_in, attribute, None), list):
+                recorded[f"{name}.{attribute}"] = len(getattr(stand_in, attribute))
+        for attribute in ("creations", "requests", "trigger_requests"):
+            value = getattr(stand_in, attribute, None)
+            if isinstance(value, int):
+                recorded[f"{name}.{attribute}"] = value
+    return {
+        "requests": dict(sandbox.stats.requests),
+        "token_requests": dict(sandbox.stats.token_requests),
+        "carts_served": {oun: len(ids) for oun, ids in sandbox.data.served.items()},
+        "bulk_carts": {oun: bulk.count for oun, bulk in sandbox.data.bulk.items()},
+        "stand_ins": recorded,
+    }
+
+
+def stats_extension(modules: list[ModuleType]) -> Extension:
+    def add(app: web.Application, sandbox: Sandbox) -> None:
+        async def answer(request: web.Request) -> web.Response:
+            return web.json_response(stats(sandbox, modules))
+
+        async def forget_served(request: web.Request) -> web.Response:
+            # A benchmark run with a fresh ledger reads the same carts again: count them afresh.
+            sandbox.data.served.clear()
+            return web.Response(status=204)
+
+        app.router.add_get(STATS_PATH, answer)
+        app.router.add_delete(STATS_PATH + "/served", forget_served)
+
+    return add
+
+
+def info(sandbox: Sandbox, modules: list[ModuleType]) -> dict[str, Any]:
+    """What a client in another process needs: URLs, CA, credentials and each stand-in's settings."""
+    blocks: dict[str, dict[str, str]] = {}
+    for module in modules:
+        env: Callable[[Sandbox], dict[str, str]] | None = getattr(module, "env", None)
+        if env is not None:
+            blocks[module.__name__.split(".")[-1]] = env(sandbox)
+    return {
+        "pid": os.getpid(),
+        "base_url": sandbox.base_url,
+        "stats_url": sandbox.base_url + STATS_PATH,
+        "ca_path": str(sandbox.ca_path),
+        "tenant_id": sandbox.tenant_id,
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "authority_host": sandbox.authority_host,
+        "retail_server_url": sandbox.retail_server_url,
+        "retail_server_audience": sandbox.retail_server_audience,
+        "now": sandbox.now.isoformat(),
+        "env": sandbox.env(),
+        "stand_ins": blocks,
+    }
+
+
+def write_info(path: Path, values: dict[str, Any]) -> None:
+    # Written whole, then renamed: a reader polling for the file never sees half of it.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(values, indent=2))
+    partial.replace(path)
+
+
+async def serve(
+    seed: int,
+    port: int,
+    media_fault: str | None = None,
+    *,
+    latency_ms: float = 0.0,
+    carts: list[tuple[str, int]] | None = None,
+    info_file: Path | None = None,
+    access_log: bool = True,
+) -> None:
     modules = optional_modules()
     extensions: list[Extension] = [module.add_routes for module in modules]
+    extensions.append(stats_extension(modules))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with Sandbox(
-        seed=seed, extensions=extensions, port=port, access_log=True, media_fault=media_fault
+        seed=seed, extensions=extensions, port=port, access_log=access_log, media_fault=media_fault
     ) as sandbox:
-        # local.settings.sample.json trusts the CA at this fixed path (EXTRA_CA_BUNDLE).
-        await asyncio.to_thread(publish_ca, sandbox.ca_path)
+        for oun, count in carts or []:
+            sandbox.data.add_bulk_carts(oun, count)
+        if latency_ms > 0:
+            for prefix in upstream_prefixes(modules):
+                sandbox.faults.add(prefix, latency=latency_ms / 1000, times=None)
+        if info_file is not None:
+            # A benchmark's sandbox: its CA stays private, a `make sandbox` elsewhere keeps its own.
+            await asyncio.to_thread(write_info, info_file, info(sandbox, modules))
+        else:
+            # local.settings.sample.json trusts the CA at this fixed path (EXTRA_CA_BUNDLE).
+            await asyncio.to_thread(publish_ca, sandbox.ca_path)
         print(describe(sandbox, modules), flush=True)
         if media_fault:
             print(f"Every Products(id)/GetMediaLocations call fails: {media_fault}.", flush=True)
+        if latency_ms > 0:
+            print(f"Every upstream request waits {latency_ms:g} ms.", flush=True)
+        for oun, count in carts or []:
+            print(f"Channel {oun}: {count} more carts, generated on demand.", flush=True)
         await stop.wait()
 
 
@@ -111,10 +241,44 @@ def main() -> None:
         help="make every Products(id)/GetMediaLocations call fail: "
         f"{', '.join(MEDIA_FAULT_KINDS)} (default: $SANDBOX_MEDIA_FAULT, else none)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=DEFAULT_LATENCY_MS,
+        metavar="MS",
+        help=f"delay every upstream request by MS milliseconds (default {DEFAULT_LATENCY_MS:g}; 0: none)",
+    )
+    parser.add_argument(
+        "--carts",
+        action="append",
+        type=cart_volume,
+        default=[],
+        metavar="OUN=COUNT",
+        help="add COUNT carts (one customer each, generated on demand) to channel OUN; repeatable",
+    )
+    parser.add_argument(
+        "--info-file",
+        type=Path,
+        metavar="PATH",
+        help="write the URLs, CA path and credentials as JSON to PATH (the CA is then not published)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args()
+    if args.latency_ms < 0:
+        parser.error("--latency-ms must not be negative")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.seed, args.port, args.media_fault))
+        asyncio.run(
+            serve(
+                args.seed,
+                args.port,
+                args.media_fault,
+                latency_ms=args.latency_ms,
+                carts=args.carts,
+                info_file=args.info_file,
+                access_log=not args.quiet,
+            )
+        )
 
 
 if __name__ == "__main__":

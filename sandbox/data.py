@@ -16,10 +16,11 @@ Retail Server sends (amounts as JSON numbers, enums as ints with a ``Value`` suf
 from __future__ import annotations
 
 import base64
+import bisect
 import itertools
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -400,6 +401,125 @@ def default_channels() -> dict[str, Channel]:
     }
 
 
+class CustomerBook(dict[str, Customer]):
+    """The customers by account number; a bulk cart's customer is built when first asked for."""
+
+    def __init__(self, data: SandboxData) -> None:
+        super().__init__()
+        self._data = data
+
+    def __missing__(self, account: str) -> Customer:
+        customer = self._data.bulk_customer(account)
+        if customer is None:
+            raise KeyError(account)
+        self[account] = customer
+        return customer
+
+    def __contains__(self, account: object) -> bool:
+        return super().__contains__(account) or (
+            isinstance(account, str) and self._data.bulk_customer(account) is not None
+        )
+
+    def get(self, account: str, default: Customer | None = None) -> Customer | None:  # type: ignore[override]
+        try:
+            return self[account]
+        except KeyError:
+            return default
+
+
+# Bulk carts (``add_bulk_carts``) lie inside the default detection window (LOOKBACK_MINUTES 1440,
+# ABANDONED_AFTER_MINUTES 60) and are old enough for a first reminder step of up to an hour.
+BULK_NEWEST_AGE = timedelta(hours=2)
+BULK_SPAN = timedelta(hours=20)
+# Every BULK_NO_LINES-th bulk cart is empty (detection skips it); every BULK_SECOND_CART-th belongs
+# to the customer of the cart before it (that customer's older cart is superseded).
+BULK_NO_LINES = 20
+BULK_SECOND_CART = 8
+
+
+@dataclass(frozen=True)
+class BulkCarts:
+    """``count`` carts of one channel, made on demand from ``(seed, oun, index)``: index order is
+    ``ModifiedDateTime`` order (one distinct 100-ns tick each), so a search is index arithmetic and
+    a hundred thousand carts cost no memory until a page of them is read."""
+
+    oun: str
+    count: int
+    first_ticks: int
+    step_ticks: int
+
+    def ticks_of(self, index: int) -> int:
+        return self.first_ticks + index * self.step_ticks
+
+    def cart_id(self, index: int) -> str:
+        return f"BULK{self.oun}X{index:07d}"
+
+    def index_of(self, cart_id: str) -> int | None:
+        prefix = f"BULK{self.oun}X"
+        if not cart_id.startswith(prefix) or not cart_id[len(prefix) :].isdigit():
+            return None
+        index = int(cart_id[len(prefix) :])
+        return index if index < self.count else None
+
+    def customer_index(self, index: int) -> int:
+        return index - 1 if index % BULK_SECOND_CART == BULK_SECOND_CART - 1 else index
+
+    def account(self, customer_index: int) -> str:
+        return f"B{self.oun}{customer_index:07d}"
+
+    def customer_of(self, account: str) -> int | None:
+        prefix = f"B{self.oun}"
+        if not account.startswith(prefix) or not account[len(prefix) :].isdigit():
+            return None
+        index = int(account[len(prefix) :])
+        if index >= self.count or self.customer_index(index) != index:
+            return None
+        return index
+
+    def carts_of(self, customer_index: int) -> list[int]:
+        pair = (customer_index, customer_index + 1)
+        return [i for i in pair if i < self.count and self.customer_index(i) == customer_index]
+
+    def in_range(self, from_ticks: int | None, to_ticks: int | None) -> range:
+        """The indexes whose tick lies in [from_ticks, to_ticks]."""
+        low = 0 if from_ticks is None else max(0, -(-(from_ticks - self.first_ticks) // self.step_ticks))
+        high = (
+            self.count
+            if to_ticks is None
+            else min(self.count, (to_ticks - self.first_ticks) // self.step_ticks + 1)
+        )
+        return range(low, max(low, high))
+
+
+def merged_page(
+    regular: Sequence[Cart], bulk: Sequence[int], key: Callable[[int], tuple[int, str]], skip: int, top: int
+) -> Iterator[Cart | int]:
+    """Items ``skip`` to ``skip + top`` of two lists, each sorted by (ticks, id), merged in that order:
+    ``regular`` carts, and ``bulk`` indexes whose sort key ``key`` gives. Only the page is looked at."""
+    regular_keys = [(c.modified_ticks, c.id) for c in regular]
+
+    def position(j: int) -> int:  # where bulk[j] lands in the merged order
+        return j + bisect.bisect_left(regular_keys, key(bulk[j]))
+
+    low, high = 0, len(bulk)
+    while low < high:  # bulk items among the first ``skip`` merged
+        middle = (low + high) // 2
+        if position(middle) < skip:
+            low = middle + 1
+        else:
+            high = middle
+    j, r = low, skip - low
+    for _ in range(top):
+        if j < len(bulk) and (r >= len(regular) or key(bulk[j]) < regular_keys[r]):
+            yield bulk[j]
+            j += 1
+        elif r < len(regular):
+            yield regular[r]
+            r += 1
+        else:
+            return
+
+
 class SandboxData:
     """The generated data set; tests read and change it directly or through the helpers below."""
 
@@ -408,7 +528,10 @@ class SandboxData:
         self.now = to_utc(now)
         self._rng = random.Random(seed)
         self.channels: dict[str, Channel] = default_channels()
-        self.customers: dict[str, Customer] = {}
+        self.bulk: dict[str, BulkCarts] = {}
+        self.customers: dict[str, Customer] = CustomerBook(self)
+        # Distinct carts answered by date-bounded Carts/Search calls, per channel (what detection read).
+        self.served: dict[str, set[str]] = {}
         self.products: dict[int, Product] = {}
         self.carts: dict[str, Cart] = {}
         self.orders: list[SalesOrder] = []
@@ -516,6 +639,72 @@ class SandboxData:
 
     def _when(self, cart: Cart, at: datetime | None) -> datetime:
         return to_utc(at) if at is not None else max(cart.modified_date_time, self.now)
+
+    # ----- bulk carts for the benchmarks (python -m sandbox --carts OUN=COUNT)
+
+    def add_bulk_carts(self, oun: str, count: int) -> BulkCarts:
+        """``count`` more carts in channel ``oun``, each with its own named customer (but see
+        ``BULK_SECOND_CART``), spread evenly over ``BULK_SPAN`` ending ``BULK_NEWEST_AGE`` ago.
+        Nothing is generated until a search or a look-up asks for it."""
+        if oun not in self.channels:
+            raise ValueError(f"no channel {oun}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        newest = ticks(self.now - BULK_NEWEST_AGE)
+        # An odd step puts a seventh fraction digit on most carts, as Retail Server's times have.
+        step = max(11, (BULK_SPAN // timedelta(microseconds=1)) * 10 // count) | 1
+        bulk = BulkCarts(oun=oun, count=count, first_ticks=newest - (count - 1) * step, step_ticks=step)
+        self.bulk[oun] = bulk
+        return bulk
+
+    def bulk_cart(self, oun: str, index: int) -> Cart:
+        bulk = self.bulk[oun]
+        channel = self.channels[oun]
+        rng = random.Random(f"{self.seed}:{oun}:{index}")
+        seconds, fraction = divmod(bulk.ticks_of(index), TICKS_PER_SECOND)
+        modified = _EPOCH + timedelta(seconds=seconds, microseconds=fraction // 10)
+        line_count = 0 if index % BULK_NO_LINES == BULK_NO_LINES - 1 else rng.randint(1, 3)
+        chosen = [(rng.choice(self._shelf), rng.randint(1, 3)) for _ in range(line_count)]
+        return Cart(
+            id=bulk.cart_id(index),
+            customer_id=bulk.account(bulk.customer_index(index)),
+            channel_id=channel.channel_id,
+            cart_type_value=CART_SHOPPING,
+            cart_status_value=STATUS_CREATED,
+            version=1 + index % 5,
+            modified_date_time=modified,
+            begin_date_time=modified - timedelta(seconds=rng.randrange(0, 3 * 3600)),
+            lines=self._lines(channel, chosen, voided=False, discount_every=4, rng=rng),
+            modified_100ns=fraction % 10,
+        )
+
+    def bulk_customer(self, account: str) -> Customer | None:
+        for oun, bulk in self.bulk.items():
+            index = bulk.customer_of(account)
+            if index is None:
+                continue
+            channel = self.channels[oun]
+            email = f"shopper.{oun}.{index}@example.com"
+            return Customer(
+                account_number=account,
+                record_id=30000000000 + int(oun) * 10_000_000 + index,
+                first_name="Shopper",
+                last_name=f"{oun}-{index}",
+                name=f"Shopper {oun}-{index}",
+                email=email,
+                phone=None,
+                language=channel.language,
+                currency_code=channel.currency,
+                contacts=[Contact(CONTACT_EMAIL, email, is_opted_in_marketing=True)],
+            )
+        return None
+
+    def bulk_find(self, cart_id: str) -> Cart | None:
+        for oun, bulk in self.bulk.items():
+            index = bulk.index_of(cart_id)
+            if index is not None:
+                return self.bulk_cart(oun, index)
+        return None
 
     # ----- generation
 
@@ -668,6 +857,7 @@ class SandboxData:
         *,
         voided: bool,
         discount_every: int,
+        rng: random.Random | None = None,
     ) -> list[CartLine]:
         lines: list[CartLine] = []
         for number, (product, quantity) in enumerate(products, start=1):
@@ -688,7 +878,7 @@ class SandboxData:
                 net_without_tax, total = net, net + tax
             lines.append(
                 CartLine(
-                    line_id=self._hex(32),
+                    line_id=self._hex(32, rng),
                     line_number=number,
                     product_id=product.record_id,
                     item_id=product.item_id,
@@ -713,5 +903,5 @@ class SandboxData:
             if candidate not in self.carts:
                 return candidate
 
-    def _hex(self, length: int) -> str:
-        return f"{self._rng.getrandbits(length * 4):0{length}x}"
+    def _hex(self, length: int, rng: random.Random | None = None) -> str:
+        return f"{(rng or self._rng).getrandbits(length * 4):0{length}x}"
