@@ -50,3 +50,13 @@ def retrieve_failure(task: asyncio.Task[object]) -> None:
     """Mark a task's failure retrieved, so one nobody waited for any more is not reported."""
     if not task.cancelled():
         task.exception()
+
+
+def unwrap(settled: V | BaseException) -> V:
+    """The value of one result of ``asyncio.gather(..., return_exceptions=True)``, or its error raised.
+
+    Unwrapping the results in argument order raises the error of the first look-up that failed,
+    as if they had run one after another, whichever finished first."""
+    if isinstance(settled, BaseException):
+        raise settled
+    return settled

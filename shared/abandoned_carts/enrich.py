@@ -19,16 +19,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.concurrency import SingleFlight, retrieve_failure
+from shared.concurrency import SingleFlight, retrieve_failure, unwrap
 from shared.http import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
 from shared.retail_server.client import (
     RetailServerClient,
     RetailServerContractError,
     RetailServerUnreadableError,
 )
-from shared.retail_server.models import ChannelConfiguration, Customer, MediaLocation, SimpleProduct
+from shared.retail_server.models import Cart, ChannelConfiguration, Customer, MediaLocation, SimpleProduct
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,18 @@ class Coalescer(Generic[G, K, V]):
         retrieve_failure(task)
 
 
+@dataclass(frozen=True)
+class CartCatalog:
+    """What Retail Server knows about a cart's channel and products, for its email."""
+
+    channel: ChannelConfiguration
+    channel_id: int
+    # The products found, by record id (a product the channel does not sell is absent).
+    products: dict[int, SimpleProduct]
+    # Media locations per found product; None where the optional look-up failed.
+    media: dict[int, list[MediaLocation] | None]
+
+
 class Enricher:
     """What the notify service needs from Retail Server, batched and cached, one per process."""
 
@@ -214,6 +227,24 @@ class Enricher:
         # One call in flight per key, shared by whoever asks for the same thing meanwhile.
         self._channel_calls: SingleFlight[str, ChannelConfiguration] = SingleFlight()
         self._media_calls: SingleFlight[tuple[str, int, int], list[MediaLocation]] = SingleFlight()
+
+    async def catalog(self, oun: str, cart: Cart) -> CartCatalog:
+        """The channel configuration, the products and their media for ``cart``, fetched together:
+        the channel and the products at once (when the cart names its channel), then the media of
+        the products found. A failure of the channel is raised before one of the products."""
+        product_ids = [line.product_id for line in cart.active_lines if line.product_id is not None]
+        if cart.channel_id:
+            settled = await asyncio.gather(
+                self.channel(oun), self.products(oun, cart.channel_id, product_ids), return_exceptions=True
+            )
+            channel, channel_id, products = unwrap(settled[0]), cart.channel_id, unwrap(settled[1])
+        else:
+            channel = await self.channel(oun)
+            channel_id = channel.record_id
+            products = await self.products(oun, channel_id, product_ids)
+        found = [pid for pid in dict.fromkeys(product_ids) if pid in products]
+        media = await asyncio.gather(*(self.media_or_none(oun, channel_id, pid) for pid in found))
+        return CartCatalog(channel, channel_id, products, dict(zip(found, media, strict=True)))
 
     async def customer(self, oun: str, account_number: str) -> Customer | None:
         return await self._customers.get(oun, account_number)

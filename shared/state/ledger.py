@@ -128,12 +128,28 @@ class RecordedPage:
     supersede: list[Supersede] = field(default_factory=list)
 
 
+@dataclass
+class Hold:
+    """An entry as this invocation last wrote (or read) it, with that version's etag.
+
+    A transition through a hold writes conditionally on the etag at once, without reading the
+    entry first; only when someone else wrote meanwhile (412) does it read and decide again. Each
+    write through it moves the hold on to the version just written."""
+
+    entry: LedgerEntry
+    etag: str
+
+
 class TransitionError(Exception):
     """The entry is not in a state that allows the requested change (someone else moved it)."""
 
     def __init__(self, entry: LedgerEntry | None, message: str) -> None:
         self.entry = entry
         super().__init__(message)
+
+
+def _allows(entry: LedgerEntry, allowed_from: frozenset[LedgerStatus], attempts: int | None) -> bool:
+    return entry.status in allowed_from and (attempts is None or entry.attempts == attempts)
 
 
 class Ledger:
@@ -228,13 +244,20 @@ class Ledger:
         provider_ids: dict[str, str] | None = None,
         degraded: list[str] | None = None,
         attempts: int | None = None,
+        hold: Hold | None = None,
     ) -> LedgerEntry:
         """Move an entry to ``to`` if it is in one of ``allowed_from``; conditional on its etag.
 
         With ``attempts``, only while the entry's attempt count is still that one: the claim that
-        counted it is still the holder, nobody took it over meanwhile."""
-        for _ in range(_MAX_CONDITIONAL_ATTEMPTS):
-            found = await self.get(cart_id, cart_version, step)
+        counted it is still the holder, nobody took it over meanwhile. With ``hold``, the first
+        attempt trusts the held version instead of reading it (one round trip instead of two), and
+        the hold follows the write."""
+        for attempt in range(_MAX_CONDITIONAL_ATTEMPTS):
+            found = (hold.entry, hold.etag) if hold is not None and attempt == 0 else None
+            if found is not None and not _allows(found[0], allowed_from, attempts):
+                found = None  # what the hold saw does not allow it: decide on what is there now
+            if found is None:
+                found = await self.get(cart_id, cart_version, step)
             if found is None:
                 raise TransitionError(None, f"no ledger entry for {cart_id} v{cart_version} step {step}")
             entry, etag = found
@@ -253,9 +276,11 @@ class Ledger:
                 }
             )
             try:
-                await self._store.replace("ledger", cart_id, entry.key, updated.body(), etag=etag)
+                written = await self._store.replace("ledger", cart_id, entry.key, updated.body(), etag=etag)
             except PreconditionFailedError:
                 continue
+            if hold is not None:
+                hold.entry, hold.etag = updated, written.etag
             return updated
         raise TransitionError(None, f"ledger entry for {cart_id} kept changing under concurrent writers")
 

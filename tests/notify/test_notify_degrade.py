@@ -171,7 +171,7 @@ async def test_no_store_commerce_link_is_recorded_as_degraded(
     def too_long(*args: Any, **kwargs: Any) -> Any:
         raise DeepLinkTooLongError(2300, 2048)  # even the link without lines
 
-    monkeypatch.setattr("shared.abandoned_carts.notify.build_create_transaction_link", too_long)
+    monkeypatch.setattr("shared.abandoned_carts.render.build_create_transaction_link", too_long)
     cart = own_cart(sandbox, consenting_customer(sandbox), lines=[(with_image(sandbox).record_id, 1)])
     queued = await put_on_ledger(runtime, cart)
 
