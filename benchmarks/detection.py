@@ -117,7 +117,9 @@ async def detect(args: argparse.Namespace) -> dict[str, Any]:
     }
     if profile is not None:
         text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(args.profile_entries)
+        stats = pstats.Stats(profile, stream=text)
+        stats.sort_stats("cumulative").print_stats(args.profile_entries)
+        stats.sort_stats("tottime").print_stats(args.profile_entries)
         Path(args.profile).write_text(text.getvalue())  # noqa: ASYNC240 - after the measurement
     return result
 

@@ -162,7 +162,7 @@ def measured_runtime(settings: Settings, delay_seconds: float) -> tuple[Runtime,
     """``Runtime.create(settings)`` with its state store behind a ``LatencyStore``."""
     runtime = Runtime.create(settings)
     store = LatencyStore(runtime.store, delay=delay_seconds)
-    runtime.store = store  # type: ignore[assignment]  # delegates every DocumentStore method
+    runtime.store = store  # delegates every DocumentStore method by name
     return runtime, store
 
 

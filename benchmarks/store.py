@@ -10,6 +10,11 @@ Two counts, because concurrency changes what a round trip costs the caller:
 - ``waves``: round trips on the critical path. A call that starts while another is in flight joins
   that one's wave and is not counted again, so a set of writes issued together counts once.
 
+Concurrent invocations share the store, so their waves blur together. ``message()`` follows one
+invocation instead: the calls made in its task (and the tasks it gathers, which inherit its
+context) are counted as that invocation's own waves, and an entry it writes as ``sent`` marks it
+as a sent message.
+
 Each call also gets a request-unit estimate from Cosmos DB's published cost model (see
 ``request_units`` and benchmarks/README.md), from the operation and the document sizes.
 """
@@ -17,12 +22,14 @@ Each call also gets a request-unit estimate from Cosmos DB's published cost mode
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, is_dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, is_dataclass
 from typing import Any
 
 # learn.microsoft.com/azure/cosmos-db/understand-request-unit-consumption, "Document size":
@@ -93,8 +100,9 @@ def _bodies(value: Any, depth: int = 0) -> list[Mapping[str, Any]]:
     if isinstance(value, Mapping):
         return [value]
     if is_dataclass(value) and not isinstance(value, type):
-        fields = asdict(value)
-        body = fields.get("body")
+        # The body attribute itself: asdict() would deep-copy every operation, a cost the
+        # measurement would add to the figures it measures.
+        body = getattr(value, "body", None)
         return [body] if isinstance(body, Mapping) else []
     if isinstance(value, Iterable):
         return [b for item in value for b in _bodies(item, depth + 1)]
@@ -125,6 +133,23 @@ def _asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     return 1
 
 
+@dataclass
+class MessageTrips:
+    """One invocation's round trips: all of them, and those on its own critical path."""
+
+    calls: int = 0
+    waves: int = 0
+    sent: bool = False
+    in_flight: int = 0
+
+
+_MESSAGE: contextvars.ContextVar[MessageTrips | None] = contextvars.ContextVar("message_trips", default=None)
+
+
+def _writes_sent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return any(body.get("status") == "sent" for body in _bodies(list(args) + list(kwargs.values())))
+
+
 class LatencyStore:
     """``inner`` with ``delay`` seconds per round trip, and the counts described above."""
 
@@ -133,7 +158,7 @@ class LatencyStore:
         self.delay = delay
         self.calls: Counter[str] = Counter()
         self.waves = 0
-        self.ru: Counter[str] = Counter()
+        self.ru: dict[str, float] = {}
         self.waiting_seconds = 0.0
         self._in_flight = 0
 
@@ -149,9 +174,21 @@ class LatencyStore:
             "critical_path_round_trips": self.waves,
             "round_trips_by_operation": dict(self.calls.most_common()),
             "request_units": round(sum(self.ru.values()), 1),
-            "request_units_by_operation": {k: round(v, 1) for k, v in self.ru.most_common()},
+            "request_units_by_operation": {
+                k: round(v, 1) for k, v in sorted(self.ru.items(), key=lambda kv: -kv[1])
+            },
             "store_busy_seconds": round(self.waiting_seconds, 3),
         }
+
+    @contextlib.contextmanager
+    def message(self) -> Iterator[MessageTrips]:
+        """Count the round trips of the invocation run inside this block on their own."""
+        trips = MessageTrips()
+        token = _MESSAGE.set(trips)
+        try:
+            yield trips
+        finally:
+            _MESSAGE.reset(token)
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
@@ -162,6 +199,13 @@ class LatencyStore:
             if self._in_flight == 0:
                 self.waves += 1
             self._in_flight += 1
+            trips = _MESSAGE.get()
+            if trips is not None:
+                trips.calls += 1
+                if trips.in_flight == 0:
+                    trips.waves += 1
+                trips.in_flight += 1
+                trips.sent = trips.sent or _writes_sent(args, kwargs)
             started = time.perf_counter()
             # A refused call (a conflict, a failed precondition) is a round trip too; Cosmos
             # charges little for it: counted as a miss.
@@ -174,8 +218,10 @@ class LatencyStore:
                 return result
             finally:
                 self._in_flight -= 1
+                if trips is not None:
+                    trips.in_flight -= 1
                 self.waiting_seconds += time.perf_counter() - started
                 self.calls[name] += 1
-                self.ru[name] += charge
+                self.ru[name] = self.ru.get(name, 0.0) + charge
 
         return round_trip

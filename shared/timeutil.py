@@ -9,6 +9,8 @@ from pydantic import AfterValidator, PlainSerializer
 
 
 def ensure_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset")
     return value.astimezone(UTC)
@@ -16,7 +18,9 @@ def ensure_utc(value: datetime) -> datetime:
 
 def sortable(value: datetime) -> str:
     """Fixed-width ISO 8601 in UTC with microseconds: lexical order is time order."""
-    return ensure_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat with a fixed timespec is the same text as strftime("%Y-%m-%dT%H:%M:%S.%f") at a
+    # tenth of the cost, and detection formats several timestamps per cart.
+    return ensure_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 UtcDateTime = Annotated[
