@@ -220,9 +220,6 @@ async def notify(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
             provider=options.provider,
             max_carts_per_run=100_000,
             reminder_steps="60,1440",
-            # The bench's customers are new to Emarsys: each batch also creates its contacts (the
-            # dearer case; a retailer whose contacts are synchronised saves those calls).
-            **({"emarsys_create_missing_contacts": True} if options.provider == "emarsys" else {}),
         )
         with environment(secrets):
             # The queue is filled first, with the store answering at once: detection is measured above.

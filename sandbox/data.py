@@ -699,6 +699,15 @@ class SandboxData:
             )
         return None
 
+    def is_bulk_email(self, email: str) -> bool:
+        """Whether ``email`` is the address of a bulk customer (``shopper.<oun>.<index>@example.com``)."""
+        local, _, domain = email.casefold().partition("@")
+        parts = local.split(".")
+        if domain != "example.com" or len(parts) != 3 or parts[0] != "shopper" or not parts[2].isdigit():
+            return False
+        bulk = self.bulk.get(parts[1])
+        return bulk is not None and bulk.customer_of(bulk.account(int(parts[2]))) is not None
+
     def bulk_find(self, cart_id: str) -> Cart | None:
         for oun, bulk in self.bulk.items():
             index = bulk.index_of(cart_id)

@@ -243,11 +243,13 @@ class RetailServerStandIn:
         channel = self._guard(request)
         criteria = (await self._body(request, CartSearchBody)).criteria
         data = self.sandbox.data
-        carts = [
-            cart
-            for cart in data.carts.values()
-            if cart.channel_id == channel.channel_id and criteria.admits(cart)
-        ]
+        # A search by cart id (notify's re-read) looks the one cart up instead of scanning them all.
+        scanned = (
+            data.carts.values()
+            if criteria.cart_id is None
+            else [c for c in (data.carts.get(criteria.cart_id),) if c is not None]
+        )
+        carts = [cart for cart in scanned if cart.channel_id == channel.channel_id and criteria.admits(cart)]
         order = self._order_by(request)
         for column, descending in reversed(order):
             carts.sort(key=_sort_key(column), reverse=descending)
