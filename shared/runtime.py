@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from shared.caller_auth import CallerVerifier, EntraTokenValidator
 from shared.http import HttpClient, RetryPolicy, build_ssl_context, new_session
 from shared.identity import TokenProvider
-from shared.retail_server.client import RetailServerClient
 from shared.secrets import CachedSecrets, KeyVaultOptions, secret_source
 from shared.settings import Settings, get_settings
 from shared.state.sqlite import SqliteStore
@@ -24,6 +23,8 @@ from shared.state.store import DocumentStore
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
+
+    from shared.retail_server.client import RetailServerClient
 
     # The Cosmos DB SDK (about 30 ms to import) loads only when the store is Cosmos DB.
     from shared.state.cosmos import CosmosLimits
@@ -46,16 +47,25 @@ class Runtime:
         self.secrets = secrets
         self.tokens = tokens
         self.store = store
-        self.retail = RetailServerClient(
-            http,
-            tokens,
-            base_url=settings.retail_server_url,
-            audience=settings.retail_server_audience,
-            api_version=settings.retail_server_api_version,
-        )
+        self._retail: RetailServerClient | None = None
         # Feature-owned, lazily built singletons (email provider, F&O client, caches) live here.
         self.extras: dict[str, Any] = {}
         self._callers: CallerVerifier | None = None
+
+    @property
+    def retail(self) -> RetailServerClient:
+        """The Retail Server client, built on first use: CreateCustomer never needs its models."""
+        if self._retail is None:
+            from shared.retail_server.client import RetailServerClient
+
+            self._retail = RetailServerClient(
+                self.http,
+                self.tokens,
+                base_url=self.settings.retail_server_url,
+                audience=self.settings.retail_server_audience,
+                api_version=self.settings.retail_server_api_version,
+            )
+        return self._retail
 
     @property
     def callers(self) -> CallerVerifier:

@@ -1,18 +1,24 @@
-"""Binding glue for the abandoned-cart functions: translate binding objects, call one service."""
+"""Binding glue for the abandoned-cart functions: translate binding objects, call one service.
+
+The host imports this module to index the functions; the detection and notify pipelines (their
+models, the ledger, the providers) load with the first invocation that runs them, so an instance
+woken by a till's CreateCustomer call does not wait for them.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.abandoned_carts.detect import DetectionConfig, Detector
-from shared.abandoned_carts.enrich import Enricher
-from shared.abandoned_carts.notify import MalformedMessageError, NotifyConfig, NotifyService, decode_message
-from shared.email.factory import provider_for
 from shared.runtime import Runtime, get_runtime
-from shared.settings import Settings
 from shared.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from shared.abandoned_carts.detect import DetectionConfig
+    from shared.abandoned_carts.notify import NotifyService
+    from shared.settings import Settings
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -21,6 +27,8 @@ QUEUE_CONNECTION = "AzureWebJobsStorage"
 
 def detection_config(settings: Settings) -> DetectionConfig:
     from datetime import timedelta
+
+    from shared.abandoned_carts.detect import DetectionConfig
 
     return DetectionConfig(
         operating_unit_numbers=list(settings.operating_unit_numbers),
@@ -36,6 +44,8 @@ def detection_config(settings: Settings) -> DetectionConfig:
 @bp.timer_trigger(arg_name="timer", schedule="%DETECT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.queue_output(arg_name="messages", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 async def detect_abandoned_carts(timer: func.TimerRequest, messages: func.Out[list[str]]) -> None:
+    from shared.abandoned_carts.detect import Detector
+
     runtime = await get_runtime()
     detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
     result = await detector.run(utcnow())
@@ -43,7 +53,7 @@ async def detect_abandoned_carts(timer: func.TimerRequest, messages: func.Out[li
         messages.set(result.messages)
 
 
-# ----- notification (issue 3)
+# ----- notification
 
 NOTIFY_SERVICE_KEY = "notify_service"
 logger = logging.getLogger(__name__)
@@ -53,6 +63,10 @@ def notify_service(runtime: Runtime) -> NotifyService:
     """The process's notify service: one enricher (coalescing windows, caches) and one provider."""
     existing = runtime.extras.get(NOTIFY_SERVICE_KEY)
     if existing is None:
+        from shared.abandoned_carts.enrich import Enricher
+        from shared.abandoned_carts.notify import NotifyConfig, NotifyService
+        from shared.email.factory import provider_for
+
         settings = runtime.settings
         existing = NotifyService(
             retail=runtime.retail,
@@ -76,6 +90,8 @@ def notify_service(runtime: Runtime) -> NotifyService:
 @bp.queue_trigger(arg_name="msg", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 @bp.queue_output(arg_name="poison", queue_name="%DETECTION_QUEUE_NAME%-poison", connection=QUEUE_CONNECTION)
 async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -> None:
+    from shared.abandoned_carts.notify import MalformedMessageError, decode_message
+
     try:
         message = decode_message(msg.get_body())
     except MalformedMessageError as exc:

@@ -65,6 +65,57 @@ def test_importing_the_app_loads_no_sdk_that_only_a_first_call_needs() -> None:
     assert _heavy(loaded["modules"]) == []
 
 
+# The cart pipeline loads with the first detection or notify invocation: an instance woken by a
+# till's CreateCustomer call never waits for its models, ledger or Retail Server client.
+PIPELINE = (
+    "shared.abandoned_carts.detect",
+    "shared.abandoned_carts.notify",
+    "shared.abandoned_carts.enrich",
+    "shared.retail_server.client",
+    "shared.state.ledger",
+)
+
+
+def test_importing_the_app_loads_no_part_of_the_cart_pipeline() -> None:
+    loaded = _run(
+        """
+        import json, sys
+        import function_app
+        print(json.dumps({"modules": sorted(sys.modules)}))
+        """
+    )
+    assert sorted(set(PIPELINE) & set(loaded["modules"])) == []
+
+
+def test_a_create_customer_call_loads_no_part_of_the_cart_pipeline(tmp_path: Path) -> None:
+    loaded = _run(
+        f"""
+        import asyncio, json, sys
+        import function_app
+        from shared.runtime import Runtime
+        from shared.settings import Settings
+
+        settings = Settings(
+            entra_tenant_id="tenant",
+            entra_client_id="client",
+            retail_server_url="https://contoso.commerce.dynamics.com",
+            operating_unit_numbers="128",
+            fno_url="https://contoso.operations.dynamics.com",
+            sqlite_path={str(tmp_path / "state.sqlite3")!r},
+        )
+
+        async def build() -> None:
+            runtime = Runtime.create(settings)
+            from shared.customers import service  # what the CreateCustomer function runs
+            await runtime.close()
+
+        asyncio.run(build())
+        print(json.dumps({{"modules": sorted(sys.modules)}}))
+        """
+    )
+    assert sorted(set(PIPELINE) & set(loaded["modules"])) == []
+
+
 def test_the_first_runtime_loads_its_sdks_before_it_is_built(tmp_path: Path) -> None:
     """Every SDK that building the runtime (Key Vault, Cosmos DB, the session) or checking a caller's
     token needs is in :func:`shared.runtime.sdk_modules`, which ``get_runtime`` imports on a
