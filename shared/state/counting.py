@@ -25,6 +25,11 @@ class CountingStore:
         self.round_trips = 0
         self._in_flight = 0
 
+    def reset(self) -> None:
+        """Start counting afresh (the calls in flight still finish as they began)."""
+        self.calls.clear()
+        self.round_trips = 0
+
     async def _count(self, operation: str, call: Awaitable[_T]) -> _T:
         self.calls[operation] += 1
         if self._in_flight == 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ import pytest
 from sandbox.server import Sandbox
 from shared.abandoned_carts.blueprint import notify_service
 from shared.runtime import Runtime
+from shared.state.counting import CountingStore
 from shared.state.ledger import Ledger, LedgerStatus
-from shared.state.store import DocumentStore
 from tests.notify.conftest import (
     NOW,
     RecordingProvider,
@@ -31,7 +30,6 @@ from tests.notify.conftest import (
 )
 
 HOST = json.loads((Path(__file__).parents[2] / "host.json").read_text())["extensions"]["queues"]
-_OPERATIONS = ("read", "create", "replace", "upsert", "delete", "query")
 
 
 @pytest.fixture
@@ -44,45 +42,10 @@ def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
 
 
-class CountingStore:
-    """The state store, counting operations and round trips (overlapping operations count once)."""
-
-    def __init__(self, inner: DocumentStore) -> None:
-        self._inner = inner
-        self.operations: Counter[str] = Counter()
-        self.round_trips = 0
-        self._in_flight = 0
-
-    def reset(self) -> None:
-        self.operations.clear()
-        self.round_trips = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if name not in _OPERATIONS:
-            return attribute
-        return self._counted(name, attribute)
-
-    def _counted(self, name: str, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            if self._in_flight == 0:
-                self.round_trips += 1
-            self.operations[name] += 1
-            self._in_flight += 1
-            try:
-                # Let the operations issued together with this one start before it ends.
-                await asyncio.sleep(0)
-                return await call(*args, **kwargs)
-            finally:
-                self._in_flight -= 1
-
-        return counted
-
-
 @pytest.fixture
 def counting(runtime: Runtime, recorder: RecordingProvider) -> CountingStore:
     store = CountingStore(runtime.store)
-    runtime.store = store  # type: ignore[assignment]
+    runtime.store = store
     return store
 
 
@@ -107,7 +70,7 @@ async def test_a_sent_first_step_costs_five_store_round_trips(
     assert counting.round_trips == 5
     # Reads: entry, latest-cart pointer, cap, suppression; writes: claim, sending, sent; creates:
     # the cap window, step 2.
-    assert counting.operations == Counter({"read": 4, "replace": 3, "create": 2})
+    assert counting.calls == Counter({"read": 4, "replace": 3, "create": 2})
     following = await Ledger(runtime.store).get(cart.id, cart.version, 2)
     assert following is not None and following[0].status is LedgerStatus.PENDING
 
@@ -132,7 +95,7 @@ async def test_a_sent_reminder_step_costs_five_store_round_trips_too(
     assert notify_service(runtime).outcomes["sent"] == 2
     assert counting.round_trips == 5
     # No cap write (the window is this cart's), nothing to arm after the last step.
-    assert counting.operations == Counter({"read": 5, "replace": 3})
+    assert counting.calls == Counter({"read": 5, "replace": 3})
 
 
 async def test_a_consent_refusal_makes_no_product_or_order_look_up(
