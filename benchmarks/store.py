@@ -109,9 +109,12 @@ def _bodies(value: Any, depth: int = 0) -> list[Mapping[str, Any]]:
     return []
 
 
-def request_units(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> float:
+def request_units(
+    method: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, bodies: list[Mapping[str, Any]]
+) -> float:
     """The estimated charge of one call: reads by the size of what came back, writes by the size of
-    what went in, a bulk call as the sum of its items (a transactional batch is charged so)."""
+    what went in (``bodies``, from :func:`_bodies`), a bulk call as the sum of its items (a
+    transactional batch is charged so)."""
     name = method.lower()
     if "query" in name:
         return QUERY_BASE_RU + sum(read_ru(_size(d.body)) for d in _documents(result))
@@ -121,7 +124,6 @@ def request_units(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], re
         return sum(read_ru(_size(d.body)) for d in found) + MISS_RU * max(0, asked - len(found))
     if "delete" in name:
         return DELETE_RU * max(1, _asked(args, kwargs))
-    bodies = _bodies(list(args) + list(kwargs.values()))
     return sum(write_ru(_size(b)) for b in bodies) if bodies else write_ru(1024)
 
 
@@ -144,10 +146,6 @@ class MessageTrips:
 
 
 _MESSAGE: contextvars.ContextVar[MessageTrips | None] = contextvars.ContextVar("message_trips", default=None)
-
-
-def _writes_sent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return any(body.get("status") == "sent" for body in _bodies(list(args) + list(kwargs.values())))
 
 
 class LatencyStore:
@@ -199,13 +197,15 @@ class LatencyStore:
             if self._in_flight == 0:
                 self.waves += 1
             self._in_flight += 1
+            # Walked once: the sent mark and the charge both read the bodies a call writes.
+            bodies = _bodies(list(args) + list(kwargs.values()))
             trips = _MESSAGE.get()
             if trips is not None:
                 trips.calls += 1
                 if trips.in_flight == 0:
                     trips.waves += 1
                 trips.in_flight += 1
-                trips.sent = trips.sent or _writes_sent(args, kwargs)
+                trips.sent = trips.sent or any(body.get("status") == "sent" for body in bodies)
             started = time.perf_counter()
             # A refused call (a conflict, a failed precondition) is a round trip too; Cosmos
             # charges little for it: counted as a miss.
@@ -214,7 +214,7 @@ class LatencyStore:
                 if self.delay > 0:
                     await asyncio.sleep(self.delay)
                 result = await target(*args, **kwargs)
-                charge = request_units(name, args, kwargs, result)
+                charge = request_units(name, args, kwargs, result, bodies)
                 return result
             finally:
                 self._in_flight -= 1
