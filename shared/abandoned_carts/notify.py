@@ -46,7 +46,7 @@ from shared.abandoned_carts.checks import cart_refusal, previous_step_refusal, s
 from shared.abandoned_carts.claim import Claimed, Claimer
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.frequency_cap import FrequencyCap
-from shared.abandoned_carts.messages import CartMessage
+from shared.abandoned_carts.messages import SUPPORTED_VERSIONS, CartMessage
 from shared.abandoned_carts.notify_config import NotifyConfig
 from shared.abandoned_carts.orders import OrderCheck
 from shared.abandoned_carts.outcome import Outcome, Status
@@ -135,8 +135,8 @@ def decode_message(body: bytes) -> CartMessage:
         raise MalformedMessageError("the message is not JSON") from None
     if not isinstance(raw, dict):
         raise MalformedMessageError("the message is not a JSON object")
-    if raw.get("v") != 1:
-        raise MalformedMessageError("the message has no supported version (v must be 1)")
+    if raw.get("v") not in SUPPORTED_VERSIONS or isinstance(raw.get("v"), bool):
+        raise MalformedMessageError("the message has no supported version (v must be 1 or 2)")
     try:
         return CartMessage.model_validate(raw)
     except ValidationError as exc:

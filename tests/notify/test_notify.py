@@ -398,7 +398,7 @@ async def test_transient_upstream_failure_raises_then_the_retry_sends(
         (b"not json at all", "not JSON"),
         (b"\xff\xfe", "not UTF-8"),
         (b"[1, 2]", "not a JSON object"),
-        (b'{"v": 2, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1}', "version"),
+        (b'{"v": 3, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1}', "version"),
         (b'{"v": 1, "cartVersion": 1, "oun": "128", "step": 1}', "cartId"),
         (b'{"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 0}', "step"),
         (
