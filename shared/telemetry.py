@@ -229,6 +229,16 @@ def invocation_span(
     )
 
 
+def current_link() -> Link | None:
+    """A link to the current span, for work done later on behalf of several (a batch)."""
+    context = trace.get_current_span().get_span_context()
+    return Link(context) if context.is_valid else None
+
+
+def set_error(current: Span, description: str) -> None:
+    current.set_status(Status(StatusCode.ERROR, description))
+
+
 def record_failure(current: Span, exc: BaseException) -> None:
     """Status ERROR, and the exception with its type, a redacted message and the stack (code only)."""
     message = redact(str(exc))

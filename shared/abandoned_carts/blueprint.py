@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
+from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 
+from shared import telemetry
+from shared.abandoned_carts import observe
 from shared.abandoned_carts.detect import DetectionConfig, Detector
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.notify import MalformedMessageError, NotifyConfig, NotifyService, decode_message
@@ -17,6 +24,8 @@ from shared.timeutil import utcnow
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 QUEUE_CONNECTION = "AzureWebJobsStorage"
+# The host's maxDequeueCount when host.json does not set it.
+_HOST_DEFAULT_MAX_DEQUEUE_COUNT = 5
 
 
 def detection_config(settings: Settings) -> DetectionConfig:
@@ -36,11 +45,15 @@ def detection_config(settings: Settings) -> DetectionConfig:
 @bp.timer_trigger(arg_name="timer", schedule="%DETECT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.queue_output(arg_name="messages", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 async def detect_abandoned_carts(timer: func.TimerRequest, messages: func.Out[list[str]]) -> None:
-    runtime = await get_runtime()
-    detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
-    result = await detector.run(utcnow())
-    if result.messages:
-        messages.set(result.messages)
+    # The run's span: every message it queues carries its trace context (shared/telemetry.py).
+    with telemetry.invocation_span(
+        "detect_abandoned_carts", trigger="timer", attributes={"connector.past_due": bool(timer.past_due)}
+    ):
+        runtime = await get_runtime()
+        detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
+        result = await detector.run(utcnow())
+        if result.messages:
+            messages.set(result.messages)
 
 
 # ----- notification (issue 3)
@@ -76,17 +89,74 @@ def notify_service(runtime: Runtime) -> NotifyService:
 @bp.queue_trigger(arg_name="msg", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 @bp.queue_output(arg_name="poison", queue_name="%DETECTION_QUEUE_NAME%-poison", connection=QUEUE_CONNECTION)
 async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -> None:
+    queue = queue_name()
+    dequeue_count = int(msg.dequeue_count or 1)
     try:
         message = decode_message(msg.get_body())
     except MalformedMessageError as exc:
-        # Retrying cannot help: straight to the poison queue, as the host would after maxDequeueCount.
-        logger.error(
-            "queue message %s (dequeue count %s) moved to the poison queue: %s",
-            msg.id,
-            msg.dequeue_count,
-            exc,
-        )
-        poison.set(msg.get_body().decode("utf-8", errors="replace"))
+        with telemetry.invocation_span(
+            "notify_abandoned_cart", trigger="pubsub", attributes=_queue_attributes(msg)
+        ):
+            # Retrying cannot help: straight to the poison queue, as the host would after maxDequeueCount.
+            logger.error(
+                "queue message %s (dequeue count %s) moved to the poison queue: %s",
+                msg.id,
+                msg.dequeue_count,
+                exc,
+                extra=observe.poisoned_record(queue, dequeue_count, "malformed"),
+            )
+            poison.set(msg.get_body().decode("utf-8", errors="replace"))
         return
-    runtime = await get_runtime()
-    await notify_service(runtime).handle(message, utcnow())
+    # The detection run's trace goes on here: the message carries its context (version 2).
+    with telemetry.invocation_span(
+        "notify_abandoned_cart",
+        trigger="pubsub",
+        parent=telemetry.context_from(message.traceparent),
+        attributes={
+            **_queue_attributes(msg),
+            "connector.oun": message.oun,
+            "connector.cart_id": message.cart_id,
+            "connector.cart_version": message.cart_version,
+            "connector.step": message.step,
+            "connector.message_version": message.v,
+        },
+    ):
+        runtime = await get_runtime()
+        try:
+            await notify_service(runtime).handle(message, utcnow())
+        except Exception:
+            if dequeue_count >= max_dequeue_count():
+                # The host moves the message to the poison queue after this last attempt.
+                logger.error(
+                    "queue message %s failed its last attempt (dequeue count %d): the host moves it to "
+                    "the poison queue",
+                    msg.id,
+                    dequeue_count,
+                    extra=observe.poisoned_record(queue, dequeue_count, "retries_exhausted"),
+                )
+            raise
+
+
+def _queue_attributes(msg: func.QueueMessage) -> dict[str, Any]:
+    return {
+        "messaging.system": "azure_storage_queue",
+        "messaging.destination.name": queue_name(),
+        "messaging.message.id": msg.id,
+        "messaging.message.delivery_count": msg.dequeue_count,
+    }
+
+
+def queue_name() -> str:
+    """The detection queue's name, read as the host does (the setting, else the code's default)."""
+    name = os.environ.get("DETECTION_QUEUE_NAME", "").strip()
+    return name or str(Settings.model_fields["detection_queue_name"].default)
+
+
+@functools.cache
+def max_dequeue_count() -> int:
+    """host.json's ``maxDequeueCount``: the attempts the host gives a message before poisoning it."""
+    try:
+        host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text(encoding="utf-8"))
+        return int(host["extensions"]["queues"]["maxDequeueCount"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _HOST_DEFAULT_MAX_DEQUEUE_COUNT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -114,8 +115,10 @@ async def test_registered_timer_queues_ids_only(
     assert messages, "the sandbox has abandoned carts in the default window"
     for raw in messages:
         message = json.loads(raw)
-        assert set(message) == {"v", "cartId", "cartVersion", "oun", "step"}
-        assert message["v"] == 1 and message["oun"] == "128" and message["step"] == 1
+        # Ids only, and the detection run's W3C trace context (version 2).
+        assert set(message) == {"v", "cartId", "cartVersion", "oun", "step", "traceparent"}
+        assert message["v"] == 2 and message["oun"] == "128" and message["step"] == 1
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", message["traceparent"])
     start, end = window(settings)
     await assert_one_email_per_customer(
         runtime, cart_ids(messages), await all_carts_in_window(runtime, "128", start, end)
