@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 
-from shared import telemetry
+from shared import queues, telemetry
 from shared.abandoned_carts import observe
-from shared.abandoned_carts.detect import DetectionConfig, Detector
+from shared.abandoned_carts.detect import REQUEUE_AFTER, DetectionConfig, DetectionFailedError, Detector
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.notify import MalformedMessageError, NotifyConfig, NotifyService, decode_message
 from shared.email.factory import provider_for
+from shared.privacy.redaction import redact
 from shared.runtime import Runtime, get_runtime
 from shared.settings import Settings
 from shared.timeutil import utcnow
@@ -24,8 +22,7 @@ from shared.timeutil import utcnow
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 QUEUE_CONNECTION = "AzureWebJobsStorage"
-# The host's maxDequeueCount when host.json does not set it.
-_HOST_DEFAULT_MAX_DEQUEUE_COUNT = 5
+logger = logging.getLogger(__name__)
 
 
 def detection_config(settings: Settings) -> DetectionConfig:
@@ -51,15 +48,36 @@ async def detect_abandoned_carts(timer: func.TimerRequest, messages: func.Out[li
     ):
         runtime = await get_runtime()
         detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
-        result = await detector.run(utcnow())
+        try:
+            result = await detector.run(utcnow())
+        except DetectionFailedError as failed:
+            # The invocation fails, and the host writes no output binding of a failed invocation:
+            # the healthy channels' messages go on the queue directly (shared/queues.py).
+            await _queue_directly(runtime.settings.detection_queue_name, failed.result.messages)
+            raise
         if result.messages:
             messages.set(result.messages)
+
+
+async def _queue_directly(queue: str, messages: list[str]) -> None:
+    try:
+        await queues.send_messages(queue, messages)
+    except Exception as exc:
+        # Not lost: the entries are marked queued, and a later run's sweep queues them again
+        # after REQUEUE_AFTER.
+        logger.error(
+            "the %d message(s) of the failed run could not be queued directly (%s: %s); a later run "
+            "queues them again after %d minutes",
+            len(messages),
+            type(exc).__name__,
+            redact(str(exc)),
+            int(REQUEUE_AFTER.total_seconds() // 60),
+        )
 
 
 # ----- notification (issue 3)
 
 NOTIFY_SERVICE_KEY = "notify_service"
-logger = logging.getLogger(__name__)
 
 
 def notify_service(runtime: Runtime) -> NotifyService:
@@ -125,7 +143,7 @@ async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -
         try:
             await notify_service(runtime).handle(message, utcnow())
         except Exception:
-            if dequeue_count >= max_dequeue_count():
+            if dequeue_count >= queues.max_dequeue_count():
                 # The host moves the message to the poison queue after this last attempt.
                 logger.error(
                     "queue message %s failed its last attempt (dequeue count %d): the host moves it to "
@@ -150,13 +168,3 @@ def queue_name() -> str:
     """The detection queue's name, read as the host does (the setting, else the code's default)."""
     name = os.environ.get("DETECTION_QUEUE_NAME", "").strip()
     return name or str(Settings.model_fields["detection_queue_name"].default)
-
-
-@functools.cache
-def max_dequeue_count() -> int:
-    """host.json's ``maxDequeueCount``: the attempts the host gives a message before poisoning it."""
-    try:
-        host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text(encoding="utf-8"))
-        return int(host["extensions"]["queues"]["maxDequeueCount"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return _HOST_DEFAULT_MAX_DEQUEUE_COUNT

@@ -123,6 +123,21 @@ class RunResult:
         }
 
 
+class DetectionFailedError(Exception):
+    """A detection run in which at least one channel failed. ``result`` holds what the others
+    found and the messages still to queue; ``errors`` the failures (the first is the cause)."""
+
+    def __init__(self, result: RunResult, errors: Sequence[Exception]) -> None:
+        self.result = result
+        self.errors = list(errors)
+        failed = ", ".join(
+            f"{oun} ({outcome.stopped.removeprefix('error:')})"
+            for oun, outcome in result.channels.items()
+            if outcome.stopped.startswith("error:")
+        )
+        super().__init__(f"detection failed for channel(s) {failed or '(sweep)'}: {errors[0]}")
+
+
 def fair_shares(budget: int, channels: Sequence[str]) -> dict[str, int]:
     """``budget`` split equally between ``channels``; the remainder goes one each to the first ones."""
     if not channels:
@@ -233,9 +248,10 @@ class Detector:
         if errors:
             # A channel failed (Retail Server down, credentials refused, a wrong OUN): the run
             # fails where the platform's failure rate and the operator see it, after every other
-            # channel's progress is saved. Their entries, and the due ones, were marked queued, so
-            # the sweep of a later run queues them again after REQUEUE_AFTER: nothing is lost.
-            raise errors[0]
+            # channel's progress is saved. The error carries the run's messages, which the caller
+            # must still queue (the entries are marked queued; the sweep of a later run would queue
+            # them again only after REQUEUE_AFTER).
+            raise DetectionFailedError(result, errors) from errors[0]
         return result
 
     async def _detect_channel_safely(
