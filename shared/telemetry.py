@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -240,10 +241,12 @@ def set_error(current: Span, description: str) -> None:
 
 
 def record_failure(current: Span, exc: BaseException) -> None:
-    """Status ERROR, and the exception with its type, a redacted message and the stack (code only)."""
+    """Status ERROR, and the exception with its type, its message and its stack, both redacted (a
+    stack ends with the message, and can quote a line of code that holds a literal)."""
     message = redact(str(exc))
+    stack = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     current.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
-    current.record_exception(exc, attributes={"exception.message": message})
+    current.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stack})
 
 
 def _cancelled(exc: BaseException) -> bool:

@@ -85,10 +85,14 @@ def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
     if running is not None:
         leaks = find_personal_data(capture.lines, running)
         assert not leaks, f"personal data in log records: {leaks[:5]}"
-        exported = [local_telemetry.span_text(span) for span in TELEMETRY.spans()]
-        exported += [local_telemetry.point_text(point) for point in TELEMETRY.points()]
-        leaks = find_personal_data(exported, running)
+        leaks = find_personal_data(exported_telemetry(), running)
         assert not leaks, f"personal data in exported spans or metrics: {leaks[:5]}"
+
+
+def exported_telemetry() -> list[str]:
+    """Every span and metric point the test exported, as text to scan for personal data."""
+    exported = [local_telemetry.span_text(span) for span in TELEMETRY.spans()]
+    return exported + [local_telemetry.point_text(point) for point in TELEMETRY.points()]
 
 
 @pytest.fixture
