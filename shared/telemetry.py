@@ -15,6 +15,7 @@ key in it (:func:`route_template`), and an exception's text is redacted before i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -291,6 +292,7 @@ _SERVICES = {
 _NOT_A_WORD = re.compile(r"[^a-z0-9]{1,64}")
 
 
+@functools.lru_cache(maxsize=64)
 def service_key(service: str) -> str:
     """``"Retail Server"`` -> ``retail_server``: the dimension value of a client's service name."""
     lowered = service.strip().lower()[:64]
@@ -309,6 +311,7 @@ _GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}
 _AT_SEGMENT = re.compile(r"[^/()=,]{0,256}@[^/()=,]{0,256}")
 
 
+@functools.lru_cache(maxsize=1024)
 def route_template(route: str) -> str:
     """A call's route with every key, id and parameter value replaced by ``{id}``: a low-cardinality
     name that never holds a customer's data, e.g. ``Products({id})/GetMediaLocations(channelId={id},
