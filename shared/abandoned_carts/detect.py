@@ -135,7 +135,7 @@ class DetectionFailedError(Exception):
             for oun, outcome in result.channels.items()
             if outcome.stopped.startswith("error:")
         )
-        super().__init__(f"detection failed for channel(s) {failed or '(sweep)'}: {errors[0]}")
+        super().__init__(f"detection failed for channel(s) {failed}: {errors[0]}")
 
 
 def fair_shares(budget: int, channels: Sequence[str]) -> dict[str, int]:
