@@ -43,8 +43,9 @@ pytest: install
 
 test: lint typecheck pytest
 
+# make demo ARGS="--telemetry console" passes options to the demo.
 demo: $(BIN)/.installed
-	$(BIN)/python -m sandbox.demo
+	$(BIN)/python -m sandbox.demo $(ARGS)
 
 sandbox: $(BIN)/.installed
 	$(BIN)/python -m sandbox

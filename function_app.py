@@ -1,4 +1,4 @@
-"""The Functions entry point: logging, the app, and each feature's blueprint. Nothing else."""
+"""The Functions entry point: logging, telemetry, the app, and each feature's blueprint. Nothing else."""
 
 import azure.functions as func
 
@@ -6,8 +6,11 @@ from shared.abandoned_carts.blueprint import bp as abandoned_carts
 from shared.customers.blueprint import bp as customers
 from shared.logging_setup import configure_logging
 from shared.privacy.blueprint import bp as privacy
+from shared.telemetry import configure_telemetry
 
 configure_logging()
+# Before the functions are registered; a no-op without APPLICATIONINSIGHTS_CONNECTION_STRING.
+configure_telemetry()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(abandoned_carts)

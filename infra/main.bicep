@@ -135,6 +135,11 @@ param cartPageSize int = 100
 ])
 param logLevel string = 'INFO'
 
+@description('Percentage of traces (spans) the app exports to Application Insights; log records and metrics are never sampled.')
+@minValue(1)
+@maxValue(100)
+param telemetrySamplingPercentage int = 100
+
 // --- upstream calls and secrets (tuning) -------------------------------------------------------
 @description('How long a Key Vault secret is cached, in seconds; a rotated secret is picked up within this time. 0 reads it on every use.')
 @minValue(0)
@@ -526,6 +531,7 @@ module api 'app/api.bicep' = {
     maxCartsPerRun: maxCartsPerRun
     cartPageSize: cartPageSize
     logLevel: logLevel
+    telemetrySamplingPercentage: telemetrySamplingPercentage
     consentPolicy: consentPolicy
     frequencyCapHours: frequencyCapHours
     orderCheck: orderCheck

@@ -6,7 +6,10 @@
    provider (``--provider emarsys`` sends through the Emarsys stand-in instead);
 3. CreateCustomer: one customer through ``create_customer`` against the F&O stand-in.
 
-It prints what happened and where the rendered email previews are. Nothing leaves 127.0.0.1.
+It prints what happened and where the rendered email previews are. With ``--telemetry console`` it
+also keeps the run's OpenTelemetry spans and metrics in memory (``sandbox/telemetry.py``), prints
+the detection run's trace id and one cart's whole trace, from the timer to the provider, and
+writes every span and metric point as JSON lines under ``out/telemetry/``. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from azure.functions.queue import QueueMessage  # the host's class: it carries d
 from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys, fno, orders
+from sandbox import telemetry as local_telemetry
 from sandbox.bindings import OutBinding
 from sandbox.demo_customers import demo_request, describe
 from sandbox.server import Sandbox
@@ -38,6 +42,7 @@ from shared.state.records import RunSummaryStore
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(".state/demo")
 PREVIEW_DIR = Path("out/previews")
+TELEMETRY_DIR = Path("out/telemetry")
 
 
 def registered_functions() -> dict[str, Any]:
@@ -46,9 +51,6 @@ def registered_functions() -> dict[str, Any]:
     # get_functions() indexes the app once per process; a second call (tests) must reset it.
     function_app.app.functions_bindings = None
     functions = function_app.app.get_functions()
-    # function_app logs per message at INFO; the demo prints its own summary instead.
-    for name in ("", "shared"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     return {str(f.get_function_name()): f.get_user_function() for f in functions}
 
 
@@ -111,7 +113,10 @@ def preview_pages() -> list[Path]:
     return sorted(PREVIEW_DIR.glob("*.html"))
 
 
-async def run_demo(provider: str, seed: int) -> str:
+async def run_demo(provider: str, seed: int, *, telemetry: str = "off") -> str:
+    local = local_telemetry.install() if telemetry == "console" else None
+    if local is not None:
+        local.clear()
     await asyncio.to_thread(fresh_directories)
     functions = registered_functions()
     extensions = [orders.add_routes, fno.add_routes, emarsys.add_routes]
@@ -123,6 +128,8 @@ async def run_demo(provider: str, seed: int) -> str:
             lines = [f"Sandbox on {sandbox.base_url} (seed {seed}); state in {settings.sqlite_path}", ""]
             lines += await _detect_and_notify(functions, runtime, sandbox, provider)
             lines += ["", await _create_customer(functions)]
+            if local is not None:
+                lines += ["", *await _telemetry(local)]
             return "\n".join(lines)
         finally:
             set_runtime(None)
@@ -199,6 +206,67 @@ async def _detect_and_notify(
     return lines
 
 
+async def _telemetry(local: local_telemetry.LocalTelemetry) -> list[str]:
+    """The run's trace id, one mailed cart's whole trace, the metrics, and where the rest is."""
+    spans = local.spans()
+    points = local.points()
+    runs = [s for s in spans if s.name == "detect_abandoned_carts" and s.context is not None]
+    lines = [
+        "Telemetry (--telemetry console: kept in memory here; in Azure it goes to Application Insights):"
+    ]
+    if not runs:
+        return [*lines, "  no detection run span was recorded"]
+    trace_id = runs[-1].context.trace_id
+    in_run = [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+    lines.append(
+        f"  detection run trace id {local_telemetry.hex_id(trace_id, 32)} "
+        f"(operation_Id in Application Insights): {len(in_run)} spans"
+    )
+    cart = _a_mailed_cart(spans)
+    if cart is not None:
+        journey = local_telemetry.journey(spans, cart)
+        lines.append(f"  one cart's journey, cart {cart}, from the timer to the provider:")
+        lines += [f"    {'  ' * depth}{local_telemetry.describe(span)}" for depth, span in journey]
+    totals = local_telemetry.totals(points)
+    lines.append("  metrics (sum, or the count of a histogram's values):")
+    lines += [
+        f"    {name} {{{', '.join(f'{k}={v}' for k, v in dims)}}} {value:g}"
+        for (name, dims), value in sorted(totals.items())
+        if name in _SHOWN_METRICS
+    ]
+    folder = await asyncio.to_thread(local_telemetry.write_json_lines, spans, points, TELEMETRY_DIR)
+    lines.append(
+        f"  every span and metric point as JSON lines: {folder} and {folder.parent / 'metrics.jsonl'}"
+    )
+    return lines
+
+
+# The metrics the demo prints; the rest (durations, batch sizes) are in the JSON lines.
+_SHOWN_METRICS = frozenset(
+    {
+        "connector.carts.found",
+        "connector.carts.queued",
+        "connector.carts.skipped",
+        "connector.detection.runs",
+        "connector.notify.outcomes",
+        "connector.customers.created",
+        "connector.tokens.acquired",
+    }
+)
+
+
+def _a_mailed_cart(spans: list[Any]) -> str | None:
+    """A cart whose notify invocation reached the provider (sent or previewed)."""
+    for span in spans:
+        attributes = dict(span.attributes or {})
+        if span.name == "notify_abandoned_cart" and attributes.get("connector.outcome") in (
+            "sent",
+            "previewed",
+        ):
+            return str(attributes.get("connector.cart_id"))
+    return None
+
+
 async def _latest_summary(runtime: Runtime) -> dict[str, Any]:
     recent = await RunSummaryStore(runtime.store).recent(limit=1)
     if not recent:
@@ -219,10 +287,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--provider", choices=["preview", "emarsys"], default="preview")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--telemetry",
+        choices=["off", "console"],
+        default="off",
+        help="console: keep the run's spans and metrics in memory and print one cart's whole trace",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    # Warnings and errors on the console; the app's INFO records (run summary, outcomes) are what
+    # the demo summarises itself.
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(console)
     started = datetime.now(UTC)
-    print(asyncio.run(run_demo(args.provider, args.seed)))
+    print(asyncio.run(run_demo(args.provider, args.seed, telemetry=args.telemetry)))
     print(f"\nDone in {(datetime.now(UTC) - started).total_seconds():.1f} s.")
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from shared import telemetry
+
 if TYPE_CHECKING:
     # aiohttp takes about 100 ms to import (most of it building its default TLS contexts): it
     # loads when the process's session is built, not when the app is imported.
@@ -232,10 +234,51 @@ class HttpClient:
         retried: the same request gets the same answer). ``route`` names the call in that error;
         by default the method and the URL's path, never its query, which may carry personal data.
         """
+        correlation_id = correlation_id or str(uuid.uuid4())
+        parts = urlsplit(url)
+        route = route or f"{method} {parts.path}"
+        # One client span per call, its retries as events (shared/telemetry.py): the route
+        # template names it, never the URL, whose path or query may hold a key or an address.
+        with telemetry.upstream_call(
+            service,
+            route.removeprefix(f"{method} "),
+            method=method,
+            server=parts.hostname,
+            oun=_header(headers or {}, "oun"),
+        ) as call:
+            return await self._send(
+                method,
+                url,
+                call,
+                service=service,
+                headers=headers,
+                params=params,
+                json_body=json_body,
+                data=data,
+                idempotent=idempotent,
+                correlation_id=correlation_id,
+                timeout=timeout,
+                route=route,
+            )
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        call: telemetry.UpstreamCall,
+        *,
+        service: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        data: Any,
+        idempotent: bool,
+        correlation_id: str,
+        timeout: float | None,  # noqa: ASYNC109  # per-call override of the session's timeout
+        route: str,
+    ) -> UpstreamResponse:
         import aiohttp  # loaded already, with the session
 
-        correlation_id = correlation_id or str(uuid.uuid4())
-        route = route or f"{method} {urlsplit(url).path}"
         retry_statuses = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_NON_IDEMPOTENT
         request_headers = {"x-ms-client-request-id": correlation_id, **(headers or {})}
         extra: dict[str, Any] = {}
@@ -257,6 +300,7 @@ class HttpClient:
                     data=data,
                     **extra,
                 ) as resp:
+                    call.answered(resp.status)
                     body = await self._read_capped(resp, service, route, correlation_id)
                     response = UpstreamResponse(
                         status=resp.status,
@@ -276,7 +320,7 @@ class HttpClient:
                         correlation_id=correlation_id,
                         may_have_arrived=reached,
                     ) from exc
-                await self._wait(service, attempt, None, "timeout")
+                await self._wait(call, service, attempt, None, "timeout")
                 continue
             except aiohttp.ClientConnectorError as exc:
                 # The connection was never made, so even a non-idempotent request can be sent again.
@@ -287,7 +331,7 @@ class HttpClient:
                         correlation_id=correlation_id,
                         may_have_arrived=reached,
                     ) from exc
-                await self._wait(service, attempt, None, "connect error")
+                await self._wait(call, service, attempt, None, "connect error")
                 continue
             except aiohttp.ClientError as exc:
                 reached = True
@@ -295,7 +339,7 @@ class HttpClient:
                     raise UpstreamConnectionError(
                         service, f"connection failed ({type(exc).__name__})", correlation_id=correlation_id
                     ) from exc
-                await self._wait(service, attempt, None, type(exc).__name__)
+                await self._wait(call, service, attempt, None, type(exc).__name__)
                 continue
 
             if response.status in retry_statuses and attempt < self.policy.max_attempts:
@@ -304,7 +348,7 @@ class HttpClient:
                 server_delay = response.retry_after()
                 if server_delay is not None and server_delay > self.policy.max_server_delay:
                     return response
-                await self._wait(service, attempt, server_delay, f"HTTP {response.status}")
+                await self._wait(call, service, attempt, server_delay, f"HTTP {response.status}")
                 continue
             return response
 
@@ -342,8 +386,16 @@ class HttpClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _wait(self, service: str, attempt: int, server_delay: float | None, reason: str) -> None:
+    async def _wait(
+        self,
+        call: telemetry.UpstreamCall,
+        service: str,
+        attempt: int,
+        server_delay: float | None,
+        reason: str,
+    ) -> None:
         delay = self.policy.delay(attempt, server_delay)
+        call.retry(attempt, delay, reason)
         logger.warning(
             "retrying %s call after %s (attempt %d of %d, waiting %.2fs)",
             service,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import certifi
 
+from shared import telemetry
 from shared.concurrency import SingleFlight
 from shared.secrets import CachedSecrets
 
@@ -157,6 +158,37 @@ class TokenProvider:
 
     async def _acquire(self, scope: str) -> str:
         secret = await self._secrets.get(self._secret_name)
+        service = telemetry.service_of_scope(scope)
+        host = self.authority.split("/")[2].lower() if self.authority.count("/") >= 2 else None
+        # One client span per token request (MSAL's discovery included), and the request counted
+        # by its result: "ok" or Entra's error code, never the secret.
+        with telemetry.upstream_call(
+            "Entra ID",
+            "/{tenant}/oauth2/v2.0/token",
+            method="POST",
+            server=host,
+            attributes={"connector.token_for": service},
+        ) as call:
+            try:
+                token = await self._request(scope, secret)
+            except TokenError as exc:
+                error = exc.error or exc.reason
+                call.failed(error)
+                telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": error})
+                logger.warning(
+                    "token request failed",
+                    extra={
+                        "event": "token_failure",
+                        "service": service,
+                        "error": error,
+                        "reason": exc.reason,
+                    },
+                )
+                raise
+            telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": "ok"})
+            return token
+
+    async def _request(self, scope: str, secret: str) -> str:
         try:
             # Building the application runs MSAL's authority discovery over HTTP: off the loop too.
             async with self._app_lock:

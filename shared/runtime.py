@@ -20,6 +20,7 @@ from shared.secrets import CachedSecrets, KeyVaultOptions, secret_source
 from shared.settings import Settings, get_settings
 from shared.state.sqlite import SqliteStore
 from shared.state.store import DocumentStore
+from shared.state.traced import TracedStore
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -148,17 +149,19 @@ class Runtime:
 
 
 def create_store(settings: Settings) -> DocumentStore:
+    """The configured store, each of its calls a client span (``shared/state/traced.py``)."""
     if settings.state_store == "cosmos":
         from shared.state.cosmos import CosmosStore
 
         assert settings.cosmos_endpoint is not None  # checked by Settings
-        return CosmosStore.connect(
+        cosmos = CosmosStore.connect(
             settings.cosmos_endpoint,
             settings.cosmos_database,
             {"ledger": settings.cosmos_ledger_container, "state": settings.cosmos_state_container},
             limits=cosmos_limits(settings),
         )
-    return SqliteStore(settings.sqlite_path)
+        return TracedStore(cosmos, system="cosmosdb")
+    return TracedStore(SqliteStore(settings.sqlite_path), system="sqlite")
 
 
 def cosmos_limits(settings: Settings) -> CosmosLimits:

@@ -14,11 +14,15 @@ is :class:`SecretUnavailableError`, which callers treat as transient.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from shared import telemetry
 
 if TYPE_CHECKING:
     # The Key Vault SDK and azure-identity (with azure-core and cryptography) take about 80 ms to
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     import aiohttp
     from azure.core.credentials_async import AsyncTokenCredential
     from azure.keyvault.secrets.aio import SecretClient
+
+logger = logging.getLogger(__name__)
 
 # Between two attempts: a short wait, never the SDK's 120 s ceiling.
 _BACKOFF_FACTOR_SECONDS = 0.4
@@ -134,6 +140,27 @@ class KeyVaultSecrets:
         self._client = client
 
     async def get(self, name: str) -> str:
+        """The secret's value; each read is a client span, and a failed one is counted and recorded
+        by its reason (``not_found``, ``denied``, ``key_vault_unavailable``), never its value."""
+        with telemetry.upstream_call(
+            "Key Vault",
+            "/secrets/{name}",
+            method="GET",
+            server=urlsplit(self._vault_url).hostname,
+            attributes={"connector.secret": name},
+        ) as call:
+            try:
+                return await self._read(name)
+            except Exception as exc:
+                reason = _failure_reason(exc)
+                call.failed(reason)
+                telemetry.SECRETS_FAILURES.add(1, {"reason": reason})
+                logger.warning(
+                    "secret read failed", extra={"event": "secret_failure", "reason": reason, "secret": name}
+                )
+                raise
+
+    async def _read(self, name: str) -> str:
         from azure.core.exceptions import (
             DecodeError,
             HttpResponseError,
@@ -171,6 +198,19 @@ class KeyVaultSecrets:
         await self._client.close()
         if self._credential is not None:
             await self._credential.close()
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, SecretNotFoundError):
+        return "not_found"
+    if isinstance(exc, SecretUnavailableError):
+        return "key_vault_unavailable"
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        # The identity has no "Key Vault Secrets User" role on the vault (or the vault's firewall
+        # refuses it): an operator's fix.
+        return "denied"
+    return telemetry.failure_status(exc)
 
 
 class CachedSecrets:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # --- core -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The share of traces exported to Application Insights (shared/telemetry.py reads it when the
+    # app starts); log records and metrics are never sampled.
+    telemetry_sampling_percentage: int = Field(default=100, ge=1, le=100)
     key_vault_url: str | None = None
     secret_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
     # Every Key Vault read: the read timeout of one attempt (connect: at most

@@ -1,8 +1,11 @@
 """Shared fixtures: a fresh sandbox per test, settings and a runtime pointed at it, and a guard
-that fails any test whose log records contain a sandbox customer's email, name or phone."""
+that fails any test whose log records, spans or metrics contain a sandbox customer's email, name
+or phone. The whole suite runs with in-memory OpenTelemetry (``sandbox/telemetry.py``), so every
+span and metric the code makes is exported, and checked."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from sandbox import telemetry as local_telemetry
 from sandbox.bindings import OutBinding
 from sandbox.server import Sandbox
 from shared.logging_setup import configure_logging
@@ -19,15 +23,32 @@ from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 
 configure_logging()
+TELEMETRY = local_telemetry.install()
+
+# What every LogRecord has; anything else on a record came in through ``extra=`` (a custom dimension).
+_STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record got through ``extra=``: what Application Insights shows as custom dimensions."""
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD_RECORD_FIELDS}
 
 
 class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        self.records.append(record)
+        line = self.format(record)
+        extra = extra_fields(record)
+        # The custom dimensions are exported too: the guard scans them with the message.
+        self.lines.append(f"{line} {json.dumps(extra, default=str, sort_keys=True)}" if extra else line)
 
 
 @contextmanager
@@ -51,17 +72,33 @@ def captured_logs() -> Iterator[_Capture]:
 
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
-    """Capture every log record of the test; fail if one holds a sandbox customer's personal data.
+    """Capture every log record (custom dimensions included), span and metric point of the test;
+    fail if one holds a sandbox customer's personal data.
 
     The sandbox is taken at setup: by teardown it has been torn down already."""
     running: Sandbox | None = (
         request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     )
+    TELEMETRY.clear()
     with captured_logs() as capture:
         yield capture
     if running is not None:
         leaks = find_personal_data(capture.lines, running)
         assert not leaks, f"personal data in log records: {leaks[:5]}"
+        leaks = find_personal_data(exported_telemetry(), running)
+        assert not leaks, f"personal data in exported spans or metrics: {leaks[:5]}"
+
+
+def exported_telemetry() -> list[str]:
+    """Every span and metric point the test exported, as text to scan for personal data."""
+    exported = [local_telemetry.span_text(span) for span in TELEMETRY.spans()]
+    return exported + [local_telemetry.point_text(point) for point in TELEMETRY.points()]
+
+
+@pytest.fixture
+def telemetry() -> local_telemetry.LocalTelemetry:
+    """The spans and metric points of this test (cleared when it starts)."""
+    return TELEMETRY
 
 
 def personal_data_patterns(sandbox: Sandbox) -> list[re.Pattern[str]]:

@@ -4,12 +4,20 @@ functions against the sandbox, in a scratch directory."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox import demo
+from sandbox.demo_customers import DEMO_CUSTOMER
+from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry, point_text, span_text
+from shared.state.ledger import Ledger
+from shared.state.sqlite import SqliteStore
+from tests.conftest import extra_fields, find_personal_data, personal_data_patterns
 
 
 @pytest.fixture
@@ -41,3 +49,143 @@ async def test_demo_through_the_emarsys_stand_in(scratch: Path) -> None:
     accepted = next(line for line in text.splitlines() if "Emarsys stand-in accepted" in line)
     sent = next(line for line in text.splitlines() if line.strip().endswith(" sent"))
     assert accepted.split("accepted ")[1].split()[0] == sent.split()[0]
+
+
+# ----- issue 9: the demo's telemetry, and every record it emits
+
+
+@pytest.fixture
+def demo_sandboxes(monkeypatch: pytest.MonkeyPatch) -> list[Sandbox]:
+    """The sandbox the demo starts, kept to read its customers' personal data from."""
+    started: list[Sandbox] = []
+
+    class Kept(Sandbox):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(demo, "Sandbox", Kept)
+    return started
+
+
+def personal_data(sandbox: Sandbox) -> list[re.Pattern[str]]:
+    """The sandbox customers' emails, names and phones, and the demo's new customer's."""
+    person = DEMO_CUSTOMER["Customer"]
+    extra = [person["EmailAddress"], person["ContactNumber"], f"{person['FirstName']} {person['LastName']}"]
+    return personal_data_patterns(sandbox) + [re.compile(re.escape(value), re.IGNORECASE) for value in extra]
+
+
+async def test_demo_with_telemetry_prints_one_carts_trace_and_the_run_metrics(
+    scratch: Path, demo_sandboxes: list[Sandbox], telemetry: LocalTelemetry
+) -> None:
+    text = await demo.run_demo("preview", seed=42, telemetry="console")
+
+    lines = text.splitlines()
+    [traced] = [line for line in lines if "detection run trace id" in line]
+    trace_id = re.search(r"trace id ([0-9a-f]{32})", traced)
+    assert trace_id is not None
+    start = lines.index(next(line for line in lines if "one cart's journey" in line))
+    tree = [
+        line.strip() for line in lines[start + 1 :] if line.startswith("    ") and "connector." not in line
+    ]
+    assert tree[0].startswith("detect_abandoned_carts (server")
+    assert tree[1].startswith("detect channel (internal")
+    assert tree[2].startswith("notify_abandoned_cart (consumer")
+    assert any(line.startswith("POST Carts/Search (client") for line in tree)
+    assert any(line.startswith("email provider preview (internal") for line in tree)
+    # Every span went to the JSON lines file, all of them in the run's trace or the customer's.
+    spans = [json.loads(line) for line in (scratch / "out/telemetry/spans.jsonl").read_text().splitlines()]
+    assert sum(1 for span in spans if span["context"]["trace_id"] == f"0x{trace_id.group(1)}") > 10
+
+    # The metrics of the run agree with its summary and its ledger.
+    points = telemetry.points()
+    written = (scratch / "out/telemetry/metrics.jsonl").read_text().splitlines()
+    assert written and all(json.loads(line)["name"].startswith("connector.") for line in written)
+    totals = local_totals(points)
+    found = sum(v for (name, _), v in totals.items() if name == "connector.carts.found")
+    queued = sum(v for (name, _), v in totals.items() if name == "connector.carts.queued")
+    found_line = next(line for line in lines if line.strip().startswith("carts found"))
+    assert f"carts found {int(found)}, queued {int(queued)}," in found_line
+    outcomes = sum(v for (name, _), v in totals.items() if name == "connector.notify.outcomes")
+    messages = int(next(line for line in lines if line.startswith("Notification")).split(", ")[1].split()[0])
+    assert outcomes == messages
+    assert totals[("connector.detection.runs", (("status", "succeeded"),))] == 1
+    assert totals[("connector.customers.created", (("outcome", "created"), ("status", "201")))] == 1
+    assert {dict(dims).get("oun") for (name, dims) in totals if name == "connector.detection.lag"} == {
+        "128",
+        "067",
+    }
+    assert all(
+        set(dict(dims))
+        <= {
+            "oun",
+            "reason",
+            "outcome",
+            "provider",
+            "step",
+            "degraded",
+            "status",
+            "service",
+            "route",
+            "result",
+            "queue",
+        }
+        for _, dims in totals
+    )
+
+    # Nothing personal in any span or metric of the run.
+    [sandbox] = demo_sandboxes
+    patterns = personal_data(sandbox)
+    exported = [span_text(span) for span in telemetry.spans()] + [point_text(p) for p in points]
+    assert not [text for text in exported if any(p.search(text) for p in patterns)]
+
+
+def local_totals(points: list[Any]) -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:
+    from sandbox.telemetry import totals
+
+    return totals(points)
+
+
+async def test_every_record_a_demo_run_emits_parses(
+    scratch: Path, demo_sandboxes: list[Sandbox], log_privacy_guard: Any
+) -> None:
+    """Each record's message is plain text, its custom dimensions are values Application Insights
+    keeps as they are (ids, counts and versions unredacted), and the run summary and the notify
+    outcomes say what the ledger says."""
+    await demo.run_demo("preview", seed=42)
+
+    records: list[logging.LogRecord] = log_privacy_guard.records
+    assert records
+    for record in records:
+        message = record.getMessage()
+        assert not re.search(r"\{\s*\"\w+\"\s*:", message), f"JSON inside a message: {message[:120]}"
+        for key, value in extra_fields(record).items():
+            assert isinstance(value, str | int | float | bool), (key, value)
+            if isinstance(value, str):
+                assert "[number]" not in value and "[email]" not in value, (key, value)
+
+    [run] = [extra_fields(r) for r in records if getattr(r, "event", None) == "detection_run"]
+    assert run["status"] == "succeeded" and run["channels_failed"] == 0
+    channels = json.loads(run["channels"])
+    assert set(channels) == {"128", "067"}
+    assert run["carts_found"] == sum(c["found"] for c in channels.values())
+    assert run["carts_queued"] == sum(c["queued"] for c in channels.values())
+    assert run["carts_skipped"] == sum(json.loads(run["skipped_by_reason"]).values())
+
+    outcomes = [extra_fields(r) for r in records if getattr(r, "event", None) == "notify_outcome"]
+    assert len(outcomes) == run["carts_queued"] + run["carts_requeued"]
+    ledger = Ledger(SqliteStore(scratch / demo.STATE_DIR / "connector.sqlite3"))
+    for outcome in outcomes:
+        assert isinstance(outcome["cart_version"], int) and isinstance(outcome["step"], int)
+        found = await ledger.get(outcome["cart_id"], outcome["cart_version"], outcome["step"])
+        assert found is not None, outcome
+        assert found[0].status.value == outcome["outcome"]
+        assert outcome["oun"] in {"128", "067"} and outcome["provider"] == "preview"
+    [created] = [extra_fields(r) for r in records if getattr(r, "event", None) == "create_customer"]
+    assert (created["status"], created["outcome"]) == (201, "created")
+
+    [sandbox] = demo_sandboxes
+    leaks = find_personal_data(log_privacy_guard.lines, sandbox)
+    patterns = personal_data(sandbox)
+    leaks += [line for line in log_privacy_guard.lines if any(p.search(line) for p in patterns)]
+    assert not leaks, leaks[:3]

@@ -37,6 +37,7 @@ param lookbackMinutes int
 param abandonedAfterMinutes int
 param maxCartsPerRun int
 param logLevel string
+param telemetrySamplingPercentage int
 
 // Notify, email providers and customers: main.bicep documents each one.
 param consentPolicy string
@@ -149,10 +150,19 @@ var appSettings = [
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
   }
+  // The Python worker makes the host's invocation span current, so the app's spans join it.
+  {
+    name: 'PYTHON_ENABLE_OPENTELEMETRY'
+    value: 'true'
+  }
 
   {
     name: 'LOG_LEVEL'
     value: logLevel
+  }
+  {
+    name: 'TELEMETRY_SAMPLING_PERCENTAGE'
+    value: string(telemetrySamplingPercentage)
   }
   {
     name: 'KEY_VAULT_URL'

@@ -8,10 +8,12 @@ woken by a till's CreateCustomer call does not wait for them.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.runtime import Runtime, get_runtime
 from shared.timeutil import utcnow
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 QUEUE_CONNECTION = "AzureWebJobsStorage"
+logger = logging.getLogger(__name__)
 
 
 def detection_config(settings: Settings) -> DetectionConfig:
@@ -44,19 +47,48 @@ def detection_config(settings: Settings) -> DetectionConfig:
 @bp.timer_trigger(arg_name="timer", schedule="%DETECT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 @bp.queue_output(arg_name="messages", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 async def detect_abandoned_carts(timer: func.TimerRequest, messages: func.Out[list[str]]) -> None:
-    from shared.abandoned_carts.detect import Detector
+    from shared.abandoned_carts.detect import DetectionFailedError, Detector
 
-    runtime = await get_runtime()
-    detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
-    result = await detector.run(utcnow())
-    if result.messages:
-        messages.set(result.messages)
+    # The run's span: every message it queues carries its trace context (shared/telemetry.py).
+    with telemetry.invocation_span(
+        "detect_abandoned_carts", trigger="timer", attributes={"connector.past_due": bool(timer.past_due)}
+    ):
+        runtime = await get_runtime()
+        detector = Detector(runtime.retail, runtime.store, detection_config(runtime.settings))
+        try:
+            result = await detector.run(utcnow())
+        except DetectionFailedError as failed:
+            # The invocation fails, and the host writes no output binding of a failed invocation:
+            # the healthy channels' messages go on the queue directly (shared/queues.py).
+            await _queue_directly(runtime.settings.detection_queue_name, failed.result.messages)
+            raise
+        if result.messages:
+            messages.set(result.messages)
+
+
+async def _queue_directly(queue: str, messages: list[str]) -> None:
+    from shared import queues
+    from shared.abandoned_carts.detect import REQUEUE_AFTER
+    from shared.privacy.redaction import redact
+
+    try:
+        await queues.send_messages(queue, messages)
+    except Exception as exc:
+        # Not lost: the entries are marked queued, and a later run's sweep queues them again
+        # after REQUEUE_AFTER.
+        logger.error(
+            "the %d message(s) of the failed run could not be queued directly (%s: %s); a later run "
+            "queues them again after %d minutes",
+            len(messages),
+            type(exc).__name__,
+            redact(str(exc)),
+            int(REQUEUE_AFTER.total_seconds() // 60),
+        )
 
 
 # ----- notification
 
 NOTIFY_SERVICE_KEY = "notify_service"
-logger = logging.getLogger(__name__)
 
 
 def notify_service(runtime: Runtime) -> NotifyService:
@@ -90,19 +122,70 @@ def notify_service(runtime: Runtime) -> NotifyService:
 @bp.queue_trigger(arg_name="msg", queue_name="%DETECTION_QUEUE_NAME%", connection=QUEUE_CONNECTION)
 @bp.queue_output(arg_name="poison", queue_name="%DETECTION_QUEUE_NAME%-poison", connection=QUEUE_CONNECTION)
 async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -> None:
+    from shared import queues
+    from shared.abandoned_carts import observe
     from shared.abandoned_carts.notify import MalformedMessageError, decode_message
 
+    queue = queue_name()
+    dequeue_count = int(msg.dequeue_count or 1)
     try:
         message = decode_message(msg.get_body())
     except MalformedMessageError as exc:
-        # Retrying cannot help: straight to the poison queue, as the host would after maxDequeueCount.
-        logger.error(
-            "queue message %s (dequeue count %s) moved to the poison queue: %s",
-            msg.id,
-            msg.dequeue_count,
-            exc,
-        )
-        poison.set(msg.get_body().decode("utf-8", errors="replace"))
+        with telemetry.invocation_span(
+            "notify_abandoned_cart", trigger="pubsub", attributes=_queue_attributes(msg)
+        ):
+            # Retrying cannot help: straight to the poison queue, as the host would after maxDequeueCount.
+            logger.error(
+                "queue message %s (dequeue count %s) moved to the poison queue: %s",
+                msg.id,
+                msg.dequeue_count,
+                exc,
+                extra=observe.poisoned_record(queue, dequeue_count, "malformed"),
+            )
+            poison.set(msg.get_body().decode("utf-8", errors="replace"))
         return
-    runtime = await get_runtime()
-    await notify_service(runtime).handle(message, utcnow())
+    # The detection run's trace goes on here: the message carries its context (version 2).
+    with telemetry.invocation_span(
+        "notify_abandoned_cart",
+        trigger="pubsub",
+        parent=telemetry.context_from(message.traceparent),
+        attributes={
+            **_queue_attributes(msg),
+            "connector.oun": message.oun,
+            "connector.cart_id": message.cart_id,
+            "connector.cart_version": message.cart_version,
+            "connector.step": message.step,
+            "connector.message_version": message.v,
+        },
+    ):
+        runtime = await get_runtime()
+        try:
+            await notify_service(runtime).handle(message, utcnow())
+        except Exception:
+            if dequeue_count >= queues.max_dequeue_count():
+                # The host moves the message to the poison queue after this last attempt.
+                logger.error(
+                    "queue message %s failed its last attempt (dequeue count %d): the host moves it to "
+                    "the poison queue",
+                    msg.id,
+                    dequeue_count,
+                    extra=observe.poisoned_record(queue, dequeue_count, "retries_exhausted"),
+                )
+            raise
+
+
+def _queue_attributes(msg: func.QueueMessage) -> dict[str, Any]:
+    return {
+        "messaging.system": "azure_storage_queue",
+        "messaging.destination.name": queue_name(),
+        "messaging.message.id": msg.id,
+        "messaging.message.delivery_count": msg.dequeue_count,
+    }
+
+
+def queue_name() -> str:
+    """The detection queue's name, read as the host does (the setting, else the code's default)."""
+    from shared.settings import Settings
+
+    name = os.environ.get("DETECTION_QUEUE_NAME", "").strip()
+    return name or str(Settings.model_fields["detection_queue_name"].default)

@@ -25,7 +25,6 @@ from Retail Server meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import telemetry
+from shared.abandoned_carts import observe
 from shared.abandoned_carts.messages import CartMessage
 from shared.http import UpstreamResponseTooLargeError
 from shared.retail_server.client import CartSearchCriteria, RetailServerClient
@@ -79,6 +80,10 @@ class ChannelOutcome:
     pages: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     stopped: str = "complete"
+    # Telemetry: the newest instant whose carts are all recorded (the watermark saved last), and
+    # the carts the cap left of the page it fell in (a lower bound of the backlog).
+    covered_to: datetime | None = None
+    left: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +123,21 @@ class RunResult:
         }
 
 
+class DetectionFailedError(Exception):
+    """A detection run in which at least one channel failed. ``result`` holds what the others
+    found and the messages still to queue; ``errors`` the failures (the first is the cause)."""
+
+    def __init__(self, result: RunResult, errors: Sequence[Exception]) -> None:
+        self.result = result
+        self.errors = list(errors)
+        failed = ", ".join(
+            f"{oun} ({outcome.stopped.removeprefix('error:')})"
+            for oun, outcome in result.channels.items()
+            if outcome.stopped.startswith("error:")
+        )
+        super().__init__(f"detection failed for channel(s) {failed}: {errors[0]}")
+
+
 def fair_shares(budget: int, channels: Sequence[str]) -> dict[str, int]:
     """``budget`` split equally between ``channels``; the remainder goes one each to the first ones."""
     if not channels:
@@ -135,6 +155,8 @@ def merge_outcomes(earlier: ChannelOutcome | None, later: ChannelOutcome) -> Cha
     earlier.pages += later.pages
     earlier.skipped.update(later.skipped)
     earlier.stopped = later.stopped
+    earlier.covered_to = later.covered_to or earlier.covered_to
+    earlier.left = later.left
     return earlier
 
 
@@ -219,12 +241,17 @@ class Detector:
             messages=messages,
         )
         summary = result.summary()
-        await self._runs.save(run_id, summary)
-        logger.info("abandoned-cart detection run %s", json.dumps(summary, separators=(",", ":")))
-        if errors and len(errors) == len(ouns) and not any(o.found for o in channels.values()):
-            # Nothing worked (Retail Server down, credentials refused): fail the run where the
-            # operator sees it. The due entries marked queued are swept again after REQUEUE_AFTER.
-            raise errors[0]
+        record = observe.run_record(result)
+        await self._runs.save(run_id, {**summary, "status": record["status"]})
+        logger.log(logging.ERROR if errors else logging.INFO, "detection run finished", extra=record)
+        observe.record_run(result)
+        if errors:
+            # A channel failed (Retail Server down, credentials refused, a wrong OUN): the run
+            # fails where the platform's failure rate and the operator see it, after every other
+            # channel's progress is saved. The error carries the run's messages, which the caller
+            # must still queue (the entries are marked queued; the sweep of a later run would queue
+            # them again only after REQUEUE_AFTER).
+            raise DetectionFailedError(result, errors) from errors[0]
         return result
 
     async def _detect_channel_safely(
@@ -235,15 +262,19 @@ class Detector:
         messages: dict[tuple[str, str], str],
         errors: list[Exception],
     ) -> ChannelOutcome:
-        try:
-            return await self._detect_channel(oun, now, budget, messages)
-        except Exception as exc:
-            errors.append(exc)
-            # One channel failing (a wrong OUN, an outage of its scale unit) must not hold back
-            # the others' messages: the output binding is only written if the run returns.
-            # Its watermark stayed where the last good page left it, so nothing is lost.
-            logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
-            return ChannelOutcome(window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}")
+        with observe.channel_span(oun, budget) as span:
+            try:
+                outcome = await self._detect_channel(oun, now, budget, messages)
+            except Exception as exc:
+                telemetry.record_failure(span, exc)
+                errors.append(exc)
+                # One channel failing (a wrong OUN, an outage of its scale unit) must not stop the
+                # others: they go on, and the run fails at its end. Its watermark stayed where the
+                # last good page left it, so nothing is lost.
+                logger.error("channel %s: detection failed and resumes next run: %s", oun, exc)
+                return ChannelOutcome(window_from=now, window_to=now, stopped=f"error:{type(exc).__name__}")
+            observe.describe_channel(span, outcome)
+            return outcome
 
     async def _detect_channel(
         self, oun: str, now: datetime, budget: int, messages: dict[tuple[str, str], str]
@@ -274,7 +305,7 @@ class Detector:
                 outcome.pages += 1
                 fresh: list[Cart] = []
                 capped = False
-                for cart in page:
+                for position, cart in enumerate(page):
                     modified = cart.modified_date_time
                     if modified is None or modified < cursor or (modified == cursor and cart.id in seen):
                         continue
@@ -285,6 +316,7 @@ class Detector:
                         seen.add(cart.id)
                     if outcome.found + len(fresh) >= budget:
                         capped = True
+                        outcome.left = len(page) - position - 1
                         break
                 outcome.found += len(fresh)
                 if fresh and not capped:
@@ -313,6 +345,7 @@ class Detector:
                     if isinstance(saved, BaseException):
                         raise saved
                     etag = saved
+                    outcome.covered_to = cursor
                 if capped:
                     outcome.stopped = "cap_reached"
             return outcome

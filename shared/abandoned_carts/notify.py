@@ -33,7 +33,6 @@ retry may re-claim a failed entry); permanent ones are recorded and the message 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -42,11 +41,12 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from shared import json_limits
+from shared.abandoned_carts import observe
 from shared.abandoned_carts.checks import cart_refusal, previous_step_refusal, superseded_refusal
 from shared.abandoned_carts.claim import Claimed, Claimer
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.frequency_cap import FrequencyCap
-from shared.abandoned_carts.messages import CartMessage
+from shared.abandoned_carts.messages import SUPPORTED_VERSIONS, CartMessage
 from shared.abandoned_carts.notify_config import NotifyConfig
 from shared.abandoned_carts.orders import OrderCheck
 from shared.abandoned_carts.outcome import Outcome, Status
@@ -73,6 +73,7 @@ from shared.http import UpstreamError, UpstreamResponseTooLargeError
 from shared.identity import TokenError
 from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import consent_refusal, email_of
+from shared.privacy.redaction import redact
 from shared.privacy.suppression import SuppressionList
 from shared.retail_server.client import (
     RetailServerClient,
@@ -135,8 +136,8 @@ def decode_message(body: bytes) -> CartMessage:
         raise MalformedMessageError("the message is not JSON") from None
     if not isinstance(raw, dict):
         raise MalformedMessageError("the message is not a JSON object")
-    if raw.get("v") != 1:
-        raise MalformedMessageError("the message has no supported version (v must be 1)")
+    if raw.get("v") not in SUPPORTED_VERSIONS or isinstance(raw.get("v"), bool):
+        raise MalformedMessageError("the message has no supported version (v must be 1 or 2)")
     try:
         return CartMessage.model_validate(raw)
     except ValidationError as exc:
@@ -292,14 +293,14 @@ class NotifyService:
     async def handle(self, message: CartMessage, now: datetime) -> Outcome:
         claimed = await self._claimer.claim(message, now)
         if isinstance(claimed, Outcome):
-            return self._log(claimed)
+            return self._log(claimed, message.oun)
         run = _Run(claimed)
         entry = run.entry
         try:
             outcome = await self._process(run, now)
         except _ClaimLostError:
             outcome = Outcome("ignored", "claim_lost", entry.cart_id, entry.cart_version, entry.step)
-            return self._log(outcome)
+            return self._log(outcome, message.oun)
         except Exception as exc:
             reason = failure_reason(exc)
             # Only a failure that certainly sent nothing may leave "sending" for the retryable
@@ -316,11 +317,11 @@ class NotifyService:
             except Exception:
                 logger.exception("could not record the failure of cart %s step %d", entry.cart_id, entry.step)
             outcome = Outcome("failed", reason, entry.cart_id, entry.cart_version, entry.step)
-            self._log(outcome, error=exc)
+            self._log(outcome, message.oun, error=exc)
             if is_permanent(exc):
                 return outcome
             raise
-        return self._log(outcome)
+        return self._log(outcome, message.oun)
 
     async def _process(self, run: _Run, now: datetime) -> Outcome:
         entry = run.entry
@@ -583,29 +584,22 @@ class NotifyService:
         )
         await self._ledger.record(following)
 
-    def _log(self, outcome: Outcome, *, error: BaseException | None = None) -> Outcome:
+    def _log(self, outcome: Outcome, oun: str, *, error: BaseException | None = None) -> Outcome:
+        """The outcome as a ``notify outcome`` record (its fields as custom dimensions) and a metric."""
         self.outcomes[f"{outcome.status}:{outcome.reason}" if outcome.reason else outcome.status] += 1
         for part in outcome.degraded:
             self.outcomes[f"degraded:{part}"] += 1
-        text = "abandoned-cart notify %s"
-        record = {
-            "cartId": outcome.cart_id,
-            "cartVersion": outcome.cart_version,
-            "step": outcome.step,
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "degraded": list(outcome.degraded),
-        }
+        record = observe.outcome_record(outcome, oun=oun, provider=self._provider.name)
+        observe.record_outcome(record)
         if error is not None:
-            # str() of these errors is safe to log by contract: no address, no secret.
-            logger.error(text + ": %s", json.dumps(record), error)
+            # str() of these errors is safe to log by contract: no address, no secret; a field is
+            # not scanned like a message, so it is redacted here all the same.
+            record["error"] = redact(f"{type(error).__name__}: {error}")
+            logger.error("notify outcome", extra=record)
         elif outcome.status == "uncertain" or outcome.reason == NOT_RECORDED:
-            logger.warning(
-                text + ": the email went out once or not at all and is never sent again; the "
-                "provider's activity for dedup key %s tells which",
-                json.dumps(record),
-                dedup_key(outcome.cart_id, outcome.cart_version, outcome.step),
-            )
+            record["dedup_key"] = dedup_key(outcome.cart_id, outcome.cart_version, outcome.step)
+            record["advice"] = observe.UNCERTAIN_ADVICE
+            logger.warning("notify outcome", extra=record)
         else:
-            logger.info(text, json.dumps(record))
+            logger.info("notify outcome", extra=record)
         return outcome

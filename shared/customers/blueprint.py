@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import azure.functions as func
 from pydantic import ValidationError
 
+from shared import telemetry
 from shared.customers.idempotency import InvalidIdempotencyKeyError, check_key
 from shared.customers.links import DeepLinkRequest, build_links
 from shared.customers.models import CreateCustomerRequest
-from shared.customers.service import Outcome, command_from, customer_service
+from shared.customers.service import REPLAY_HEADER, Outcome, command_from, customer_service
 from shared.http_input import (
     CORRELATION_HEADER,
     RequestRejectedError,
@@ -48,6 +50,66 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 @bp.route(route="customers", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def create_customer(req: func.HttpRequest) -> func.HttpResponse:
     cid = correlation_id_for(req)
+    started = time.perf_counter()
+    with telemetry.invocation_span(
+        "create_customer",
+        trigger="http",
+        attributes={
+            "http.request.method": "POST",
+            "http.route": "customers",
+            "connector.correlation_id": cid,
+        },
+    ) as span:
+        response = await _create_customer(req, cid)
+        status = response.status_code
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            telemetry.set_error(span, f"HTTP {status}")
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        outcome = _outcome_of(response)
+        telemetry.CUSTOMERS_CREATED.add(1, {"status": str(status), "outcome": outcome})
+        telemetry.CUSTOMERS_DURATION.record(duration_ms, {"status": str(status)})
+        logger.log(
+            logging.ERROR if status >= 500 else logging.INFO,
+            "create_customer answered",
+            extra={
+                "event": "create_customer",
+                "status": status,
+                "outcome": outcome,
+                "duration_ms": duration_ms,
+                "correlation_id": cid,
+            },
+        )
+    return response
+
+
+def _outcome_of(response: func.HttpResponse) -> str:
+    """The ``outcome`` dimension of an answer: a word per kind of status (low cardinality)."""
+    status = response.status_code
+    if status < 400:
+        if response.headers.get(REPLAY_HEADER):
+            return "replayed"
+        return "created" if status == 201 else "ok"
+    return _OUTCOMES.get(status, f"http_{status}")
+
+
+_OUTCOMES = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    409: "conflict",
+    413: "invalid",
+    415: "invalid",
+    422: "invalid",
+    429: "throttled",
+    500: "error",
+    502: "upstream_error",
+    503: "upstream_error",
+    504: "upstream_error",
+}
+
+
+async def _create_customer(req: func.HttpRequest, cid: str) -> func.HttpResponse:
     try:
         runtime = await get_runtime()
         data = await _checked_body(req, runtime, cid)

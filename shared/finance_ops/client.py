@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from shared import telemetry
 from shared.finance_ops.errors import (
     FnoAuthError,
     FnoCredentialsError,
@@ -73,6 +74,7 @@ class FinanceOpsClient:
         self.base_url = base_url.strip().rstrip("/")
         self.audience = environment_audience(base_url)
         self.scope = scope_for(self.audience)
+        telemetry.name_scope(self.scope, "finance_ops")
         self._create_url = self.base_url + create_customer_path
         self._entity_url = f"{self.base_url}/data/{customers_entity}"
         self._timeout = timeout

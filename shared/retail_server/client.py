@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from shared import telemetry
 from shared.http import HttpClient, UpstreamError, UpstreamResponse, UpstreamStatusError
 from shared.identity import TokenProvider, scope_for
 from shared.retail_server.models import (
@@ -119,6 +120,7 @@ class RetailServerClient:
         self._tokens = tokens
         self._root = base_url.rstrip("/") + "/Commerce/"
         self._scope = scope_for(audience)
+        telemetry.name_scope(self._scope, "retail_server")
         self._api_version = api_version
 
     async def _call(

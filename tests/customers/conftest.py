@@ -15,7 +15,14 @@ import pytest
 from sandbox import fno
 from sandbox.server import Sandbox
 from shared.settings import Settings
-from tests.conftest import _Capture, captured_logs, find_personal_data, sandbox_settings
+from tests.conftest import (
+    TELEMETRY,
+    _Capture,
+    captured_logs,
+    exported_telemetry,
+    find_personal_data,
+    sandbox_settings,
+)
 
 NEW_EMAIL = "robin.o'hara+till@example.org"
 NEW_PHONE = "+14255550199"
@@ -90,14 +97,18 @@ def payload(seeded_person: Any) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def log_privacy_guard(request: pytest.FixtureRequest) -> Iterator[_Capture]:
-    """The shared guard, plus the payload's own email and phone (not in the seeded data)."""
+    """The shared guard, over log records, spans and metrics, plus the payload's own email and
+    phone (not in the seeded data)."""
     sandbox: Sandbox | None = (
         request.getfixturevalue("sandbox") if "sandbox" in request.fixturenames else None
     )
+    TELEMETRY.clear()
     with captured_logs() as capture:
         yield capture
     needles = [re.escape(NEW_EMAIL), re.escape(NEW_PHONE), re.escape(NEW_PHONE[2:])]
-    leaks = [line for line in capture.lines if any(re.search(n, line, re.IGNORECASE) for n in needles)]
+    # Log records (custom dimensions included), spans and metric points alike.
+    exported = capture.lines + exported_telemetry()
+    leaks = [line for line in exported if any(re.search(n, line, re.IGNORECASE) for n in needles)]
     if sandbox is not None:
-        leaks += find_personal_data(capture.lines, sandbox)
-    assert not leaks, f"personal data in log records: {leaks[:5]}"
+        leaks += find_personal_data(exported, sandbox)
+    assert not leaks, f"personal data in log records, spans or metrics: {leaks[:5]}"

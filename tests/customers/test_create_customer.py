@@ -14,6 +14,7 @@ from azure.core.exceptions import HttpResponseError
 
 from sandbox.fno import FinanceOpsStandIn
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry
 from shared import runtime as runtime_module
 from shared.customers.idempotency import IdempotencyRecords
 from shared.finance_ops.client import FinanceOpsClient
@@ -22,6 +23,7 @@ from shared.secrets import CachedSecrets, KeyVaultSecrets
 from shared.settings import Settings
 from shared.state.store import StoreError
 from shared.store_commerce import parse_deep_link
+from tests.conftest import extra_fields
 from tests.customers.conftest import create_route
 from tests.customers.helpers import body_of, call, http_request, principal, with_fno_token
 
@@ -861,3 +863,33 @@ async def test_an_unforeseen_failure_after_sending_is_uncertain_and_kept_for_the
     assert "unforeseen" not in first.get_body().decode()
     assert (again.status_code, again.headers["Idempotent-Replayed"]) == (502, "true")
     assert fno_stand_in.creations == 1
+
+
+async def test_each_answer_is_counted_timed_and_recorded_by_status_and_outcome(
+    registered_functions: dict[str, Any],
+    runtime: Runtime,
+    payload: dict[str, Any],
+    telemetry: LocalTelemetry,
+    log_privacy_guard: Any,
+) -> None:
+    assert (await create(registered_functions, payload)).status_code == 201
+    payload["Customer"]["EmailAddress"] = "not-an-email"
+    assert (await create(registered_functions, payload)).status_code == 400
+
+    counted = [p for p in telemetry.points() if p.name == "connector.customers.created"]
+    assert sorted((p.attributes["status"], p.attributes["outcome"], p.value) for p in counted) == [
+        ("201", "created", 1.0),
+        ("400", "invalid", 1.0),
+    ]
+    timed = [p for p in telemetry.points() if p.name == "connector.customers.duration"]
+    assert sorted((p.attributes["status"], p.count) for p in timed) == [("201", 1), ("400", 1)]
+    records = [
+        extra_fields(r) for r in log_privacy_guard.records if getattr(r, "event", None) == "create_customer"
+    ]
+    assert [(r["status"], r["outcome"]) for r in records] == [(201, "created"), (400, "invalid")]
+    assert all(isinstance(r["duration_ms"], float) and r["correlation_id"] for r in records)
+    # The invocation is a server span; the F&O call under it a client span with its route.
+    spans = telemetry.spans()
+    invocations = [s for s in spans if s.name == "create_customer"]
+    assert [dict(s.attributes or {})["http.response.status_code"] for s in invocations] == [201, 400]
+    assert any(dict(s.attributes or {}).get("connector.service") == "finance_ops" for s in spans)

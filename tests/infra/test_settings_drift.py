@@ -56,6 +56,8 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     # azure-identity's DefaultAzureCredential picks the user-assigned identity by it.
     "AZURE_CLIENT_ID",
+    # The Python worker: it makes the host's invocation span current (shared/telemetry.py).
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 
 # Meaningful on a developer's machine only; in Azure they would point at nothing.

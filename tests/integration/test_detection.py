@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry
 from shared.abandoned_carts.blueprint import detection_config
-from shared.abandoned_carts.detect import Detector, skip_reason
+from shared.abandoned_carts.detect import DetectionFailedError, Detector, skip_reason
 from shared.retail_server.client import CartSearchCriteria, RetailServerError
 from shared.retail_server.models import Cart
 from shared.runtime import Runtime, set_runtime
@@ -114,8 +116,10 @@ async def test_registered_timer_queues_ids_only(
     assert messages, "the sandbox has abandoned carts in the default window"
     for raw in messages:
         message = json.loads(raw)
-        assert set(message) == {"v", "cartId", "cartVersion", "oun", "step"}
-        assert message["v"] == 1 and message["oun"] == "128" and message["step"] == 1
+        # Ids only, and the detection run's W3C trace context (version 2).
+        assert set(message) == {"v", "cartId", "cartVersion", "oun", "step", "traceparent"}
+        assert message["v"] == 2 and message["oun"] == "128" and message["step"] == 1
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", message["traceparent"])
     start, end = window(settings)
     await assert_one_email_per_customer(
         runtime, cart_ids(messages), await all_carts_in_window(runtime, "128", start, end)
@@ -257,16 +261,28 @@ async def test_two_channels_keep_their_own_watermarks(
 
 
 async def test_retries_then_typed_error_keeps_watermark(
-    sandbox: Sandbox, settings: Settings, runtime: Runtime
+    sandbox: Sandbox, settings: Settings, runtime: Runtime, telemetry: LocalTelemetry
 ) -> None:
     sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=2)
     result = await run_detector(runtime, settings)
     assert result.channels["128"].found > 0, "two 503s are retried away"
+    # One client span for the call, each retry an event on it with its attempt and its wait.
+    [first] = [s for s in telemetry.spans() if s.name == "POST Carts/Search"][:1]
+    attributes = dict(first.attributes or {})
+    assert (attributes["connector.service"], attributes["connector.oun"]) == ("retail_server", "128")
+    assert (attributes["http.response.status_code"], attributes["connector.attempts"]) == (200, 3)
+    retries = [dict(e.attributes or {}) for e in first.events if e.name == "retry"]
+    assert [(r["connector.attempt"], r["connector.reason"]) for r in retries] == [
+        (1, "HTTP 503"),
+        (2, "HTTP 503"),
+    ]
+    assert all(r["connector.retry_wait_s"] >= 0 for r in retries)
     kept, _ = await WatermarkStore(runtime.store).load("128")
     sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=None)
-    with pytest.raises(RetailServerError) as caught:
+    with pytest.raises(DetectionFailedError) as caught:
         await run_detector(runtime, settings, NOW + timedelta(minutes=30))
-    assert caught.value.status == 503
+    cause = caught.value.__cause__
+    assert isinstance(cause, RetailServerError) and cause.status == 503
     assert (await WatermarkStore(runtime.store).load("128"))[0] == kept
 
 
@@ -292,10 +308,11 @@ async def test_app_not_on_allow_list_gets_401(
     settings = sandbox_settings(sandbox, tmp_path, entra_client_id="99999999-0000-0000-0000-000000000001")
     runtime = Runtime.create(settings)
     try:
-        with pytest.raises(RetailServerError) as caught:
+        with pytest.raises(DetectionFailedError) as caught:
             await run_detector(runtime, settings)
-        assert caught.value.status == 401
-        assert "relying party" in str(caught.value)
+        cause = caught.value.__cause__
+        assert isinstance(cause, RetailServerError) and cause.status == 401
+        assert "relying party" in str(cause)
         # The 401 made the client drop its token and try once more with a fresh one.
         assert sandbox.stats.token_requests["99999999-0000-0000-0000-000000000001"] == 2
     finally:
@@ -303,10 +320,17 @@ async def test_app_not_on_allow_list_gets_401(
         set_runtime(None)
 
 
-async def test_a_failing_channel_does_not_hold_back_the_others(
-    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registered_functions: dict[str, Any]
+async def test_a_failing_channel_fails_the_run_after_the_others_are_saved(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registered_functions: dict[str, Any],
+    log_privacy_guard: Any,
+    telemetry: LocalTelemetry,
 ) -> None:
     monkeypatch.setenv("ENTRA_CLIENT_SECRET", sandbox.client_secret)
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.delenv("AzureWebJobsStorage__queueServiceUri", raising=False)
     # 999 is no channel of this Retail Server: every search there answers 404.
     settings = sandbox_settings(sandbox, tmp_path, operating_unit_numbers="999,128")
     runtime = Runtime.create(settings)
@@ -315,12 +339,25 @@ async def test_a_failing_channel_does_not_hold_back_the_others(
     try:
         out = OutStub()
         timer = registered_functions["detect_abandoned_carts"].get_user_function()
-        await timer(TimerRequest(past_due=False), out)
-        messages = out.get()
-        assert messages and {json.loads(m)["oun"] for m in messages} == {"128"}
+        # A failed invocation, so the platform's failure rate and alerts see it.
+        with pytest.raises(DetectionFailedError) as caught:
+            await timer(TimerRequest(past_due=False), out)
+        assert isinstance(caught.value.__cause__, RetailServerError)
+        # The other channel's progress is saved and its messages are kept for the queue.
         summary = (await RunSummaryStore(runtime.store).recent())[0]
+        assert summary["status"] == "failed"
         assert summary["channels"]["999"]["stopped"] == "error:RetailServerError"
         assert summary["channels"]["128"]["stopped"] == "complete"
+        messages = caught.value.result.messages
+        assert messages and {json.loads(m)["oun"] for m in messages} == {"128"}
+        watermark, _ = await WatermarkStore(runtime.store).load("128")
+        assert watermark is not None
+        # No queue connection here: the messages wait for a later run's sweep, and the log says so.
+        assert any("could not be queued directly" in line for line in log_privacy_guard.lines)
+        [run] = [span for span in telemetry.spans() if span.name == "detect_abandoned_carts"]
+        assert not run.status.is_ok
+        failed = [s for s in telemetry.spans() if s.name == "detect channel" and not s.status.is_ok]
+        assert [dict(s.attributes or {})["connector.oun"] for s in failed] == ["999"]
     finally:
         set_runtime(None)
         await runtime.close()
@@ -330,8 +367,9 @@ async def test_every_channel_failing_fails_the_run(
     sandbox: Sandbox, settings: Settings, runtime: Runtime
 ) -> None:
     sandbox.faults.add("/rs/Commerce/Carts/Search", status=503, times=None)
-    with pytest.raises(RetailServerError):
+    with pytest.raises(DetectionFailedError) as caught:
         await run_detector(runtime, settings)
+    assert isinstance(caught.value.__cause__, RetailServerError)
     watermark, _ = await WatermarkStore(runtime.store).load("128")
     assert watermark is None, "nothing was read, so the next run starts from the window's start"
 

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry, span_text
+from shared import telemetry as app_telemetry
 from shared.identity import (
     TokenError,
     TokenProvider,
@@ -19,6 +21,7 @@ from shared.identity import (
     scope_for,
 )
 from shared.secrets import CachedSecrets, EnvironmentSecrets
+from tests.conftest import extra_fields
 
 SCOPE = scope_for("https://commerce.dynamics.com")
 
@@ -262,3 +265,32 @@ async def test_a_provider_never_closed_removes_its_bundle_when_collected(sandbox
     del tokens
     gc.collect()
     assert not _is_file(bundle)
+
+
+async def test_token_requests_are_client_spans_counted_by_result(
+    sandbox: Sandbox, telemetry: LocalTelemetry, log_privacy_guard: Any
+) -> None:
+    app_telemetry.name_scope(SCOPE, "retail_server")
+    good, wrong = provider(sandbox, sandbox.client_secret), provider(sandbox, "definitely-wrong-secret")
+    try:
+        await good.get_token(SCOPE)
+        with pytest.raises(TokenError):
+            await wrong.get_token(SCOPE)
+    finally:
+        good.close()
+        wrong.close()
+    counted = sorted(
+        (p.attributes["service"], p.attributes["result"], p.value)
+        for p in telemetry.points()
+        if p.name == "connector.tokens.acquired"
+    )
+    assert counted == [("retail_server", "invalid_client", 1.0), ("retail_server", "ok", 1.0)]
+    [record] = [r for r in log_privacy_guard.records if getattr(r, "event", None) == "token_failure"]
+    assert (extra_fields(record)["service"], extra_fields(record)["error"]) == (
+        "retail_server",
+        "invalid_client",
+    )
+    spans = [s for s in telemetry.spans() if s.name == "POST /{tenant}/oauth2/v2.0/token"]
+    assert [dict(s.attributes or {})["connector.status"] for s in spans] == ["ok", "invalid_client"]
+    assert [s.status.is_ok for s in spans] == [True, False]
+    assert all("definitely-wrong-secret" not in span_text(s) for s in telemetry.spans())

@@ -29,8 +29,10 @@ from azure.storage.queue.aio import QueueClient
 
 from sandbox import orders
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry
+from shared.abandoned_carts.detect import DetectionFailedError
 from shared.http import UpstreamError
-from shared.runtime import Runtime
+from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 from shared.state.ledger import Ledger, LedgerStatus
 from tests.azurite import (
@@ -181,11 +183,15 @@ async def wait_for_redelivery(queue: QueueClient, message_id: str) -> QueueMessa
 
 # ----- checks
 
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
 
 def assert_ids_only(body: str, sandbox: Sandbox) -> dict[str, Any]:
     message = json.loads(body)
-    assert set(message) == {"v", "cartId", "cartVersion", "oun", "step"}, body
-    assert message["v"] == 1
+    # Ids, and the detection run's trace context (version 2): nothing else.
+    assert set(message) == {"v", "cartId", "cartVersion", "oun", "step", "traceparent"}, body
+    assert message["v"] == 2
+    assert TRACEPARENT.fullmatch(message["traceparent"]), body
     assert isinstance(message["cartId"], str) and message["cartId"]
     assert isinstance(message["cartVersion"], int) and not isinstance(message["cartVersion"], bool)
     assert isinstance(message["oun"], str) and message["oun"] == "128"
@@ -231,6 +237,7 @@ async def test_detected_carts_travel_through_the_queue_to_notify(
     runtime: Runtime,
     registered_functions: dict[str, Any],
     queue: QueueClient,
+    telemetry: LocalTelemetry,
 ) -> None:
     produced = await run_timer(registered_functions)
     assert produced, "the sandbox has abandoned carts in the default window"
@@ -249,6 +256,11 @@ async def test_detected_carts_travel_through_the_queue_to_notify(
         assert [p.get() for p in poisons] == [None] * len(chunk)
     assert await visible_count(queue) == 0
     assert await receive_all(queue) == []
+    # Through the queue, each notify invocation went on with the detection run's trace.
+    [run] = [span for span in telemetry.spans() if span.name == "detect_abandoned_carts"]
+    invocations = [span for span in telemetry.spans() if span.name == "notify_abandoned_cart"]
+    assert len(invocations) == len(received)
+    assert {span.context.trace_id for span in invocations} == {run.context.trace_id}
 
     ledger = Ledger(runtime.store)
     outcomes: Counter[str] = Counter()
@@ -303,6 +315,7 @@ async def test_transient_failure_leaves_the_message_for_host_retries(
     runtime: Runtime,
     registered_functions: dict[str, Any],
     queue: QueueClient,
+    telemetry: LocalTelemetry,
 ) -> None:
     produced = await run_timer(registered_functions)
     ledger = Ledger(runtime.store)
@@ -349,3 +362,38 @@ async def test_transient_failure_leaves_the_message_for_host_retries(
     )
     assert found[0].attempts == 3
     assert await receive_all(queue, visibility_timeout=1) == []
+
+
+async def test_a_failed_run_puts_the_healthy_channels_messages_on_the_queue_itself(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    registered_functions: dict[str, Any],
+    queue: QueueClient,
+    azurite_connection_string: str,
+) -> None:
+    """A channel failed, so the invocation fails and the host drops its output binding: the other
+    channel's messages go on the queue through azure-storage-queue, in the host's encoding, and the
+    queue trigger reads them like the binding's."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite_connection_string)
+    # 999 is no channel of this Retail Server: every search there answers 404.
+    failing = settings.model_copy(update={"operating_unit_numbers": ["999", "128"]})
+    runtime = Runtime.create(failing)
+    set_runtime(runtime)
+    try:
+        out = OutStub()
+        with pytest.raises(DetectionFailedError) as caught:
+            await registered_functions["detect_abandoned_carts"].get_user_function()(
+                TimerRequest(past_due=False), out
+            )
+        expected = caught.value.result.messages
+        assert expected and out.get() is None
+        received = await receive_all(queue)
+        assert Counter(m.content for m in received) == Counter(expected)
+        assert {assert_ids_only(m.content, sandbox)["oun"] for m in received} == {"128"}
+        poison = await deliver_and_complete(registered_functions, queue, received[0])
+        assert poison.get() is None
+    finally:
+        set_runtime(None)
+        await runtime.close()

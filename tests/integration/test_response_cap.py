@@ -15,6 +15,7 @@ from azure.functions.timer import TimerRequest
 
 from sandbox.data import ticks
 from sandbox.server import Sandbox
+from shared.abandoned_carts.detect import DetectionFailedError
 from shared.http import UpstreamResponseTooLargeError
 from shared.runtime import Runtime, set_runtime
 from shared.state.records import RunSummaryStore, WatermarkStore
@@ -102,10 +103,12 @@ async def test_a_cart_over_the_cap_fails_the_run_naming_the_setting(
     sandbox.data.add_cart(
         customer_id="004001", modified=later - timedelta(hours=2), lines=[(product, 1)] * 1000
     )
-    with pytest.raises(UpstreamResponseTooLargeError) as caught:
+    with pytest.raises(DetectionFailedError) as failed:
         await run_timer(registered_functions, monkeypatch, later)
-    assert caught.value.declared is not None, "refused on its Content-Length, before reading"
-    message = str(caught.value)
+    caught = failed.value.__cause__
+    assert isinstance(caught, UpstreamResponseTooLargeError)
+    assert caught.declared is not None, "refused on its Content-Length, before reading"
+    message = str(caught)
     assert "MAX_RESPONSE_BYTES" in message and "Retail Server" in message and "Carts/Search" in message
     assert "api-version" not in message and "$top" not in message, "no query in the error"
     summary = (await RunSummaryStore(capped.store).recent())[0]

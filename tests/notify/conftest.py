@@ -168,6 +168,11 @@ async def put_on_ledger(runtime: Runtime, cart: Cart, oun: str = "128", step: in
     return Queued(message, message.encode())
 
 
+def ids_of(message: dict[str, Any]) -> dict[str, Any]:
+    """A queue message without its trace context, which differs from one detection run to another."""
+    return {key: value for key, value in message.items() if key != "traceparent"}
+
+
 async def run_notify(functions: dict[str, Any], body: str | bytes, *, dequeue_count: int = 1) -> OutStub:
     """Call the registered queue function as the host would; returns the poison output binding."""
     poison = OutStub()

@@ -15,13 +15,17 @@ from azure.functions.timer import TimerRequest
 
 from sandbox.data import Cart
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry
 from shared.abandoned_carts.payload import dedup_key
 from shared.email.base import ProviderConfigurationError
 from shared.privacy.suppression import SuppressionList
+from shared.queues import max_dequeue_count
+from shared.retail_server.client import RetailServerError
 from shared.runtime import Runtime
+from shared.settings import Settings
 from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerStatus
 from shared.store_commerce import parse_deep_link
-from tests.conftest import OutStub
+from tests.conftest import OutStub, extra_fields
 from tests.notify.conftest import (
     IMAGES,
     NOW,
@@ -29,6 +33,7 @@ from tests.notify.conftest import (
     RecordingProvider,
     consenting_customer,
     customer_where,
+    ids_of,
     ledger_status,
     own_cart,
     put_on_ledger,
@@ -398,7 +403,7 @@ async def test_transient_upstream_failure_raises_then_the_retry_sends(
         (b"not json at all", "not JSON"),
         (b"\xff\xfe", "not UTF-8"),
         (b"[1, 2]", "not a JSON object"),
-        (b'{"v": 2, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1}', "version"),
+        (b'{"v": 3, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 1}', "version"),
         (b'{"v": 1, "cartVersion": 1, "oun": "128", "step": 1}', "cartId"),
         (b'{"v": 1, "cartId": "c", "cartVersion": 1, "oun": "128", "step": 0}', "step"),
         (
@@ -610,7 +615,7 @@ async def test_a_claim_left_by_a_dead_invocation_is_queued_again_and_sent_once(
 
     again = for_cart(await detect(registered_functions, monkeypatch, NOW), cart)
 
-    assert again == [json.loads(queued.body)]
+    assert [ids_of(m) for m in again] == [ids_of(json.loads(queued.body))]
     await run_notify(registered_functions, json.dumps(again[0]))
     assert len(recorder.sent) == 1
     assert await ledger_status(runtime, cart) == ("sent", None)
@@ -684,3 +689,47 @@ async def test_a_retail_server_without_the_order_look_up_turns_the_check_off(
     assert sandbox.stats.requests["POST /rs/Commerce/SalesOrders/SearchOrders"] == 1
     told = [line for line in log_privacy_guard.lines if "ORDER_CHECK=false" in line]
     assert len(told) == 1
+
+
+# ----- poisoned messages, counted (issue 9)
+
+
+async def test_poisoned_messages_are_counted_and_recorded(
+    sandbox: Sandbox,
+    runtime: Runtime,
+    settings: Settings,
+    recorder: RecordingProvider,
+    registered_functions: dict[str, Any],
+    telemetry: LocalTelemetry,
+    log_privacy_guard: Any,
+) -> None:
+    """A malformed message goes to the poison queue at once; a failing one after its last attempt
+    (host.json's maxDequeueCount), when the host moves it. Both are a metric and a record."""
+    await run_notify(registered_functions, b"not json at all")
+    cart = own_cart(sandbox, consenting_customer(sandbox))
+    queued = await put_on_ledger(runtime, cart)
+    sandbox.faults.add("POST /rs/Commerce/Carts/Search", status=503, times=None)
+    with pytest.raises(RetailServerError):
+        await run_notify(registered_functions, queued.body, dequeue_count=2)
+    with pytest.raises(RetailServerError):
+        await run_notify(registered_functions, queued.body, dequeue_count=max_dequeue_count())
+
+    queue = settings.detection_queue_name
+    poisoned = [p for p in telemetry.points() if p.name == "connector.messages.poisoned"]
+    assert sorted((p.attributes["reason"], p.attributes["queue"], p.value) for p in poisoned) == [
+        ("malformed", queue, 1.0),
+        ("retries_exhausted", queue, 1.0),
+    ]
+    records = [
+        extra_fields(r) for r in log_privacy_guard.records if getattr(r, "event", None) == "message_poisoned"
+    ]
+    assert [(r["reason"], r["dequeue_count"]) for r in records] == [
+        ("malformed", 1),
+        ("retries_exhausted", max_dequeue_count()),
+    ]
+    failed = [
+        p
+        for p in telemetry.points()
+        if p.name == "connector.notify.outcomes" and p.attributes["reason"] == "retail_server_503"
+    ]
+    assert sum(p.value for p in failed) == 2 and {p.attributes["outcome"] for p in failed} == {"failed"}

@@ -32,6 +32,7 @@ from azure.functions.timer import TimerRequest
 from sandbox import emarsys, fno, keyvault, orders, sendgrid, webhook
 from sandbox.server import Sandbox
 from shared import runtime as runtime_module
+from shared.abandoned_carts.detect import DetectionFailedError
 from shared.abandoned_carts.messages import CartMessage
 from shared.abandoned_carts.payload import dedup_key
 from shared.email import emarsys as emarsys_provider
@@ -717,7 +718,9 @@ async def drive_detect(ctx: Context, cell: Cell, index: int) -> Observation:
     elif queued[0]:
         observation.outcome = "sent"
     elif first_state == "raised":
-        observation.outcome, observation.detail = "skipped", f"error:{type(first_result).__name__}"
+        # A failed run raises DetectionFailedError; the channel's own error is its cause.
+        failure = first_result.__cause__ if isinstance(first_result, DetectionFailedError) else first_result
+        observation.outcome, observation.detail = "skipped", f"error:{type(failure).__name__}"
     else:
         observation.outcome, observation.detail = "skipped", "not_queued"
     observation.ledger = (

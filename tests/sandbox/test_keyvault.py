@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from sandbox import keyvault
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry
 from shared.http import build_ssl_context, new_session
 from shared.secrets import KeyVaultOptions, KeyVaultSecrets, SecretNotFoundError, SecretUnavailableError
+from tests.conftest import extra_fields
 from tests.key_vault import secret_reads
 
 API = {"api-version": "7.6"}
@@ -112,3 +116,41 @@ async def test_wire_rules(vault_sandbox: Sandbox, session: aiohttp.ClientSession
     ) as response:
         assert response.status == 403
         assert (await response.json())["error"]["code"] == "Forbidden"
+
+
+@pytest.mark.parametrize(
+    ("fault", "name", "reason", "error"),
+    [
+        ({"status": 403}, "entra-client-secret", "denied", HttpResponseError),
+        ({"status": 503}, "entra-client-secret", "key_vault_unavailable", SecretUnavailableError),
+        (None, "no-such-secret", "not_found", SecretNotFoundError),
+    ],
+    ids=["denied", "unavailable", "not-found"],
+)
+async def test_a_failed_read_is_a_client_span_a_metric_and_a_record_by_its_reason(
+    vault_sandbox: Sandbox,
+    session: aiohttp.ClientSession,
+    telemetry: LocalTelemetry,
+    log_privacy_guard: Any,
+    fault: dict[str, Any] | None,
+    name: str,
+    reason: str,
+    error: type[Exception],
+) -> None:
+    if fault is not None:
+        vault_sandbox.faults.add("GET /secrets", times=None, **fault)
+    secrets = client_for(vault_sandbox, session, max_attempts=1)
+    try:
+        with pytest.raises(error) as caught:
+            await secrets.get(name)
+    finally:
+        await secrets.close()
+    assert "s3cret" not in str(caught.value)
+    failures = [p for p in telemetry.points() if p.name == "connector.secrets.failures"]
+    assert [(p.attributes, p.value) for p in failures] == [({"reason": reason}, 1.0)]
+    [record] = [r for r in log_privacy_guard.records if getattr(r, "event", None) == "secret_failure"]
+    assert (extra_fields(record)["reason"], extra_fields(record)["secret"]) == (reason, name)
+    [span] = [s for s in telemetry.spans() if s.name == "GET /secrets/{name}"]
+    attributes = dict(span.attributes or {})
+    assert (attributes["connector.service"], attributes["connector.status"]) == ("key_vault", reason)
+    assert not span.status.is_ok

@@ -49,7 +49,8 @@ async def test_the_runtime_builds_the_cosmos_client_from_the_settings(
     )
     runtime = Runtime.create(settings)
     try:
-        policy = _policy(runtime.store)
+        cosmos = runtime.store.inner  # type: ignore[attr-defined]  # under its TracedStore
+        policy = _policy(cosmos)
         # The SDK's defaults: 65 s per read, 9 throttling retries over up to 30 s, 3 connection retries.
         assert (policy.RequestTimeout, policy.ReadTimeout) == (3, 4)
         assert policy.RetryOptions._max_retry_attempt_count == 1
@@ -57,7 +58,7 @@ async def test_the_runtime_builds_the_cosmos_client_from_the_settings(
         retry = policy.ConnectionRetryConfiguration
         assert (retry.total_retries, retry.connect_retries, retry.read_retries) == (1, 1, 1)
         # And each operation's absolute deadline, retries included.
-        assert runtime.store._deadline == {"timeout": 8}  # type: ignore[attr-defined]
+        assert cosmos._deadline == {"timeout": 8}
     finally:
         await runtime.close()
 

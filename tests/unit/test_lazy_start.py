@@ -28,6 +28,11 @@ LAZY = (
     "jwt",
     "msal",
     "requests",
+    # OpenTelemetry's SDK and the Azure Monitor distro load only when APPLICATIONINSIGHTS_CONNECTION_STRING
+    # is set; the API, which records nothing without them, is light and always there.
+    "opentelemetry.sdk",
+    "azure.monitor",
+    "azure.storage",
     # The email providers other than the preview: only the configured one is ever imported.
     "shared.email.emarsys",
     "shared.email.emarsys_auth",

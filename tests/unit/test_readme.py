@@ -33,6 +33,7 @@ NOT_SETTINGS_FIELDS = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",
     # Set by App Service authentication; shared/caller_auth.py reads it, not the settings.
     "WEBSITE_AUTH_ENABLED",
     "COSMOS_TEST_ENDPOINT",

@@ -5,6 +5,9 @@ import re
 
 import pytest
 
+from shared.abandoned_carts import observe
+from shared.abandoned_carts.outcome import Outcome
+from shared.privacy import redaction
 from shared.privacy.redaction import ALL_PATTERNS, MAX_MESSAGE_CHARS, install, redact
 from tests.regex_bounds import UNBOUNDED, quantifier_bounds
 
@@ -176,3 +179,17 @@ def test_a_message_within_the_limit_is_not_cut() -> None:
     text = "cart 0a1b2c3d " * (MAX_MESSAGE_CHARS // 14)
     assert len(text) <= MAX_MESSAGE_CHARS
     assert redact(text) == text
+
+
+def test_custom_dimensions_are_never_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """Structured fields (ids, counts, versions) go in ``extra=``, out of the redaction's way: in a
+    message, a long cart version (an int64) looks like a phone number and is masked."""
+    assert redaction.redact('{"cartVersion": 5637144576}') == '{"cartVersion": [number]}'
+    outcome = Outcome("sent", None, "c-0001", 5637144576, 1)
+    with caplog.at_level(logging.INFO, logger="shared"):
+        logging.getLogger("shared.abandoned_carts.notify").info(
+            "notify outcome", extra=observe.outcome_record(outcome, oun="128", provider="preview")
+        )
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "notify_outcome"]
+    assert record.getMessage() == "notify outcome"
+    assert (record.cart_id, record.cart_version, record.step) == ("c-0001", 5637144576, 1)
