@@ -126,7 +126,8 @@ async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -
     from shared.abandoned_carts import observe
     from shared.abandoned_carts.notify import MalformedMessageError, decode_message
 
-    queue = queue_name()
+    # Counted under the queue the message lands in, as the host names it when it moves one.
+    poison_queue = f"{queue_name()}-poison"
     dequeue_count = int(msg.dequeue_count or 1)
     try:
         message = decode_message(msg.get_body())
@@ -140,7 +141,7 @@ async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -
                 msg.id,
                 msg.dequeue_count,
                 exc,
-                extra=observe.poisoned_record(queue, dequeue_count, "malformed"),
+                extra=observe.poisoned_record(poison_queue, dequeue_count, "malformed"),
             )
             poison.set(msg.get_body().decode("utf-8", errors="replace"))
         return
@@ -169,7 +170,7 @@ async def notify_abandoned_cart(msg: func.QueueMessage, poison: func.Out[str]) -
                     "the poison queue",
                     msg.id,
                     dequeue_count,
-                    extra=observe.poisoned_record(queue, dequeue_count, "retries_exhausted"),
+                    extra=observe.poisoned_record(poison_queue, dequeue_count, "retries_exhausted"),
                 )
             raise
 

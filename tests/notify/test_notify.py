@@ -714,7 +714,8 @@ async def test_poisoned_messages_are_counted_and_recorded(
     with pytest.raises(RetailServerError):
         await run_notify(registered_functions, queued.body, dequeue_count=max_dequeue_count())
 
-    queue = settings.detection_queue_name
+    # The queue the message lands in, as the host names it in its own "moving message" line.
+    queue = f"{settings.detection_queue_name}-poison"
     poisoned = [p for p in telemetry.points() if p.name == "connector.messages.poisoned"]
     assert sorted((p.attributes["reason"], p.attributes["queue"], p.value) for p in poisoned) == [
         ("malformed", queue, 1.0),
