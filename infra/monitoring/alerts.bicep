@@ -62,7 +62,8 @@ var stalledAfterMinutes = min(max(3 * periodMinutes, 15), 2879)
 
 // --- values the queries read as `let` statements --------------------------------------------------
 var channels = split(replace(operatingUnitNumbers, ' ', ''), ',')
-var noCartsDeclarations = 'let noCartsHours = ${noCartsHours};\nlet businessStartHour = ${businessHoursStartUtc};\nlet businessEndHour = ${businessHoursEndUtc};\nlet businessDays = dynamic([${businessDays}]);\nlet channels = dynamic(${string(channels)});\n'
+var channelsJson = string(channels)
+var noCartsDeclarations = 'let noCartsHours = ${noCartsHours};\nlet businessStartHour = ${businessHoursStartUtc};\nlet businessEndHour = ${businessHoursEndUtc};\nlet businessDays = dynamic([${businessDays}]);\nlet channels = dynamic(${channelsJson});\n'
 var customerDeclarations = 'let minimumCalls = ${customerMinimumCalls};\n'
 
 var notify = !empty(alertEmailAddress)
