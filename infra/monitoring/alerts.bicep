@@ -141,7 +141,7 @@ resource failedInvocations 'Microsoft.Insights/scheduledQueryRules@2023-12-01' =
   kind: 'LogAlert'
   properties: {
     displayName: 'Abandoned carts: failed invocations'
-    description: 'Detection runs or notifications failed in the last 15 minutes. See docs/troubleshooting.md.'
+    description: 'Detection runs or notifications failed in the last 15 minutes. See docs/troubleshooting.md, "Failed invocations".'
     severity: 2
     enabled: true
     scopes: [
@@ -185,7 +185,7 @@ resource detectionStalled 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   kind: 'LogAlert'
   properties: {
     displayName: 'Abandoned carts: no detection run completed'
-    description: 'No detection run succeeded for ${stalledAfterMinutes} minutes (three periods of DETECT_SCHEDULE). See docs/troubleshooting.md, "No carts found".'
+    description: 'No detection run succeeded for ${stalledAfterMinutes} minutes (three periods of DETECT_SCHEDULE). See docs/troubleshooting.md, "No detection run completed".'
     severity: 1
     enabled: true
     scopes: [
@@ -266,7 +266,7 @@ resource customerServerErrors 'Microsoft.Insights/scheduledQueryRules@2023-12-01
   kind: 'LogAlert'
   properties: {
     displayName: 'CreateCustomer: 5xx answers'
-    description: 'More than ${customerServerErrorPercent} % of POST /api/customers calls in 15 minutes were answered with a 5xx (at least ${customerMinimumCalls} calls). See docs/troubleshooting.md, "CreateCustomer".'
+    description: 'More than ${customerServerErrorPercent} % of POST /api/customers calls in 15 minutes were answered with a 5xx (at least ${customerMinimumCalls} calls). See docs/troubleshooting.md, "CreateCustomer 409, 502, 504".'
     severity: 2
     enabled: true
     scopes: [

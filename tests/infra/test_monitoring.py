@@ -428,3 +428,43 @@ def test_workbook_and_alerts_are_deployed_by_main() -> None:
     for symbol, path in (("workbook", "monitoring/workbook.bicep"), ("alerts", "monitoring/alerts.bicep")):
         assert root.modules[symbol]["detail"]["path"] == path
         assert (INFRA / Path(path)).is_file()
+
+
+# ----- the troubleshooting guide -----------------------------------------------------------------
+
+TROUBLESHOOTING = INFRA.parent / "docs" / "troubleshooting.md"
+
+
+def _guide_queries() -> list[str]:
+    return re.findall(r"```kql\n(.*?)```", TROUBLESHOOTING.read_text(), flags=re.DOTALL)
+
+
+def test_the_guide_shows_a_query_for_each_symptom() -> None:
+    sections = re.split(r"^## ", TROUBLESHOOTING.read_text(), flags=re.MULTILINE)[1:]
+    assert len(sections) >= 10
+    for section in sections:
+        title = section.splitlines()[0]
+        for part in ("**Symptom.**", "**Likely causes.**", "**Query.**", "**Fix.**"):
+            assert part in section, f"{title}: no {part}"
+        assert "```kql" in section, f"{title}: no query"
+
+
+@pytest.mark.parametrize("index", range(len(_guide_queries())))
+def test_guide_query_runs_against_the_component_and_the_contract(index: int) -> None:
+    query = _guide_queries()[index]
+    kql.check(query)
+    metrics = set(re.findall(r'"(connector\.[a-z_.]+)"', query))
+    events = set(re.findall(r'customDimensions\.event\) == "([a-z_]+)"', query))
+    assert metrics <= set(CONTRACT_METRICS) and events <= set(CONTRACT_RECORDS)
+    allowed = {"event"}.union(*(CONTRACT_METRICS[m] for m in metrics), *(CONTRACT_RECORDS[e] for e in events))
+    assert set(re.findall(r"customDimensions\.([A-Za-z_][A-Za-z0-9_]*)", query)) <= allowed
+
+
+@pytest.mark.parametrize("symbol", sorted(_rules()))
+def test_every_alert_points_at_a_section_of_the_guide(symbol: str) -> None:
+    text = TROUBLESHOOTING.read_text()
+    headings = set(re.findall(r"^## (.+)$", text, flags=re.MULTILINE))
+    properties = _rules()[symbol]["properties"]
+    named = re.findall(r'"([^"]+)"', properties["description"])
+    assert named and set(named) <= headings, f"{symbol} names {named}"
+    assert f"| {properties['displayName']} |" in text, "the guide's alert table lists every rule"
