@@ -403,6 +403,50 @@ param apiClientId string = ''
 @description('Audience (Application ID URI) of those tokens. Empty: api://<apiClientId>.')
 param apiAudience string = ''
 
+// --- monitoring: the workbook and the alerts (infra/monitoring) -----------------------------------
+@maxLength(254)
+@description('Email address the alerts are sent to. Empty: the alert rules still run and fired alerts show in Azure Monitor > Alerts, but no action group is created and nobody is notified.')
+param alertEmailAddress string = ''
+
+@description('Minutes between two detection runs, for the "no detection run completed for three periods" alert. 0 derives it from detectSchedule (every N minutes, hourly, every N hours, daily, or a list of minutes); set it for any other schedule.')
+@minValue(0)
+@maxValue(1440)
+param alertDetectionPeriodMinutes int = 0
+
+@description('Hours in a row, inside business hours, after which a channel that found no abandoned cart is reported; 0 turns that alert off.')
+@minValue(0)
+@maxValue(23)
+param alertNoCartsHours int = 4
+
+@description('First hour of business hours, UTC (0-23), for the no-carts alert.')
+@minValue(0)
+@maxValue(23)
+param alertBusinessHoursStartUtc int = 8
+
+@description('Hour business hours end, UTC (1-24), for the no-carts alert.')
+@minValue(1)
+@maxValue(24)
+param alertBusinessHoursEndUtc int = 20
+
+@minLength(1)
+@description('Business days for the no-carts alert: comma-separated day numbers, 0 Sunday to 6 Saturday.')
+param alertBusinessDays string = '0,1,2,3,4,5,6'
+
+@description('Failed invocations of detection or notification in 15 minutes above which the alert fires.')
+@minValue(0)
+@maxValue(10000)
+param alertFailedInvocationsThreshold int = 0
+
+@description('Percentage of POST /api/customers calls answered with a 5xx in 15 minutes above which the alert fires.')
+@minValue(0)
+@maxValue(100)
+param alertCustomerServerErrorPercent int = 5
+
+@description('Calls of POST /api/customers in 15 minutes below which the 5xx alert stays quiet (one failure at night is not a rate).')
+@minValue(1)
+@maxValue(10000)
+param alertCustomerMinimumCalls int = 5
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -600,6 +644,41 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+// The operator's view and the alerts; neither needs an identity or a role (infra/monitoring).
+module workbook 'monitoring/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    displayName: 'D365 Commerce Connector (${environmentName})'
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    storageAccountName: storage.outputs.name
+  }
+}
+
+module alerts 'monitoring/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: resourceToken
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    alertEmailAddress: alertEmailAddress
+    detectSchedule: detectSchedule
+    detectionPeriodMinutes: alertDetectionPeriodMinutes
+    operatingUnitNumbers: operatingUnitNumbers
+    noCartsHours: alertNoCartsHours
+    businessHoursStartUtc: alertBusinessHoursStartUtc
+    businessHoursEndUtc: alertBusinessHoursEndUtc
+    businessDays: alertBusinessDays
+    failedInvocationsThreshold: alertFailedInvocationsThreshold
+    customerServerErrorPercent: alertCustomerServerErrorPercent
+    customerMinimumCalls: alertCustomerMinimumCalls
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -614,3 +693,4 @@ output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_MONITOR_WORKBOOK_ID string = workbook.outputs.id

@@ -15,6 +15,7 @@ from sandbox import demo
 from sandbox.demo_customers import DEMO_CUSTOMER
 from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry, point_text, span_text
+from tests.infra.test_monitoring import CONTRACT_METRICS, CONTRACT_RECORDS
 from shared.state.ledger import Ledger
 from shared.state.sqlite import SqliteStore
 from tests.conftest import extra_fields, find_personal_data, personal_data_patterns
@@ -133,6 +134,15 @@ async def test_demo_with_telemetry_prints_one_carts_trace_and_the_run_metrics(
         for _, dims in totals
     )
 
+    # The workbook and alerts (infra/monitoring) read these names and dimensions: the code keeps them.
+    emitted: dict[str, set[str]] = {}
+    for name, dims in totals:
+        emitted.setdefault(name, set()).update(dict(dims))
+    for name, dimensions in CONTRACT_METRICS.items():
+        if name in emitted:
+            assert dimensions <= emitted[name], (name, dimensions - emitted[name])
+    assert len(set(CONTRACT_METRICS) & set(emitted)) >= 10, sorted(emitted)
+
     # Nothing personal in any span or metric of the run.
     [sandbox] = demo_sandboxes
     patterns = personal_data(sandbox)
@@ -183,6 +193,16 @@ async def test_every_record_a_demo_run_emits_parses(
         assert outcome["oun"] in {"128", "067"} and outcome["provider"] == "preview"
     [created] = [extra_fields(r) for r in records if getattr(r, "event", None) == "create_customer"]
     assert (created["status"], created["outcome"]) == (201, "created")
+
+    # The fields the workbook and alerts read are on every record of their event.
+    seen = 0
+    for record in records:
+        fields = extra_fields(record)
+        wanted = CONTRACT_RECORDS.get(str(fields.get("event")))
+        if wanted is not None:
+            seen += 1
+            assert wanted <= set(fields), (fields["event"], wanted - set(fields))
+    assert seen >= 3
 
     [sandbox] = demo_sandboxes
     leaks = find_personal_data(log_privacy_guard.lines, sandbox)

@@ -132,10 +132,14 @@ class Template:
     def evaluate(self, value: Any, arguments: Mapping[str, Any]) -> Any:
         """What Bicep computes for ``value`` when the parameters are ``arguments`` (else defaults).
 
-        Enough of the language for app settings: literals, parameters, variables, interpolation,
-        ``cond ? a : b``, ``==``/``!=``/``!``/``&&``/``||`` and ``empty``, ``string``, ``concat``,
-        ``toLower``/``toUpper``. A resource, a module output or any other function stays
-        ``Opaque``; a parameter with neither argument nor default stays ``ParamRef``.
+        Enough of the language for app settings and the alerts' schedule arithmetic: literals,
+        parameters, variables, interpolation, ``cond ? a : b``, ``==``/``!=``/``!``/``&&``/``||``,
+        ``<``/``<=``/``>``/``>=``, ``+``/``-``/``*``/``/`` on integers, ``a[i]``, and ``empty``,
+        ``string``, ``concat``, ``toLower``/``toUpper``, ``split``, ``replace``, ``trim``, ``length``,
+        ``startsWith``, ``contains``, ``substring``, ``int``, ``min``, ``max``. A resource, a module
+        output or any other function stays ``Opaque``; a parameter with neither argument nor
+        default stays ``ParamRef``. pycep gets operator precedence wrong, so an expression evaluated
+        here must be parenthesised as Bicep would group it.
         """
         if value is None or isinstance(value, bool | int | float):
             return value
@@ -224,6 +228,10 @@ class Template:
             return any(values)
         if kind == "minus" and isinstance(values[0], int):
             return -values[0]
+        if kind == "index_accessor" and isinstance(values[0], list) and _is_int(values[1]):
+            return values[0][values[1]] if 0 <= values[1] < len(values[0]) else Opaque(repr(value))
+        if kind in _INTEGER_OPERATORS and all(_is_int(item) for item in values):
+            return _INTEGER_OPERATORS[kind](values[0], values[1])
         return Opaque(repr(value))
 
     def _evaluate_function(self, value: dict[str, Any], arguments: Mapping[str, Any]) -> Any:
@@ -246,7 +254,7 @@ class Template:
             return "".join(arm_string(item) for item in values)
         if kind in ("to_lower", "to_upper") and len(values) == 1 and isinstance(values[0], str):
             return values[0].lower() if kind == "to_lower" else values[0].upper()
-        return Opaque(repr(value))
+        return _evaluate_text_function(kind, values, value)
 
     def symbol_of(self, value: Any) -> str | None:
         """The resource a ``scope``/``parent`` points at: ``vault`` or ``vault.id``."""
@@ -257,6 +265,61 @@ class Template:
             if operands["operand_1"] in self.resources and operands["operand_2"] == "id":
                 return str(operands["operand_1"])
         return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_divide(left: int, right: int) -> int | Opaque:
+    # ARM's div() truncates toward zero; division by zero fails the deployment.
+    if right == 0:
+        return Opaque(f"{left} / 0")
+    quotient = abs(left) // abs(right)
+    return quotient if (left >= 0) == (right >= 0) else -quotient
+
+
+_INTEGER_OPERATORS: dict[str, Any] = {
+    "plus": lambda a, b: a + b,
+    "substract": lambda a, b: a - b,  # pycep's spelling
+    "multiply": lambda a, b: a * b,
+    "divide": _int_divide,
+    "greater_than": lambda a, b: a > b,
+    "greater_than_or_equals": lambda a, b: a >= b,
+    "less_than": lambda a, b: a < b,
+    "less_than_or_equals": lambda a, b: a <= b,
+}
+
+
+def _evaluate_text_function(kind: str, values: list[Any], value: Any) -> Any:
+    """The string, array and number functions of ARM that the templates compute with."""
+    if kind == "split" and len(values) == 2 and all(isinstance(item, str) for item in values):
+        return values[0].split(values[1])
+    if kind == "replace" and len(values) == 3 and all(isinstance(item, str) for item in values):
+        return values[0].replace(values[1], values[2])
+    if kind == "trim" and len(values) == 1 and isinstance(values[0], str):
+        return values[0].strip()
+    if kind == "length" and len(values) == 1 and isinstance(values[0], str | list | dict):
+        return len(values[0])
+    if kind == "starts_with" and len(values) == 2 and all(isinstance(item, str) for item in values):
+        return values[0].lower().startswith(values[1].lower())  # ARM compares case-insensitively
+    if kind == "contains" and len(values) == 2 and isinstance(values[0], str) and isinstance(values[1], str):
+        return values[1] in values[0]  # ordinal, as ARM compares strings here
+    if kind == "substring" and isinstance(values[0], str) and _is_int(values[1]):
+        text, start = values[0], values[1]
+        length = values[2] if len(values) > 2 and values[2] is not None else len(text) - start
+        if not _is_int(length) or start < 0 or length < 0 or start + length > len(text):
+            return Opaque(repr(value))  # ARM fails the deployment
+        return text[start : start + length]
+    if kind == "int" and len(values) == 1:
+        if _is_int(values[0]):
+            return values[0]
+        if isinstance(values[0], str) and re.fullmatch(r"[+-]?[0-9]+", values[0].strip()):
+            return int(values[0])
+        return Opaque(repr(value))  # ARM fails the deployment
+    if kind in ("min", "max") and values and all(_is_int(item) for item in values):
+        return min(values) if kind == "min" else max(values)
+    return Opaque(repr(value))
 
 
 def through_module(parent: Template, module_symbol: str, value: Any) -> Any:
