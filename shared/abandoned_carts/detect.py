@@ -106,19 +106,36 @@ class RunResult:
     requeued: int
     messages: list[str]
 
-    def summary(self) -> dict[str, Any]:
-        skipped: Counter[str] = Counter()
+    @property
+    def found(self) -> int:
+        return sum(o.found for o in self.channels.values())
+
+    @property
+    def queued(self) -> int:
+        return sum(o.queued for o in self.channels.values())
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Carts found and not queued, by reason, over every channel."""
+        total: Counter[str] = Counter()
         for outcome in self.channels.values():
-            skipped.update(outcome.skipped)
+            total.update(outcome.skipped)
+        return total
+
+    @property
+    def failed_ouns(self) -> list[str]:
+        return [oun for oun, outcome in self.channels.items() if outcome.stopped.startswith("error:")]
+
+    def summary(self) -> dict[str, Any]:
         return {
             "runId": self.run_id,
             "startedAt": sortable(self.started_at),
             "finishedAt": sortable(self.finished_at),
             "durationMs": self.duration_ms,
-            "found": sum(o.found for o in self.channels.values()),
-            "queued": sum(o.queued for o in self.channels.values()),
+            "found": self.found,
+            "queued": self.queued,
             "requeued": self.requeued,
-            "skipped": dict(sorted(skipped.items())),
+            "skipped": dict(sorted(self.skipped.items())),
             "channels": {oun: outcome.as_dict() for oun, outcome in self.channels.items()},
         }
 
@@ -131,9 +148,7 @@ class DetectionFailedError(Exception):
         self.result = result
         self.errors = list(errors)
         failed = ", ".join(
-            f"{oun} ({outcome.stopped.removeprefix('error:')})"
-            for oun, outcome in result.channels.items()
-            if outcome.stopped.startswith("error:")
+            f"{oun} ({result.channels[oun].stopped.removeprefix('error:')})" for oun in result.failed_ouns
         )
         super().__init__(f"detection failed for channel(s) {failed}: {errors[0]}")
 

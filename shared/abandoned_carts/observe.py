@@ -9,7 +9,6 @@ provider, step, never an id.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -51,16 +50,10 @@ def describe_channel(span: Span, outcome: ChannelOutcome) -> None:
     )
 
 
-def failed_channels(result: RunResult) -> list[str]:
-    return [oun for oun, outcome in result.channels.items() if outcome.stopped.startswith("error:")]
-
-
 def run_record(result: RunResult) -> dict[str, Any]:
     """The custom dimensions of the ``detection run finished`` record."""
-    failed = failed_channels(result)
-    skipped: Counter[str] = Counter()
-    for outcome in result.channels.values():
-        skipped.update(outcome.skipped)
+    failed = result.failed_ouns
+    skipped = result.skipped
     channels = {
         oun: {
             "found": outcome.found,
@@ -77,8 +70,8 @@ def run_record(result: RunResult) -> dict[str, Any]:
         "event": RUN_EVENT,
         "run_id": result.run_id,
         "status": "failed" if failed else "succeeded",
-        "carts_found": sum(o.found for o in result.channels.values()),
-        "carts_queued": sum(o.queued for o in result.channels.values()),
+        "carts_found": result.found,
+        "carts_queued": result.queued,
         "carts_skipped": sum(skipped.values()),
         "carts_requeued": result.requeued,
         "channels_failed": len(failed),
@@ -101,7 +94,7 @@ def lag_seconds(result: RunResult, outcome: ChannelOutcome) -> float:
 
 def record_run(result: RunResult) -> None:
     """The run's metrics: carts found, queued and skipped per channel, lag and backlog, the run."""
-    failed = failed_channels(result)
+    failed = result.failed_ouns
     for oun, outcome in result.channels.items():
         channel = {"oun": oun}
         telemetry.CARTS_FOUND.add(outcome.found, channel)
@@ -115,8 +108,8 @@ def record_run(result: RunResult) -> None:
     telemetry.set_attributes(
         {
             "connector.run_id": result.run_id,
-            "connector.found": sum(o.found for o in result.channels.values()),
-            "connector.queued": sum(o.queued for o in result.channels.values()),
+            "connector.found": result.found,
+            "connector.queued": result.queued,
             "connector.requeued": result.requeued,
             "connector.channels_failed": len(failed),
         }
