@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
 
+from sandbox import emarsys as emarsys_stand_in
 from sandbox import orders
 from sandbox.data import CONTACT_EMAIL, Cart, Customer
 from sandbox.server import Sandbox
@@ -208,3 +209,33 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fixed = Clock()
     monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", fixed)
     return fixed
+
+
+# ----- the Emarsys stand-in as the provider (modules that override ``sandbox`` and ``notify_overrides``)
+
+EMARSYS_SECRET_ENV = (
+    "EMARSYS_CLIENT_ID",
+    "EMARSYS_CLIENT_SECRET",
+    "EMARSYS_WSSE_USER",
+    "EMARSYS_WSSE_SECRET",
+)
+
+
+def emarsys_sandbox() -> Sandbox:
+    """A sandbox with the order look-up and the Emarsys stand-in, at the tests' clock."""
+    return Sandbox(seed=42, now=NOW, extensions=[orders.add_routes, emarsys_stand_in.add_routes])
+
+
+def emarsys_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Settings for the Emarsys provider against the stand-in. The secrets come from the
+    environment, as in a local run (shared/secrets.py: name -> NAME_IN_CAPS)."""
+    values = emarsys_stand_in.env(sandbox)
+    for name in EMARSYS_SECRET_ENV:
+        monkeypatch.setenv(name, values[name])
+    return {
+        "email_provider": "emarsys",
+        "emarsys_auth": "oauth",
+        "emarsys_api_url": values["EMARSYS_API_URL"],
+        "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
+        "emarsys_event_id": emarsys_stand_in.EVENT_ID,
+    }

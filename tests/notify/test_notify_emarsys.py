@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from sandbox import emarsys as emarsys_stand_in
-from sandbox import orders
 from sandbox.data import Cart, Customer
 from sandbox.emarsys import EVENT_ID, UNCONNECTED_EVENT_ID, EmarsysStandIn
 from sandbox.server import Sandbox
@@ -33,6 +32,8 @@ from tests.notify.conftest import (
     Clock,
     Queued,
     consenting_customer,
+    emarsys_overrides,
+    emarsys_sandbox,
     ledger_status,
     own_cart,
     put_on_ledger,
@@ -42,15 +43,11 @@ from tests.notify.conftest import (
 # Every invocation in these tests runs at the clock's time, which some tests move.
 pytestmark = pytest.mark.usefixtures("clock")
 
-SECRET_ENV = ("EMARSYS_CLIENT_ID", "EMARSYS_CLIENT_SECRET", "EMARSYS_WSSE_USER", "EMARSYS_WSSE_SECRET")
-
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
     # Same name as the shared fixture, so the log privacy guard checks these tests too.
-    async with Sandbox(
-        seed=42, now=NOW, extensions=[orders.add_routes, emarsys_stand_in.add_routes]
-    ) as running:
+    async with emarsys_sandbox() as running:
         yield running
 
 
@@ -64,18 +61,7 @@ def emarsys_options() -> dict[str, Any]:
 def notify_overrides(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, emarsys_options: dict[str, Any]
 ) -> dict[str, Any]:
-    values = emarsys_stand_in.env(sandbox)
-    # Secrets come from the environment, as in a local run (shared/secrets.py: name -> NAME_IN_CAPS).
-    for name in SECRET_ENV:
-        monkeypatch.setenv(name, values[name])
-    return {
-        "email_provider": "emarsys",
-        "emarsys_auth": "oauth",
-        "emarsys_api_url": values["EMARSYS_API_URL"],
-        "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
-        "emarsys_event_id": EVENT_ID,
-        **emarsys_options,
-    }
+    return {**emarsys_overrides(sandbox, monkeypatch), **emarsys_options}
 
 
 @pytest.fixture

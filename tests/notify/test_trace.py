@@ -15,40 +15,32 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from sandbox import emarsys as emarsys_stand_in
-from sandbox import orders
-from sandbox.emarsys import EVENT_ID, EmarsysStandIn
+from sandbox.emarsys import EmarsysStandIn
 from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry, journey
 from shared.runtime import Runtime
 from tests.conftest import OutStub
-from tests.notify.conftest import NOW, consenting_customer, own_cart, run_notify
+from tests.notify.conftest import (
+    consenting_customer,
+    emarsys_overrides,
+    emarsys_sandbox,
+    own_cart,
+    run_notify,
+)
 
 pytestmark = pytest.mark.usefixtures("clock")
-
-SECRET_ENV = ("EMARSYS_CLIENT_ID", "EMARSYS_CLIENT_SECRET", "EMARSYS_WSSE_USER", "EMARSYS_WSSE_SECRET")
 
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
     # Same name as the shared fixture, so the privacy guard checks these tests' spans too.
-    async with Sandbox(
-        seed=42, now=NOW, extensions=[orders.add_routes, emarsys_stand_in.add_routes]
-    ) as running:
+    async with emarsys_sandbox() as running:
         yield running
 
 
 @pytest.fixture
 def notify_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    values = emarsys_stand_in.env(sandbox)
-    for name in SECRET_ENV:
-        monkeypatch.setenv(name, values[name])
-    return {
-        "email_provider": "emarsys",
-        "emarsys_auth": "oauth",
-        "emarsys_api_url": values["EMARSYS_API_URL"],
-        "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
-        "emarsys_event_id": EVENT_ID,
-    }
+    return emarsys_overrides(sandbox, monkeypatch)
 
 
 def attributes(span: ReadableSpan) -> dict[str, Any]:
