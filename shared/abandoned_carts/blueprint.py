@@ -10,6 +10,7 @@ from shared.abandoned_carts.detect import DetectionConfig, Detector
 from shared.abandoned_carts.enrich import Enricher
 from shared.abandoned_carts.notify import MalformedMessageError, NotifyConfig, NotifyService, decode_message
 from shared.email.factory import provider_for
+from shared.recovery.experiment import Experiment, HoldoutConfig
 from shared.runtime import Runtime, get_runtime
 from shared.settings import Settings
 from shared.timeutil import utcnow
@@ -54,10 +55,11 @@ def notify_service(runtime: Runtime) -> NotifyService:
     existing = runtime.extras.get(NOTIFY_SERVICE_KEY)
     if existing is None:
         settings = runtime.settings
+        provider = provider_for(runtime)
         existing = NotifyService(
             retail=runtime.retail,
             store=runtime.store,
-            provider=provider_for(runtime),
+            provider=provider,
             enricher=Enricher(
                 runtime.retail,
                 window_seconds=settings.coalesce_window_ms / 1000,
@@ -66,6 +68,13 @@ def notify_service(runtime: Runtime) -> NotifyService:
             ),
             config=NotifyConfig.from_settings(settings),
             secrets=runtime.secrets,
+            # A dry run (the preview provider) mails nobody, so it holds nobody out either.
+            experiment=Experiment(
+                runtime.store,
+                HoldoutConfig.from_settings(settings),
+                runtime.secrets,
+                dry_run=not getattr(provider, "sends_email", True),
+            ),
         )
         runtime.extras[NOTIFY_SERVICE_KEY] = existing
     service: NotifyService = existing

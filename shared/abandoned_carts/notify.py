@@ -74,6 +74,7 @@ from shared.identity import TokenError
 from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import consent_refusal, email_of
 from shared.privacy.suppression import SuppressionList
+from shared.recovery.experiment import Experiment
 from shared.retail_server.client import (
     RetailServerClient,
     RetailServerContractError,
@@ -263,6 +264,7 @@ class NotifyService:
         enricher: Enricher,
         config: NotifyConfig,
         secrets: SecretSource | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         self._retail = retail
         self._ledger = Ledger(store)
@@ -283,6 +285,8 @@ class NotifyService:
             store, config.frequency_cap, namespace="freqcap-dryrun" if self._previews_only else "freqcap"
         )
         self._claimer = Claimer(store, self._ledger, self._cap)
+        # The holdout of the recovery report (shared/recovery): None measures nothing.
+        self._experiment = experiment
         self.outcomes: Counter[str] = Counter()
 
     async def close(self) -> None:
@@ -330,6 +334,10 @@ class NotifyService:
             return await self._skip(run, skip.reason, now)
         if not await self._reserve(run, now):
             return await self._skip(run, "frequency_cap", now)
+        if self._experiment is not None and await self._experiment.holds_out(
+            entry, prepared.cart, prepared.rendered.message.data.get("currency"), now
+        ):
+            return await self._hold_out(run, now)
         degraded = prepared.rendered.degraded
         run.provider_called = True
         try:
@@ -448,6 +456,12 @@ class NotifyService:
     async def _skip(self, run: _Run, reason: str, now: datetime) -> Outcome:
         await self._finish(run, LedgerStatus.SKIPPED, now, reason=reason)
         return Outcome("skipped", reason, run.entry.cart_id, run.entry.cart_version, run.entry.step)
+
+    async def _hold_out(self, run: _Run, now: datetime) -> Outcome:
+        """Held out: no email, ever, for this cart version; the customer's window stays taken, as
+        a mailed customer's would, so both groups see the same frequency cap."""
+        await self._finish(run, LedgerStatus.HELD_OUT, now)
+        return Outcome("held_out", None, run.entry.cart_id, run.entry.cart_version, run.entry.step)
 
     async def _record_uncertain(
         self, run: _Run, exc: Exception, degraded: tuple[str, ...], now: datetime
