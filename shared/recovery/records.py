@@ -32,8 +32,8 @@ CartStatus = Literal["open", "converted", "not_converted"]
 Match = Literal["strict", "any"]
 OrderChannel = Literal["online", "store"]
 
-CART_KIND = "recovery-cart"
-CONVERSION_KIND = "recovery-conversion"
+CART_KIND: Literal["recovery-cart"] = "recovery-cart"
+CONVERSION_KIND: Literal["recovery-conversion"] = "recovery-conversion"
 STATUS_PARTITION = "recovery-status"
 STATUS_KEY = "tracking"
 # Off periods kept in the status document: the oldest go first beyond this.
