@@ -55,13 +55,16 @@ async def erase(functions: dict[str, Any], body: Any, headers: dict[str, str]) -
     return await call(functions, "privacy_erasure", erasure_request(body, **headers))
 
 
-def counts(suppressed: bool, entries: int, pointers: int, previews: int = 0) -> dict[str, Any]:
+def counts(
+    suppressed: bool, entries: int, pointers: int, previews: int = 0, recovery: int = 0
+) -> dict[str, Any]:
     """The answer when the connector sends through the preview (nothing held by a provider)."""
     return {
         "suppressed": suppressed,
         "ledgerEntriesDeleted": entries,
         "pointersDeleted": pointers,
         "previewsDeleted": previews,
+        "recoveryRecordsDeleted": recovery,
         "provider": {
             "name": "preview",
             "action": "not_applicable",
