@@ -17,6 +17,7 @@ from sandbox.data import BULK_NO_LINES, BULK_SECOND_CART, Cart
 from sandbox.server import Sandbox
 from shared.recovery.records import CART_KIND, CONVERSION_KIND, TrackedCart
 from shared.runtime import Runtime
+from tests.customers.test_openapi import check_response, load_spec
 from tests.notify.conftest import (  # noqa: F401 (fixtures)
     NOW,
     Clock,
@@ -45,11 +46,11 @@ def holdout_salt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOLDOUT_SALT", SALT)
 
 
-def bulk_carts(sandbox: Sandbox, count: int, oun: str = "128") -> list[Cart]:
+def bulk_carts(running: Sandbox, count: int, oun: str = "128") -> list[Cart]:
     """``count`` carts with lines, each of its own customer (opted in, with an email address)."""
-    bulk = sandbox.data.add_bulk_carts(oun, count * 2)
+    bulk = running.data.add_bulk_carts(oun, count * 2)
     chosen = [
-        sandbox.data.bulk_cart(oun, i)
+        running.data.bulk_cart(oun, i)
         for i in range(bulk.count)
         if i % BULK_NO_LINES != BULK_NO_LINES - 1 and i % BULK_SECOND_CART != BULK_SECOND_CART - 1
     ]
@@ -83,10 +84,18 @@ def report_request(**params: str) -> func.HttpRequest:
 
 
 async def report(functions: dict[str, Any], **params: str) -> tuple[int, dict[str, Any]]:
-    response: func.HttpResponse = await functions["recovery_report"].get_user_function()(report_request(**params))
+    """The report's status and body, checked against its description in openapi.yaml."""
+    response: func.HttpResponse = await functions["recovery_report"].get_user_function()(
+        report_request(**params)
+    )
+    spec = load_spec()
+    check_response(spec, spec["paths"]["/reports/recovery"]["get"], response)
     return response.status_code, json.loads(response.get_body())
 
 
 def window(days: int = 1) -> dict[str, str]:
     """A report range around NOW."""
-    return {"from": (NOW - timedelta(days=days)).date().isoformat(), "to": (NOW + timedelta(days=days)).date().isoformat()}
+    return {
+        "from": (NOW - timedelta(days=days)).date().isoformat(),
+        "to": (NOW + timedelta(days=days)).date().isoformat(),
+    }

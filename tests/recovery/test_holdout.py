@@ -28,8 +28,14 @@ def test_assignment_is_stable_and_close_to_the_percentage_over_10000_customers()
     assert {period_of(t, 30) for t in same_period} == {period_of(NOW, 30)}
     for moment in same_period:
         assert {a for a in accounts if is_held_out(salt, a, moment, percent=10, period_days=30)} == held
-    next_period = {a for a in accounts if is_held_out(salt, a, NOW + timedelta(days=30), percent=10, period_days=30)}
-    other_salt = {a for a in accounts if is_held_out(b"another-salt-of-32-bytes-long!!!", a, NOW, percent=10, period_days=30)}
+    next_period = {
+        a for a in accounts if is_held_out(salt, a, NOW + timedelta(days=30), percent=10, period_days=30)
+    }
+    other_salt = {
+        a
+        for a in accounts
+        if is_held_out(b"another-salt-of-32-bytes-long!!!", a, NOW, percent=10, period_days=30)
+    }
     # A new period or another salt draws afresh: about a tenth of the held-out stay held out.
     assert len(next_period & held) < 200 and len(other_salt & held) < 200
     assert not any(is_held_out(salt, a, NOW, percent=0, period_days=30) for a in accounts[:100])

@@ -48,14 +48,18 @@ async def test_the_report_recovers_the_configured_lift_within_its_confidence_int
     assert mailed["carts"] == len(recorder.sent)
     assert mailed["converted"]["any"] + held["converted"]["any"] == len(placed)
     lift = body["lift"]["any"]
-    expected = two_proportion_lift(mailed["converted"]["any"], mailed["carts"], held["converted"]["any"], held["carts"])
+    expected = two_proportion_lift(
+        mailed["converted"]["any"], mailed["carts"], held["converted"]["any"], held["carts"]
+    )
     assert expected is not None and lift == expected.model_dump(mode="json", by_alias=True)
     assert lift["absoluteCi95"]["low"] <= SCENARIO.lift <= lift["absoluteCi95"]["high"]
     assert lift["absoluteCi95"]["low"] > 0  # 600 carts are enough to see this lift
     assert body["lift"]["strict"]["absolute"] < lift["absolute"] + 1e-9
     (usd,) = body["revenue"]
     assert usd["currency"] == "USD" and float(usd["incrementalRevenue"]) > 0
-    mailed_orders = {o.sales_id for o in placed if o.customer_id in {v.customer_id for v in views if v.mailed}}
+    mailed_orders = {
+        o.sales_id for o in placed if o.customer_id in {v.customer_id for v in views if v.mailed}
+    }
     assert float(usd["mailedRevenue"]) == pytest.approx(
         sum(float(o.total_amount) for o in placed if o.sales_id in mailed_orders), abs=0.01
     )

@@ -77,7 +77,10 @@ async def test_conversions_are_found_in_store_and_online_once_and_within_the_win
     mailed = body["groups"]["mailed"]
     assert mailed["carts"] == 4 and mailed["converted"] == {"any": 1, "strict": 1}
     assert body["lift"] == {"any": None, "strict": None}  # no holdout, nothing to compare with
-    assert {(c["channel"], c["storeId"]) for c in body["byChannel"]} == {("online", "128"), ("store", "HOU-02")}
+    assert {(c["channel"], c["storeId"]) for c in body["byChannel"]} == {
+        ("online", "128"),
+        ("store", "HOU-02"),
+    }
     assert body["byStep"][0]["step"] == 1 and body["byStep"][0]["conversions"] == 2
 
 
