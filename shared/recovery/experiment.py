@@ -1,14 +1,15 @@
-"""The one question notify asks the recovery analytics, right before it sends a reminder: is this
-cart held out? Asking also enrols the cart in its group, so conversion tracking follows it.
+"""What notify asks the recovery analytics right before it sends a reminder: which group is this
+cart in? A held-out cart is recorded ``held_out`` instead of being sent; either way the cart is
+enrolled in its group, in the same store round trip as the step's outcome, so conversion tracking
+follows it.
 
 Only a first reminder (step 1) decides: a cart keeps the group it got then, and a held-out cart has
 no later steps (they follow a sent step only). A dry run (the preview provider) never holds out and
 enrols nothing: nobody was mailed, so there is nothing to measure.
 
-The group is recorded before the send, not after it: the mailed group is every cart the connector
-set out to mail ("intention to treat"), including the few the provider then refused, just as the
-held-out group is every cart it set out not to mail. Counting only delivered emails would drop
-carts from one group and not the other, and bias the comparison.
+The group is decided after every check has passed, so the held-out carts are exactly those that
+would have been mailed. A mailed cart is enrolled with its ``sent`` record (a send the provider
+refused, or whose outcome is uncertain, is not), a held-out one with its ``held_out`` record.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ class Experiment:
         self._dry_run = dry_run
         self._salt_fault_logged = False
 
-    async def holds_out(self, entry: LedgerEntry, cart: Cart, currency: object, now: datetime) -> bool:
-        """Enrol the cart (at its first step) and answer whether it must not be mailed."""
+    async def enrolment(
+        self, entry: LedgerEntry, cart: Cart, currency: object, now: datetime
+    ) -> TrackedCart | None:
+        """The cart's group, decided at its first step (no store round trip: the salt is cached);
+        None for a later step or a dry run. Notify records it with the step's outcome (:meth:`enrol`)."""
         if self._dry_run or entry.step != 1:
-            return False
+            return None
         group = "holdout" if await self._assigned_holdout(entry.customer_id, now) else "mailed"
-        tracked = TrackedCart(
+        return TrackedCart(
             cart_id=entry.cart_id,
             cart_version=entry.cart_version,
             oun=entry.oun,
@@ -78,8 +82,11 @@ class Experiment:
             currency=currency if isinstance(currency, str) else None,
             next_check_at=now + RECHECK_INTERVAL,
         )
-        enrolled = await self._records.enrol(tracked)
-        return enrolled.group == "holdout"
+
+    async def enrol(self, tracked: TrackedCart | None) -> None:
+        """Record the cart in its group, once (a cart recorded before keeps its first record)."""
+        if tracked is not None:
+            await self._records.enrol(tracked)
 
     async def _assigned_holdout(self, customer_id: str, now: datetime) -> bool:
         if self._config.percent <= 0 or self._secrets is None:
