@@ -716,18 +716,21 @@ class SandboxData:
 
     # ----- bulk carts for the benchmarks (python -m sandbox --carts OUN=COUNT)
 
-    def add_bulk_carts(self, oun: str, count: int) -> BulkCarts:
+    def add_bulk_carts(
+        self, oun: str, count: int, *, newest: datetime | None = None, span: timedelta = BULK_SPAN
+    ) -> BulkCarts:
         """``count`` more carts in channel ``oun``, each with its own named customer (but see
-        ``BULK_SECOND_CART``), spread evenly over ``BULK_SPAN`` ending ``BULK_NEWEST_AGE`` ago.
+        ``BULK_SECOND_CART``), spread evenly over ``span`` ending at ``newest`` (by default
+        ``BULK_NEWEST_AGE`` ago; the recovery demo spreads them over days to come).
         Nothing is generated until a search or a look-up asks for it."""
         if oun not in self.channels:
             raise ValueError(f"no channel {oun}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        newest = ticks(self.now - BULK_NEWEST_AGE)
+        last = ticks(newest if newest is not None else self.now - BULK_NEWEST_AGE)
         # An odd step puts a seventh fraction digit on most carts, as Retail Server's times have.
-        step = max(11, (BULK_SPAN // timedelta(microseconds=1)) * 10 // count) | 1
-        bulk = BulkCarts(oun=oun, count=count, first_ticks=newest - (count - 1) * step, step_ticks=step)
+        step = max(11, (span // timedelta(microseconds=1)) * 10 // count) | 1
+        bulk = BulkCarts(oun=oun, count=count, first_ticks=last - (count - 1) * step, step_ticks=step)
         self.bulk[oun] = bulk
         return bulk
 
