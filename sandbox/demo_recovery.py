@@ -6,7 +6,7 @@ both channels, so in USD and EUR). An injected clock then moves through the days
 registered on ``function_app.app`` run as their triggers would: ``detect_abandoned_carts`` every
 four simulated hours, ``notify_abandoned_cart`` for every message it queued (through the Emarsys
 stand-in, with ``HOLDOUT_PERCENT`` set, since a dry run holds nobody out), ``track_conversions``
-once a simulated day until every attribution window has closed, and ``recovery_report`` at the end
+every other simulated day until every attribution window has closed, and ``recovery_report`` at the end
 (for the whole time and for each day). Nothing sleeps.
 
 After each notify pass the shoppers just mailed or held out buy within the attribution window with
@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class RecoveryOptions:
     other_products_share: float = 0.25
     attribution_days: int = 7
     seed: int = 10
-    # Midnight UTC of the first simulated day; by default the simulation ends today.
+    # Midnight UTC (an aware datetime) of the first simulated day; by default the simulation ends today.
     start: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -218,47 +218,56 @@ async def _run(
     simulation: Simulation,
     clock: SimulatedClock,
 ) -> None:
-    options = simulation.options
+    """Four simulated hours at a time: detection and notify while carts come, then the shoppers'
+    orders; tracking every other day, and once more when every window has closed."""
     batch_size = await asyncio.to_thread(host_batch_size)
-    window = timedelta(days=options.attribution_days)
     # One reminder step: once the last carts are found, detection has nothing left to do.
-    last_detection = simulation.start + timedelta(days=options.days) - DETECT_EVERY
-    records = RecoveryStore(runtime.store)
+    last_detection = simulation.start + timedelta(days=simulation.options.days) - DETECT_EVERY
     now = simulation.start
-    round_number = 0
     while now < simulation.end:
         now = min(now + DETECT_EVERY, simulation.end)
         clock.now = now
         if now <= last_detection:
-            queued = OutBinding()
-            await functions["detect_abandoned_carts"](TimerRequest(past_due=False), queued)
-            messages: list[str] = queued.get() or []
-            simulation.detection_runs += 1
-            simulation.messages += len(messages)
-            delivered = await deliver_messages(functions, runtime, messages, batch_size)
-            simulation.outcomes.update(delivered.outcomes)
-            round_number += 1
-            enrolled = [
-                TrackedCart.model_validate(body)
-                async for body in records.scan(
-                    CART_KIND, start=now, end=now + timedelta(microseconds=1), oun=None
-                )
-            ]
-            views = [
-                TrackedCartView(
-                    c.customer_id, c.oun, tuple(c.product_ids), c.group == "mailed", c.enrolled_at
-                )
-                for c in enrolled
-            ]
-            placed = place_orders(sandbox.data, views, options.scenario(round_number), window)
-            simulation.orders_placed += len(placed)
-        # The last run comes after every attribution window has closed: it settles every cart.
+            await _detect_notify_and_buy(functions, runtime, sandbox, simulation, now, batch_size)
         if (now - simulation.start) % TRACK_EVERY == timedelta(0) or now == simulation.end:
             await functions["track_conversions"](TimerRequest(past_due=False))
             simulation.tracking_runs += 1
 
 
-async def _report(functions: dict[str, Any], first: Any, last: Any) -> dict[str, Any]:
+async def _detect_notify_and_buy(
+    functions: dict[str, Any],
+    runtime: Runtime,
+    sandbox: Sandbox,
+    simulation: Simulation,
+    now: datetime,
+    batch_size: int,
+) -> None:
+    queued = OutBinding()
+    await functions["detect_abandoned_carts"](TimerRequest(past_due=False), queued)
+    messages: list[str] = queued.get() or []
+    simulation.detection_runs += 1
+    simulation.messages += len(messages)
+    delivered = await deliver_messages(functions, runtime, messages, batch_size)
+    simulation.outcomes.update(delivered.outcomes)
+    # The carts this pass mailed or held out (enrolled now), and whether their shoppers buy.
+    enrolled = [
+        TrackedCart.model_validate(body)
+        async for body in RecoveryStore(runtime.store).scan(
+            CART_KIND, start=now, end=now + timedelta(microseconds=1), oun=None
+        )
+    ]
+    views = [
+        TrackedCartView(c.customer_id, c.oun, tuple(c.product_ids), c.group == "mailed", c.enrolled_at)
+        for c in enrolled
+    ]
+    options = simulation.options
+    scenario = options.scenario(simulation.detection_runs)
+    placed = place_orders(sandbox.data, views, scenario, timedelta(days=options.attribution_days))
+    simulation.orders_placed += len(placed)
+
+
+async def _report(functions: dict[str, Any], first: date, last: date) -> dict[str, Any]:
+    """``GET /api/reports/recovery`` for the carts first reminded from ``first`` to ``last``."""
     request = func.HttpRequest(
         method="GET",
         url="/api/reports/recovery",

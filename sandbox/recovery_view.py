@@ -265,7 +265,7 @@ def conversion_chart(report: dict[str, Any], truth: Truth | None) -> str:
 
 def lift_chart(report: dict[str, Any], truth: Truth | None) -> str:
     """The absolute lift and its 95 % interval per basis, against 0 and the true lift."""
-    width, height, left, right = 560, 150, 170, 24
+    width, height, left, right = 560, 150, 170, 36
     rows = [(basis, label, report["lift"][basis]) for basis, label in BASES]
     values = [0.0] + ([truth.lift] if truth else [])
     for _, _, lift in rows:
