@@ -359,6 +359,15 @@ def revenue_chart(daily: Sequence[tuple[datetime, dict[str, Any]]], currency: st
 # ----- the page
 
 
+def _instant(text: str) -> str:
+    """``2026-11-21T00:00:00Z`` as ``2026-11-21 00:00 UTC``."""
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text
+
+
+def _channels(oun: str | None) -> str:
+    return "every channel" if oun is None else f"channel {oun}"
+
+
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     cells = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -450,9 +459,9 @@ def report_html(
         "<title>Recovery report</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>Recovery report: what the reminders brought back</h1>",
-        f'<p class="note">Carts first reminded (or held out) from {escape(report["from"])} to '
-        f"{escape(report['to'])}, every channel, orders counted for {report['attributionDays']} days, "
-        f"{report['holdoutPercent']} % of customers held out.</p>",
+        f'<p class="note">Carts first reminded (or held out) from {escape(_instant(report["from"]))} up to '
+        f"{escape(_instant(report['to']))}, {escape(_channels(report['oun']))}, orders counted for "
+        f"{report['attributionDays']} days, {report['holdoutPercent']} % of customers held out.</p>",
         *(f'<p class="note">{escape(line)}</p>' for line in context),
         *(
             f'<p class="note"><strong>Incomplete:</strong> {escape(r)}</p>'
@@ -468,6 +477,8 @@ def report_html(
         ),
         "<h2>Lift</h2>",
         lift_chart(report, truth),
+        '<p class="note">Dots: the lift, mailed rate minus held-out rate, in percentage points; lines: its '
+        "95 % interval; the grey line is no effect at all.</p>",
         _html_table(["basis", "absolute lift", "95 % interval", "relative lift"], lift_rows),
         "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in reading(report, truth)) + "</ul>",
         "<h2>Revenue</h2>",
@@ -484,7 +495,7 @@ def report_html(
             ),
             *(revenue_chart(daily, currency) for currency in currencies),
             '<p class="note">The gap between the two bars of a day is what that day\'s emails earned; '
-            "a day's figures are noisy, the totals above are not.</p>",
+            "one day's figures are far noisier than the totals above.</p>",
         ]
     parts += [
         "<h2>Orders by channel</h2>",
