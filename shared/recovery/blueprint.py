@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.http_input import (
     CORRELATION_HEADER,
     RequestRejectedError,
@@ -25,8 +27,6 @@ from shared.http_input import (
     unexpected_response,
 )
 from shared.problems import FieldError
-from shared.recovery.report import ReportTooLargeError, recovery_figures
-from shared.recovery.tracking import ConversionTracker, TrackingConfig
 from shared.runtime import get_runtime
 from shared.timeutil import utcnow
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
+TRACKING_EVENT = "conversion_tracking"
 DEFAULT_RANGE = timedelta(days=30)
 MAX_RANGE = timedelta(days=366)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -43,19 +44,36 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[
 @bp.function_name("track_conversions")
 @bp.timer_trigger(arg_name="timer", schedule="%TRACK_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def track_conversions(timer: func.TimerRequest) -> None:
-    runtime = await get_runtime()
-    tracker = ConversionTracker(runtime.retail, runtime.store, TrackingConfig.from_settings(runtime.settings))
-    result = await tracker.run(utcnow())
-    logger.info(
-        "track_conversions: %d carts of %d customers checked, %d conversions recorded, settled %s, "
-        "%d customers failed%s",
-        result.carts_checked,
-        result.customers,
-        result.conversions_recorded,
-        json.dumps(result.settled, sort_keys=True),
-        result.failed_customers,
-        f"; tracking is off ({result.reason})" if result.off else "",
-    )
+    # Loaded with the first run: the tracker brings the Retail Server client and the ledger, which
+    # a till's CreateCustomer call never needs.
+    from shared.recovery.tracking import ConversionTracker, TrackingConfig
+
+    with telemetry.invocation_span(
+        "track_conversions", trigger="timer", attributes={"connector.past_due": bool(timer.past_due)}
+    ):
+        runtime = await get_runtime()
+        tracker = ConversionTracker(
+            runtime.retail, runtime.store, TrackingConfig.from_settings(runtime.settings)
+        )
+        started = time.monotonic()
+        result = await tracker.run(utcnow())
+        status = "off" if result.off else ("partial" if result.failed_customers else "ok")
+        telemetry.TRACKING_RUNS.add(1, {"status": status})
+        logger.info(
+            "conversion tracking finished",
+            extra={
+                "event": TRACKING_EVENT,
+                "status": status,
+                "carts_checked": result.carts_checked,
+                "customers": result.customers,
+                "conversions_recorded": result.conversions_recorded,
+                "carts_converted": result.settled.get("converted", 0),
+                "carts_not_converted": result.settled.get("not_converted", 0),
+                "failed_customers": result.failed_customers,
+                "off_reason": result.reason or "",
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
 
 
 def _bad(name: str, message: str, cid: str) -> RequestRejectedError:
@@ -103,6 +121,8 @@ def report_range(
 @bp.function_name("recovery_report")
 @bp.route(route="reports/recovery", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def recovery_report(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.recovery.report import ReportTooLargeError, recovery_figures
+
     cid = correlation_id_for(req)
     try:
         runtime = await get_runtime()

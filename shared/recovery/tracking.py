@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared import telemetry
 from shared.recovery.experiment import RECHECK_INTERVAL
 from shared.recovery.records import Conversion, RecoveryStore, TrackedCart
 from shared.retail_server.client import RetailServerClient, RetailServerError
@@ -214,11 +215,29 @@ class ConversionTracker:
             )
             if await self._records.record_conversion(conversion):
                 recorded += 1
+                observed = {
+                    "oun": cart.oun,
+                    "group": cart.group,
+                    "channel": conversion.channel,
+                    "match": match,
+                    "currency": conversion.currency or "unknown",
+                }
+                telemetry.RECOVERY_CONVERSIONS.add(1, observed)
+                telemetry.RECOVERY_REVENUE.add(float(conversion.total), observed)
         update: dict[str, object] = {"checked_at": now, "strict": strict, "conversions": len(counted)}
         if strict or now >= window_end:
             status = "converted" if counted else "not_converted"
             update.update(status=status, resolved_at=now)
             result.settled[status] = result.settled.get(status, 0) + 1
+            telemetry.RECOVERY_SETTLED.add(
+                1,
+                {
+                    "oun": cart.oun,
+                    "group": cart.group,
+                    "status": status,
+                    "match": "strict" if strict else ("any" if counted else "none"),
+                },
+            )
         else:
             update["next_check_at"] = min(now + RECHECK_INTERVAL, window_end)
         await self._records.save(cart.model_copy(update=update))

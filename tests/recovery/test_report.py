@@ -10,6 +10,7 @@ import pytest
 
 from sandbox.recovery import LiftScenario, TrackedCartView, place_orders
 from sandbox.server import Sandbox
+from sandbox.telemetry import LocalTelemetry, totals
 from shared.recovery.report import two_proportion_lift
 from shared.runtime import Runtime
 from tests.notify.conftest import NOW, RecordingProvider
@@ -29,6 +30,7 @@ async def test_the_report_recovers_the_configured_lift_within_its_confidence_int
     recorder: RecordingProvider,
     sandbox: Sandbox,
     clock: Clock,
+    telemetry: LocalTelemetry,
 ) -> None:
     carts = bulk_carts(sandbox, 600)
     await notify_all(registered_functions, runtime, carts)
@@ -65,6 +67,28 @@ async def test_the_report_recovers_the_configured_lift_within_its_confidence_int
     )
     assert {c["channel"] for c in body["byChannel"]} == {"online", "store"}
     assert mailed["medianHoursToConvert"] is not None
+
+    # The same figures as metrics (the workbook's recovery tiles): settled carts and conversions per
+    # group, revenue per currency, held-out carts among the notify outcomes.
+    metrics = totals(telemetry.points())
+
+    def summed(name: str, **match: str) -> float:
+        return sum(
+            value
+            for (metric, dims), value in metrics.items()
+            if metric == name and all(dict(dims).get(k) == v for k, v in match.items())
+        )
+
+    for group, figures in (("mailed", mailed), ("holdout", held)):
+        assert summed("connector.recovery.settled", group=group) == figures["carts"]
+        converted = summed("connector.recovery.settled", group=group, status="converted")
+        assert converted == figures["converted"]["any"]
+    assert summed("connector.recovery.conversions") == len(placed)
+    assert summed("connector.recovery.revenue", group="mailed", currency="USD") == pytest.approx(
+        float(usd["mailedRevenue"]), abs=0.01
+    )
+    assert summed("connector.notify.outcomes", outcome="held_out") == held["carts"]
+    assert summed("connector.recovery.tracking_runs", status="ok") == 2
 
     # One channel only: the other channel has no carts at all.
     code, other = await report(registered_functions, oun="128", **window(2))
