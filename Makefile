@@ -8,7 +8,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 .PHONY: help install demo test lint typecheck pytest bench sandbox reliability clean
 
 help:
-	@echo "make demo   - start the sandbox and run detection, notification and a customer creation"
+	@echo "make demo   - start the sandbox and run detection, notification, a customer creation and a recovery simulation"
 	@echo "make test   - ruff, mypy --strict, infra checks and the pytest suite"
 	@echo "make bench  - the benchmark scenarios (not part of make test)"
 	@echo "make sandbox - serve the sandbox stand-ins until Ctrl-C"

@@ -207,6 +207,34 @@ param frequencyCapHours int = 24
 @description('Skip a cart whose customer placed an order since the cart last changed.')
 param orderCheck bool = true
 
+@description('Share of customers (0-50 percent) held out of the abandoned-cart emails to measure their lift; 0 is off.')
+@minValue(0)
+@maxValue(50)
+param holdoutPercent int = 0
+
+@description('Days a customer stays in the same group (mailed or held out).')
+@minValue(1)
+@maxValue(365)
+param holdoutPeriodDays int = 30
+
+@minLength(1)
+@description('Name of the Key Vault secret that keys the holdout assignment (at least 16 bytes).')
+param holdoutSaltSecretName string = 'holdout-salt'
+
+@description('Days after the first reminder in which an order counts for the cart.')
+@minValue(1)
+@maxValue(30)
+param attributionDays int = 7
+
+@minLength(1)
+@description('Six-field NCRONTAB schedule of the conversion-tracking timer, in UTC.')
+param trackSchedule string = '0 5 * * * *'
+
+@description('Carts whose orders one conversion-tracking run looks up, at most.')
+@minValue(1)
+@maxValue(50000)
+param maxTrackedCartsPerRun int = 1000
+
 @minLength(1)
 @description('Comma-separated, strictly increasing minutes after the cart\'s last change at which each reminder is due, e.g. 60,1440 (at most 20 steps, the last at most 43200).')
 param reminderSteps string = '60'
@@ -579,6 +607,12 @@ module api 'app/api.bicep' = {
     consentPolicy: consentPolicy
     frequencyCapHours: frequencyCapHours
     orderCheck: orderCheck
+    holdoutPercent: holdoutPercent
+    holdoutPeriodDays: holdoutPeriodDays
+    holdoutSaltSecretName: holdoutSaltSecretName
+    attributionDays: attributionDays
+    trackSchedule: trackSchedule
+    maxTrackedCartsPerRun: maxTrackedCartsPerRun
     reminderSteps: reminderSteps
     siteUrl: siteUrl
     returnToCartUrlTemplate: returnToCartUrlTemplate

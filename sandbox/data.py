@@ -40,6 +40,9 @@ PRODUCT_VARIANT = 5
 CUSTOMER_PERSON = 1
 CUSTOMER_ORGANIZATION = 2
 
+# Physical stores (their own channels in Commerce) where customers also buy; see ``add_order``.
+STORE_CHANNEL_IDS = {"HOU-01": 5637145001, "HOU-02": 5637145002, "BER-01": 5637145101}
+
 CUSTOMER_COUNT = 60
 PRODUCT_COUNT = len(catalog.PRODUCTS)
 REGULAR_CARTS = {"128": 450, "067": 160}
@@ -362,8 +365,26 @@ class Cart:
 
 
 @dataclass
+class OrderLine:
+    product_id: int
+    item_id: str
+    quantity: Decimal
+    total_amount: Decimal
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "ProductId": self.product_id,
+            "ItemId": self.item_id,
+            "Quantity": _number(self.quantity),
+            "TotalAmount": _number(self.total_amount),
+            "IsVoided": False,
+        }
+
+
+@dataclass
 class SalesOrder:
-    """What checking a cart out leaves behind: the cart itself is gone from Retail Server."""
+    """An order: what checking a cart out leaves behind (the cart itself is gone from Retail
+    Server), or a purchase made elsewhere (``add_order``), online or at a store's till."""
 
     sales_id: str
     cart_id: str
@@ -371,6 +392,12 @@ class SalesOrder:
     channel_id: int
     created_date_time: datetime
     total_amount: Decimal
+    currency: str = "USD"
+    # The store's operating unit number; an online order names its online channel's.
+    store_id: str = ""
+    # Set on a transaction rung up at a till; an online order has none.
+    terminal_id: str = ""
+    lines: list[OrderLine] = field(default_factory=list)
 
 
 def default_channels() -> dict[str, Channel]:
@@ -577,6 +604,7 @@ class SandboxData:
         """The cart became a sales order: it leaves the cart table and an order is recorded."""
         cart = self._cart(cart_id)
         total = sum((line.total_amount for line in cart.active_lines), Decimal(0))
+        channel = self.channel_by_id(cart.channel_id)
         order = SalesOrder(
             sales_id=f"SO-{len(self.orders) + 1:06d}",
             cart_id=cart.id,
@@ -584,8 +612,54 @@ class SandboxData:
             channel_id=cart.channel_id,
             created_date_time=self._when(cart, at),
             total_amount=total,
+            currency=channel.currency if channel is not None else "USD",
+            store_id=channel.oun if channel is not None else "",
+            lines=[
+                OrderLine(line.product_id, line.item_id, line.quantity, line.total_amount)
+                for line in cart.active_lines
+            ],
         )
         del self.carts[cart_id]
+        self.orders.append(order)
+        return order
+
+    def add_order(
+        self,
+        *,
+        customer_id: str,
+        at: datetime,
+        oun: str = "128",
+        lines: Sequence[tuple[int, int]],
+        in_store: str | None = None,
+    ) -> SalesOrder:
+        """An order placed without a cart of the sandbox: online in channel ``oun``, or, with
+        ``in_store`` (a store number such as ``"HOU-01"``), at a till of that store; ``lines`` are
+        ``(product RecordId, quantity)`` pairs priced as in ``oun``."""
+        channel = self.channels[oun]
+        if in_store is not None and in_store not in STORE_CHANNEL_IDS:
+            raise ValueError(f"no store {in_store!r}; the sandbox's stores are {sorted(STORE_CHANNEL_IDS)}")
+        order_lines = [
+            OrderLine(
+                product_id,
+                self.products[product_id].item_id,
+                Decimal(quantity),
+                money(channel.price_of(self.products[product_id]) * quantity),
+            )
+            for product_id, quantity in lines
+        ]
+        prefix = "ST" if in_store else "SO"
+        order = SalesOrder(
+            sales_id=f"{prefix}-{len(self.orders) + 1:06d}",
+            cart_id="",
+            customer_id=customer_id,
+            channel_id=STORE_CHANNEL_IDS[in_store] if in_store else channel.channel_id,
+            created_date_time=to_utc(at),
+            total_amount=sum((line.total_amount for line in order_lines), Decimal(0)),
+            currency=channel.currency,
+            store_id=in_store or channel.oun,
+            terminal_id=f"{in_store}-T1" if in_store else "",
+            lines=order_lines,
+        )
         self.orders.append(order)
         return order
 
@@ -642,18 +716,21 @@ class SandboxData:
 
     # ----- bulk carts for the benchmarks (python -m sandbox --carts OUN=COUNT)
 
-    def add_bulk_carts(self, oun: str, count: int) -> BulkCarts:
+    def add_bulk_carts(
+        self, oun: str, count: int, *, newest: datetime | None = None, span: timedelta = BULK_SPAN
+    ) -> BulkCarts:
         """``count`` more carts in channel ``oun``, each with its own named customer (but see
-        ``BULK_SECOND_CART``), spread evenly over ``BULK_SPAN`` ending ``BULK_NEWEST_AGE`` ago.
+        ``BULK_SECOND_CART``), spread evenly over ``span`` ending at ``newest`` (by default
+        ``BULK_NEWEST_AGE`` ago; the recovery demo spreads them over days to come).
         Nothing is generated until a search or a look-up asks for it."""
         if oun not in self.channels:
             raise ValueError(f"no channel {oun}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        newest = ticks(self.now - BULK_NEWEST_AGE)
+        last = ticks(newest if newest is not None else self.now - BULK_NEWEST_AGE)
         # An odd step puts a seventh fraction digit on most carts, as Retail Server's times have.
-        step = max(11, (BULK_SPAN // timedelta(microseconds=1)) * 10 // count) | 1
-        bulk = BulkCarts(oun=oun, count=count, first_ticks=newest - (count - 1) * step, step_ticks=step)
+        step = max(11, (span // timedelta(microseconds=1)) * 10 // count) | 1
+        bulk = BulkCarts(oun=oun, count=count, first_ticks=last - (count - 1) * step, step_ticks=step)
         self.bulk[oun] = bulk
         return bulk
 

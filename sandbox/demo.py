@@ -4,7 +4,11 @@
 1. detection: the timer function ``detect_abandoned_carts`` once, with the SQLite store;
 2. notification: every message it queued through ``notify_abandoned_cart``, with the preview
    provider (``--provider emarsys`` sends through the Emarsys stand-in instead);
-3. CreateCustomer: one customer through ``create_customer`` against the F&O stand-in.
+3. CreateCustomer: one customer through ``create_customer`` against the F&O stand-in;
+4. recovery: a few simulated days of carts, reminders with a holdout and the orders that follow,
+   through detection, notify, ``track_conversions`` and the recovery report on a simulated clock
+   (``sandbox/demo_recovery.py``); the report printed as a table and written as an HTML page with
+   charts beside the email previews.
 
 It prints what happened and where the rendered email previews are. With ``--telemetry console`` it
 also keeps the run's OpenTelemetry spans and metrics in memory (``sandbox/telemetry.py``), prints
@@ -21,9 +25,10 @@ import logging
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
@@ -39,6 +44,9 @@ from shared.settings import Settings
 from shared.state.ledger import Ledger
 from shared.state.records import RunSummaryStore
 
+if TYPE_CHECKING:
+    from sandbox.demo_recovery import RecoveryOptions
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(".state/demo")
 PREVIEW_DIR = Path("out/previews")
@@ -51,14 +59,17 @@ def registered_functions() -> dict[str, Any]:
     # get_functions() indexes the app once per process; a second call (tests) must reset it.
     function_app.app.functions_bindings = None
     functions = function_app.app.get_functions()
+    # function_app logs per message at INFO; the demo prints its own summary instead.
+    for name in ("", "shared"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return {str(f.get_function_name()): f.get_user_function() for f in functions}
 
 
 def demo_configuration(
-    sandbox: Sandbox, provider: str, *, sqlite_path: Path, preview_dir: Path
+    sandbox: Sandbox, provider: str, *, sqlite_path: Path, preview_dir: Path, **overrides: Any
 ) -> tuple[Settings, dict[str, str]]:
-    """The settings that point the app at the sandbox, and the secrets to put in the environment
-    (the benchmarks use the same)."""
+    """The settings that point the app at the sandbox (``overrides`` on top), and the secrets to
+    put in the environment (the benchmarks use the same)."""
     values: dict[str, Any] = {
         "entra_tenant_id": sandbox.tenant_id,
         "entra_authority_host": sandbox.authority_host,
@@ -86,7 +97,7 @@ def demo_configuration(
                 values[key.lower()] = value
             else:
                 secrets[key] = value  # the stand-in's credentials, read as local secrets
-    return Settings(**values), secrets
+    return Settings(**{**values, **overrides}), secrets
 
 
 def demo_settings(sandbox: Sandbox, provider: str) -> Settings:
@@ -113,12 +124,31 @@ def preview_pages() -> list[Path]:
     return sorted(PREVIEW_DIR.glob("*.html"))
 
 
-async def run_demo(provider: str, seed: int, *, telemetry: str = "off") -> str:
+async def run_demo(
+    provider: str, seed: int, recovery: RecoveryOptions | None = None, *, telemetry: str = "off"
+) -> str:
+    """The demo's report; with ``recovery``, the recovery simulation's too."""
     local = local_telemetry.install() if telemetry == "console" else None
     if local is not None:
         local.clear()
     await asyncio.to_thread(fresh_directories)
     functions = registered_functions()
+    text = await _run_pass(functions, provider, seed, local)
+    if recovery is None:
+        return text
+    # Imported here: the simulation builds on this module's helpers.
+    from sandbox import demo_recovery
+
+    simulation = await demo_recovery.simulate(
+        functions, recovery, state_dir=STATE_DIR, preview_dir=PREVIEW_DIR
+    )
+    html_path = await asyncio.to_thread(demo_recovery.write_html, simulation, PREVIEW_DIR)
+    return "\n".join([text, "", *demo_recovery.summary_lines(simulation, html_path)])
+
+
+async def _run_pass(
+    functions: dict[str, Any], provider: str, seed: int, local: local_telemetry.LocalTelemetry | None
+) -> str:
     extensions = [orders.add_routes, fno.add_routes, emarsys.add_routes]
     async with Sandbox(seed=seed, extensions=extensions) as sandbox:
         settings = demo_settings(sandbox, provider)
@@ -155,35 +185,9 @@ async def _detect_and_notify(
         "  skipped: " + _counts(summary["skipped"]),
         "",
     ]
-    outcomes: Counter[str] = Counter()
-    degraded: Counter[str] = Counter()
-    poisoned = 0
-
-    async def deliver(index: int, body: str) -> None:
-        nonlocal poisoned
-        poison = OutBinding()
-        message = QueueMessage(id=f"demo-{index}", body=body.encode("utf-8"), dequeue_count=1)  # type: ignore[no-untyped-call]
-        try:
-            await functions["notify_abandoned_cart"](message, poison)
-        except Exception as exc:  # the host would retry; the demo reports it
-            outcomes[f"failed ({type(exc).__name__})"] += 1
-            return
-        if poison.get() is not None:
-            poisoned += 1
-            return
-        decoded = json.loads(body)
-        found = await Ledger(runtime.store).get(decoded["cartId"], decoded["cartVersion"], decoded["step"])
-        if found is not None:
-            entry = found[0]
-            outcomes[entry.status.value + (f" ({entry.reason})" if entry.reason else "")] += 1
-            degraded.update(entry.degraded)
-
-    # As the host does: up to host.json's batchSize messages of one instance at a time.
     batch_size = await asyncio.to_thread(host_batch_size)
-    for start in range(0, len(messages), batch_size):
-        await asyncio.gather(
-            *(deliver(start + i, body) for i, body in enumerate(messages[start : start + batch_size]))
-        )
+    delivered = await deliver_messages(functions, runtime, messages, batch_size)
+    outcomes, degraded, poisoned = delivered.outcomes, delivered.degraded, delivered.poisoned
     lines += [
         f"Notification (notify_abandoned_cart, {len(messages)} queue messages, {batch_size} at a time, "
         f"provider {provider}):",
@@ -204,6 +208,47 @@ async def _detect_and_notify(
         if pages:
             lines.append(f"  open one: {pages[0].resolve().as_uri()}")
     return lines
+
+
+@dataclass
+class Delivered:
+    """What notify made of a pass's messages: ledger outcomes (with reasons), degraded parts."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    degraded: Counter[str] = field(default_factory=Counter)
+    poisoned: int = 0
+
+
+async def deliver_messages(
+    functions: dict[str, Any], runtime: Runtime, messages: list[str], batch_size: int
+) -> Delivered:
+    """Every message through ``notify_abandoned_cart`` as the host does: up to host.json's
+    batchSize messages of one instance at a time."""
+    delivered = Delivered()
+
+    async def deliver(index: int, body: str) -> None:
+        poison = OutBinding()
+        message = QueueMessage(id=f"demo-{index}", body=body.encode("utf-8"), dequeue_count=1)  # type: ignore[no-untyped-call]
+        try:
+            await functions["notify_abandoned_cart"](message, poison)
+        except Exception as exc:  # the host would retry; the demo reports it
+            delivered.outcomes[f"failed ({type(exc).__name__})"] += 1
+            return
+        if poison.get() is not None:
+            delivered.poisoned += 1
+            return
+        decoded = json.loads(body)
+        found = await Ledger(runtime.store).get(decoded["cartId"], decoded["cartVersion"], decoded["step"])
+        if found is not None:
+            entry = found[0]
+            delivered.outcomes[entry.status.value + (f" ({entry.reason})" if entry.reason else "")] += 1
+            delivered.degraded.update(entry.degraded)
+
+    for start in range(0, len(messages), batch_size):
+        await asyncio.gather(
+            *(deliver(start + i, body) for i, body in enumerate(messages[start : start + batch_size]))
+        )
+    return delivered
 
 
 async def _telemetry(local: local_telemetry.LocalTelemetry) -> list[str]:
@@ -293,7 +338,14 @@ def main() -> None:
         default="off",
         help="console: keep the run's spans and metrics in memory and print one cart's whole trace",
     )
+    from sandbox import demo_recovery
+
+    demo_recovery.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        options = demo_recovery.options_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     # Warnings and errors on the console; the app's INFO records (run summary, outcomes) are what
     # the demo summarises itself.
     console = logging.StreamHandler()
@@ -301,7 +353,7 @@ def main() -> None:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     logging.getLogger().addHandler(console)
     started = datetime.now(UTC)
-    print(asyncio.run(run_demo(args.provider, args.seed, telemetry=args.telemetry)))
+    print(asyncio.run(run_demo(args.provider, args.seed, options, telemetry=args.telemetry)))
     print(f"\nDone in {(datetime.now(UTC) - started).total_seconds():.1f} s.")
 
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from sandbox.server import Sandbox
 
 DEFAULT_SUFFIX = "/.default"
+VERIFY_LEEWAY_SECONDS = 5
+VERIFIED_TOKENS_KEPT = 64
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +58,9 @@ class TokenIssuer:
         self._key = _signing_key()
         # Every key the JWKS publishes, the signing one included (a rollover keeps the old one).
         self._published: dict[str, rsa.RSAPrivateKey] = {self.key_id: self._key}
+        # Tokens that passed ``verify``, by token and audience, with their key id: a client sends
+        # the same token until it expires, and decoding one costs PyJWT about a millisecond.
+        self._verified: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def rotate_key(self, *, publish: bool = True) -> str:
         """Sign with a new key from now on, still publishing the old one (Entra's rollover).
@@ -133,6 +138,20 @@ class TokenIssuer:
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
 
     def verify(self, token: str, *, audience: str) -> dict[str, Any]:
+        known = self._verified.get((token, audience))
+        if known is not None and known[0] in self._published:
+            claims = known[1]
+            # The lifetime is checked on every use, as PyJWT checks it (``exp`` with the leeway).
+            if claims["exp"] <= time.time() - VERIFY_LEEWAY_SECONDS:
+                raise TokenRejectedError("the token has expired")
+            return dict(claims)
+        claims = self._verify(token, audience=audience)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            self._verified.clear()
+        self._verified[(token, audience)] = (str(jwt.get_unverified_header(token).get("kid")), claims)
+        return dict(claims)
+
+    def _verify(self, token: str, *, audience: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
             key = self._published.get(str(header.get("kid")))
@@ -144,7 +163,7 @@ class TokenIssuer:
                 algorithms=["RS256"],
                 audience=audience,
                 issuer=self.issuer,
-                leeway=5,
+                leeway=VERIFY_LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "nbf", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:

@@ -411,6 +411,31 @@ class Settings(BaseSettings):
 
     # --- end privacy ---------------------------------------------------------------------------
 
+    # --- recovery analytics (issue 10): owned by shared/recovery ------------------------------
+    # Share of customers (0-50 %) who get no abandoned-cart email, to measure what the emails cause.
+    holdout_percent: int = Field(default=0, ge=0, le=50)
+    # A customer stays in the same group (mailed or held out) for this many days.
+    holdout_period_days: int = Field(default=30, ge=1, le=365)
+    # The Key Vault secret (or env var) that keys the group assignment's hash.
+    holdout_salt_secret_name: str = Field(default="holdout-salt", min_length=1)
+    # Orders placed this many days after the first reminder count for that cart.
+    attribution_days: int = Field(default=7, ge=1, le=30)
+    # Six-field NCRONTAB (UTC) of track_conversions; the host resolves it in the binding.
+    track_schedule: str = "0 5 * * * *"
+    # Carts whose orders one track_conversions run looks up, at most.
+    max_tracked_carts_per_run: int = Field(default=1000, ge=1, le=50_000)
+
+    @field_validator("track_schedule")
+    @classmethod
+    def _check_track_schedule(cls, value: str) -> str:
+        if len(value.split()) != _NCRONTAB_FIELDS:
+            raise ValueError(
+                "must be a six-field NCRONTAB expression (second minute hour day month weekday), in UTC"
+            )
+        return value
+
+    # --- end recovery analytics ----------------------------------------------------------------
+
     @field_validator("operating_unit_numbers", mode="before")
     @classmethod
     def _parse_ouns(cls, value: object) -> object:

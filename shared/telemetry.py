@@ -96,6 +96,24 @@ SECRETS_FAILURES = _meter.create_counter(
 MESSAGES_POISONED = _meter.create_counter(
     "connector.messages.poisoned", unit="{message}", description="Queue messages that end in the poison queue"
 )
+# Recovery analytics: each tracked cart once, when it settles, and each conversion once, when it is
+# recorded; the workbook derives conversion by group and the lift from them (shared/recovery/).
+RECOVERY_SETTLED = _meter.create_counter(
+    "connector.recovery.settled",
+    unit="{cart}",
+    description="Mailed and held-out carts whose attribution settled, converted or not",
+)
+RECOVERY_CONVERSIONS = _meter.create_counter(
+    "connector.recovery.conversions", unit="{order}", description="Orders attributed to a tracked cart"
+)
+RECOVERY_REVENUE = _meter.create_counter(
+    "connector.recovery.revenue",
+    unit="{currency_unit}",
+    description="Order totals attributed to tracked carts, in the order's currency",
+)
+TRACKING_RUNS = _meter.create_counter(
+    "connector.recovery.tracking_runs", unit="{run}", description="Conversion tracking runs"
+)
 UPSTREAM_DURATION = _meter.create_histogram(
     "connector.upstream.duration", unit="ms", description="Upstream calls, retries included"
 )

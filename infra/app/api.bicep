@@ -43,6 +43,12 @@ param telemetrySamplingPercentage int
 param consentPolicy string
 param frequencyCapHours int
 param orderCheck bool
+param holdoutPercent int
+param holdoutPeriodDays int
+param holdoutSaltSecretName string
+param attributionDays int
+param trackSchedule string
+param maxTrackedCartsPerRun int
 param reminderSteps string
 param siteUrl string
 param returnToCartUrlTemplate string
@@ -306,6 +312,33 @@ var appSettings = [
   {
     name: 'ORDER_CHECK'
     value: orderCheck ? 'true' : 'false'
+  }
+
+  // Recovery analytics: the holdout group and conversion tracking. The host resolves
+  // %TRACK_SCHEDULE% in the binding itself, so it must be a real app setting.
+  {
+    name: 'HOLDOUT_PERCENT'
+    value: string(holdoutPercent)
+  }
+  {
+    name: 'HOLDOUT_PERIOD_DAYS'
+    value: string(holdoutPeriodDays)
+  }
+  {
+    name: 'HOLDOUT_SALT_SECRET_NAME'
+    value: holdoutSaltSecretName
+  }
+  {
+    name: 'ATTRIBUTION_DAYS'
+    value: string(attributionDays)
+  }
+  {
+    name: 'TRACK_SCHEDULE'
+    value: trackSchedule
+  }
+  {
+    name: 'MAX_TRACKED_CARTS_PER_RUN'
+    value: string(maxTrackedCartsPerRun)
   }
   {
     name: 'REMINDER_STEPS'

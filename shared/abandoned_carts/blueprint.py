@@ -98,12 +98,14 @@ def notify_service(runtime: Runtime) -> NotifyService:
         from shared.abandoned_carts.enrich import Enricher
         from shared.abandoned_carts.notify import NotifyConfig, NotifyService
         from shared.email.factory import provider_for
+        from shared.recovery.experiment import Experiment, HoldoutConfig
 
         settings = runtime.settings
+        provider = provider_for(runtime)
         existing = NotifyService(
             retail=runtime.retail,
             store=runtime.store,
-            provider=provider_for(runtime),
+            provider=provider,
             enricher=Enricher(
                 runtime.retail,
                 window_seconds=settings.coalesce_window_ms / 1000,
@@ -112,6 +114,13 @@ def notify_service(runtime: Runtime) -> NotifyService:
             ),
             config=NotifyConfig.from_settings(settings),
             secrets=runtime.secrets,
+            # A dry run (the preview provider) mails nobody, so it holds nobody out either.
+            experiment=Experiment(
+                runtime.store,
+                HoldoutConfig.from_settings(settings),
+                runtime.secrets,
+                dry_run=not getattr(provider, "sends_email", True),
+            ),
         )
         runtime.extras[NOTIFY_SERVICE_KEY] = existing
     service: NotifyService = existing

@@ -75,6 +75,8 @@ from shared.json_limits import JsonTooDeepError
 from shared.privacy.consent import consent_refusal, email_of
 from shared.privacy.redaction import redact
 from shared.privacy.suppression import SuppressionList
+from shared.recovery.experiment import Experiment
+from shared.recovery.records import TrackedCart
 from shared.retail_server.client import (
     RetailServerClient,
     RetailServerContractError,
@@ -191,6 +193,8 @@ class _Run:
 
     claimed: Claimed
     provider_called: bool = False
+    # The cart's group in the recovery report's experiment, recorded with the step's outcome.
+    enrolment: TrackedCart | None = None
 
     @property
     def entry(self) -> LedgerEntry:
@@ -264,6 +268,7 @@ class NotifyService:
         enricher: Enricher,
         config: NotifyConfig,
         secrets: SecretSource | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         self._retail = retail
         self._ledger = Ledger(store)
@@ -284,6 +289,8 @@ class NotifyService:
             store, config.frequency_cap, namespace="freqcap-dryrun" if self._previews_only else "freqcap"
         )
         self._claimer = Claimer(store, self._ledger, self._cap)
+        # The holdout of the recovery report (shared/recovery): None measures nothing.
+        self._experiment = experiment
         self.outcomes: Counter[str] = Counter()
 
     async def close(self) -> None:
@@ -331,6 +338,11 @@ class NotifyService:
             return await self._skip(run, skip.reason, now)
         if not await self._reserve(run, now):
             return await self._skip(run, "frequency_cap", now)
+        if self._experiment is not None:
+            currency = prepared.rendered.message.data.get("currency")
+            run.enrolment = await self._experiment.enrolment(entry, prepared.cart, currency, now)
+            if run.enrolment is not None and run.enrolment.group == "holdout":
+                return await self._hold_out(run, now)
         degraded = prepared.rendered.degraded
         run.provider_called = True
         try:
@@ -450,6 +462,29 @@ class NotifyService:
         await self._finish(run, LedgerStatus.SKIPPED, now, reason=reason)
         return Outcome("skipped", reason, run.entry.cart_id, run.entry.cart_version, run.entry.step)
 
+    async def _hold_out(self, run: _Run, now: datetime) -> Outcome:
+        """Held out: no email, ever, for this cart version; the customer's window stays taken, as
+        a mailed customer's would, so both groups see the same frequency cap."""
+        finished, _ = await asyncio.gather(
+            self._finish(run, LedgerStatus.HELD_OUT, now), self._enrol(run), return_exceptions=True
+        )
+        unwrap(finished)
+        return Outcome("held_out", None, run.entry.cart_id, run.entry.cart_version, run.entry.step)
+
+    async def _enrol(self, run: _Run) -> None:
+        """Put the cart in its group for the recovery report; a failure costs that cart's tracking,
+        never its email or its ledger record."""
+        if self._experiment is None or run.enrolment is None:
+            return
+        try:
+            await self._experiment.enrol(run.enrolment)
+        except Exception as exc:
+            logger.warning(
+                "cart %s: could not enrol it for the recovery report (%s)",
+                run.entry.cart_id,
+                type(exc).__name__,
+            )
+
     async def _record_uncertain(
         self, run: _Run, exc: Exception, degraded: tuple[str, ...], now: datetime
     ) -> Outcome:
@@ -510,9 +545,10 @@ class NotifyService:
         entry = run.entry
         ids = dict(result.provider_ids)
         outcome = Outcome("sent", None, entry.cart_id, entry.cart_version, entry.step, ids, degraded)
-        finished, armed = await asyncio.gather(
+        finished, armed, _ = await asyncio.gather(
             self._finish(run, LedgerStatus.SENT, now, provider_ids=ids, degraded=degraded),
             self._arm_next_step(entry, now),
+            self._enrol(run),
             return_exceptions=True,
         )
         if isinstance(finished, BaseException):

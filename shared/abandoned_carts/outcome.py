@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Status = Literal["sent", "previewed", "skipped", "failed", "ignored", "uncertain"]
+Status = Literal["sent", "previewed", "skipped", "failed", "ignored", "uncertain", "held_out"]
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ Places, in order, and what the answer says about each:
 5. what stays elsewhere and must be erased there (``retained``): the customer record in Commerce
    and F&O, and whatever a provider keeps that the connector cannot delete (SendGrid).
 
-Holdout assignments and attribution records (the recovery report, shared/recovery) do not exist
-yet; when they do, their deletion belongs in :func:`erase` beside the ledger's, with its own count
-in :class:`ErasureResult`. Every step is idempotent, so erasing again after a failure finishes the
-job.
+With the ledger go the account's recovery records (shared/recovery: its tracked carts, their
+holdout group and the conversions found for them, partition ``recovery|<account>``)
+(``recoveryRecordsDeleted``). Every step is idempotent, so erasing again after a failure finishes
+the job.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.email.base import EmailProvider, ErasableProvider, ErasureSubject, ProviderErasure, retained_data
 from shared.email.preview import delete_previews
 from shared.privacy.suppression import SuppressionList
+from shared.recovery.records import erase_customer
 from shared.state.store import ContainerName, DocumentStore, NotFoundError
 
 # Ledger entries are deleted in pages of this size, until a query finds none.
@@ -86,6 +87,7 @@ class ErasureResult:
     previews_deleted: int
     provider: ProviderOutcome
     retained: tuple[str, ...]
+    recovery_records_deleted: int = 0
 
     def body(self) -> dict[str, Any]:
         return {
@@ -93,6 +95,7 @@ class ErasureResult:
             "ledgerEntriesDeleted": self.ledger_entries_deleted,
             "pointersDeleted": self.pointers_deleted,
             "previewsDeleted": self.previews_deleted,
+            "recoveryRecordsDeleted": self.recovery_records_deleted,
             "provider": self.provider.body(),
             "retained": list(self.retained),
         }
@@ -119,7 +122,7 @@ async def erase(
     if request.email is not None:
         await SuppressionList(store).add(request.email, reason="erasure", now=now)
         suppressed = True
-    entries = pointers = 0
+    entries = pointers = recovery = 0
     account = request.customer_account
     if account is not None:
         entries = await _delete_ledger_entries(store, account)
@@ -128,6 +131,7 @@ async def erase(
         # The real frequency window and the dry run's (shared/abandoned_carts/notify.py).
         for namespace in ("freqcap", "freqcap-dryrun"):
             await _delete(store, "state", f"{namespace}|{account}", "cap")
+        recovery = await erase_customer(store, account)
     previews = await asyncio.to_thread(delete_previews, preview_dir, customer_id=account, email=request.email)
     outcome = await _erase_at_provider(provider, ErasureSubject(email=request.email, customer_id=account))
     retained = [COMMERCE_RETAINS]
@@ -139,7 +143,7 @@ async def erase(
             f"DRY_RUN is on, so the connector did not reach EMAIL_PROVIDER={configured_provider}: erase "
             "the person there, or repeat this erasure once the connector sends for real."
         )
-    return ErasureResult(suppressed, entries, pointers, previews, outcome, tuple(retained))
+    return ErasureResult(suppressed, entries, pointers, previews, outcome, tuple(retained), recovery)
 
 
 async def _erase_at_provider(provider: EmailProvider, subject: ErasureSubject) -> ProviderOutcome:

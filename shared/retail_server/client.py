@@ -23,11 +23,14 @@ from shared.retail_server.models import (
     ChannelConfiguration,
     Customer,
     MediaLocation,
+    SalesOrder,
     SimpleProduct,
 )
 
 SERVICE = "Retail Server"
 _SEARCH_LOCATION_LOCAL = 1
+# SearchLocation.All: the channel database and headquarters, so orders of every channel are found.
+_SEARCH_LOCATION_ALL = 3
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # One adapter per entity model, built on first use and kept: building one (50-120 us here) would
@@ -220,6 +223,27 @@ class RetailServerClient:
                 correlation_id="-",
             )
         return len(payload["value"]) > 0
+
+    async def search_orders(
+        self, oun: str, customer_id: str, since: datetime, until: datetime, *, top: int, skip: int = 0
+    ) -> list[SalesOrder]:
+        """The customer's orders and store transactions created in [since, until], every channel,
+        with their lines (``SalesOrders/SearchOrders``; criteria in docs/recovery.md)."""
+        body = {
+            "orderSearchCriteria": {
+                "CustomerAccountNumber": customer_id,
+                "StartDateTime": format_datetime(since),
+                "EndDateTime": format_datetime(until),
+                "SearchLocationValue": _SEARCH_LOCATION_ALL,
+                "IncludeDetails": True,
+            }
+        }
+        query = {"$top": str(top)}
+        if skip:
+            query["$skip"] = str(skip)
+        return await self._collection(
+            SalesOrder, "POST", "SalesOrders/SearchOrders", oun, body=body, query=query
+        )
 
     async def get_customers(self, oun: str, account_numbers: Sequence[str]) -> list[Customer]:
         if not account_numbers:

@@ -170,3 +170,51 @@ class ChannelConfiguration(RetailModel):
     country_region_id: str | None = None
     company_currency: str | None = None
     price_includes_sales_tax: bool | None = None
+
+
+class SalesLine(RetailModel):
+    product_id: int | None = None
+    item_id: str | None = None
+    quantity: Decimal | None = None
+    total_amount: Decimal | None = None
+    is_voided: bool = False
+
+
+class SalesOrder(RetailModel):
+    """An order or store transaction as ``SalesOrders/SearchOrders`` answers it (docs/recovery.md).
+
+    ``TerminalId`` is set on a transaction rung up at a store's till; an online order has none."""
+
+    id: str = Field(min_length=1)
+    sales_id: str | None = None
+    customer_id: str | None = None
+    channel_id: int | None = None
+    store_id: str | None = None
+    terminal_id: str | None = None
+    channel_reference_id: str | None = None
+    created_date_time: datetime
+    total_amount: Decimal
+    currency_code: str | None = None
+    sales_lines: list[SalesLine] = Field(default_factory=list)
+
+    @field_validator("created_date_time", mode="before")
+    @classmethod
+    def _cut_to_microseconds(cls, value: object) -> object:
+        return cut_to_microseconds(value)
+
+    @field_validator("created_date_time")
+    @classmethod
+    def _must_be_aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("CreatedDateTime must carry a UTC offset")
+        return value
+
+    @property
+    def in_store(self) -> bool:
+        return bool(self.terminal_id)
+
+    @property
+    def product_ids(self) -> frozenset[int]:
+        return frozenset(
+            line.product_id for line in self.sales_lines if line.product_id is not None and not line.is_voided
+        )

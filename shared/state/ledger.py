@@ -3,6 +3,7 @@ with conditional writes so that nothing is sent twice and nothing is lost.
 
     pending -> claimed -> sent | previewed | skipped(reason) | failed(reason)
     claimed -> sending -> sent | uncertain(reason) | failed(reason)   (a provider without dedup)
+    claimed | sending -> held_out (the recovery report's holdout group: never mailed)
     pending -> superseded (a newer cart of the same customer was recorded)
     failed  -> claimed (a retry)
     sending -> uncertain (stale: the invocation died during or after the provider call)
@@ -69,6 +70,8 @@ class LedgerStatus(StrEnum):
     SENDING = "sending"
     # Sent once or not at all, nobody can tell: terminal, for an operator to look at.
     UNCERTAIN = "uncertain"
+    # In the recovery report's holdout group: deliberately not mailed, tracked like a sent one.
+    HELD_OUT = "held_out"
 
 
 class LedgerEntry(BaseModel):

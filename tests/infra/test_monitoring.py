@@ -43,6 +43,10 @@ CONTRACT_METRICS: dict[str, set[str]] = {
     "connector.secrets.failures": {"reason"},
     "connector.messages.poisoned": {"queue"},
     "connector.upstream.duration": {"service", "route", "status"},
+    "connector.recovery.settled": {"oun", "group", "status", "match"},
+    "connector.recovery.conversions": {"oun", "group", "channel", "match", "currency"},
+    "connector.recovery.revenue": {"oun", "group", "channel", "match", "currency"},
+    "connector.recovery.tracking_runs": {"status"},
 }
 
 # The structured log records (customDimensions.event) and their custom dimensions.
@@ -61,6 +65,17 @@ CONTRACT_RECORDS: dict[str, set[str]] = {
     "message_poisoned": {"queue", "dequeue_count"},
     "token_failure": {"service", "error"},
     "secret_failure": {"reason"},
+    "conversion_tracking": {
+        "status",
+        "carts_checked",
+        "customers",
+        "conversions_recorded",
+        "carts_converted",
+        "carts_not_converted",
+        "failed_customers",
+        "off_reason",
+        "duration_ms",
+    },
 }
 
 # The Functions host's own warning when it moves a message to <queue>-poison (the WebJobs queue
@@ -418,8 +433,14 @@ def test_workbook_shows_what_the_issue_asks_for() -> None:
         "connector.messages.poisoned",
         "connector.customers.created",
         "connector.detection.lag",
+        "connector.recovery.settled",
+        "connector.recovery.revenue",
+        "connector.recovery.conversions",
     ):
         assert f'"{metric}"' in text, metric
+    # Recovery: conversion per group and the lift with its interval, as the report computes them.
+    assert "by group" in queries["recovery-conversion"]
+    assert "liftPoints" in queries["recovery-lift"] and "ci95Points" in queries["recovery-lift"]
     # Mailed per channel: the notify outcome records carry the channel.
     assert "notify_outcome" in queries["emails-per-channel"]
     assert "customDimensions.oun" in queries["emails-per-channel"]

@@ -57,8 +57,8 @@ async def test_a_sent_first_step_costs_five_store_round_trips(
     registered_functions: dict[str, Any],
 ) -> None:
     """Read the entry; claim it with the latest-cart pointer and cap document read beside; read the
-    suppression entry; take the cap window and mark ``sending`` together; record ``sent`` and arm
-    step 2 together. (The recording provider does not de-duplicate, so the ``sending`` mark is in.)"""
+    suppression entry; take the cap window and mark ``sending`` together; record ``sent``, arm
+    step 2 and enrol the cart in the recovery report's mailed group together. (The recording provider does not de-duplicate, so the ``sending`` mark is in.)"""
     cart = own_cart(sandbox, consenting_customer(sandbox))
     queued = await put_on_ledger(runtime, cart)
     counting.reset()
@@ -69,8 +69,8 @@ async def test_a_sent_first_step_costs_five_store_round_trips(
     assert len(recorder.sent) == 1
     assert counting.round_trips == 5
     # Reads: entry, latest-cart pointer, cap, suppression; writes: claim, sending, sent; creates:
-    # the cap window, step 2.
-    assert counting.calls == Counter({"read": 4, "replace": 3, "create": 2})
+    # the cap window, step 2, and the cart's enrolment for the recovery report (beside ``sent``).
+    assert counting.calls == Counter({"read": 4, "replace": 3, "create": 3})
     following = await Ledger(runtime.store).get(cart.id, cart.version, 2)
     assert following is not None and following[0].status is LedgerStatus.PENDING
 

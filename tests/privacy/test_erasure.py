@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sandbox.server import Sandbox
 from shared.privacy import erasure
 from shared.privacy.erasure import COMMERCE_RETAINS
 from shared.privacy.suppression import SuppressionList, email_hash
+from shared.recovery.records import Conversion, RecoveryStore, TrackedCart, order_key
 from shared.runtime import Runtime
 from shared.state.ledger import Ledger, LedgerEntry
 from tests.conftest import _Capture
@@ -55,13 +57,16 @@ async def erase(functions: dict[str, Any], body: Any, headers: dict[str, str]) -
     return await call(functions, "privacy_erasure", erasure_request(body, **headers))
 
 
-def counts(suppressed: bool, entries: int, pointers: int, previews: int = 0) -> dict[str, Any]:
+def counts(
+    suppressed: bool, entries: int, pointers: int, previews: int = 0, recovery: int = 0
+) -> dict[str, Any]:
     """The answer when the connector sends through the preview (nothing held by a provider)."""
     return {
         "suppressed": suppressed,
         "ledgerEntriesDeleted": entries,
         "pointersDeleted": pointers,
         "previewsDeleted": previews,
+        "recoveryRecordsDeleted": recovery,
         "provider": {
             "name": "preview",
             "action": "not_applicable",
@@ -200,3 +205,47 @@ async def test_the_logs_hold_neither_the_address_nor_the_account(
     assert "privacy_erasure answered 400" in lines
     for needle in (email, email_hash(email), account):
         assert needle.lower() not in lines.lower()
+
+
+async def test_erasure_deletes_the_accounts_recovery_records(
+    registered_functions: dict[str, Any], runtime: Runtime, sandbox: Sandbox, admin: dict[str, str]
+) -> None:
+    _, account = seeded(sandbox)
+    records = RecoveryStore(runtime.store)
+    for customer in (account, "OTHER-1"):
+        cart = TrackedCart(
+            cart_id=f"cart-{customer}",
+            cart_version=1,
+            oun="128",
+            customer_id=customer,
+            group="holdout",
+            enrolled_at=NOW,
+            enrolled_key=order_key(NOW, f"cart-{customer}", 1),
+            next_check_at=NOW,
+        )
+        await records.enrol(cart)
+        await records.record_conversion(
+            Conversion(
+                cart_id=cart.cart_id,
+                cart_version=1,
+                oun="128",
+                customer_id=customer,
+                group="holdout",
+                enrolled_at=NOW,
+                enrolled_key=cart.enrolled_key,
+                order_id="SO-1",
+                channel="store",
+                total=Decimal("10.00"),
+                ordered_at=NOW,
+                hours_to_order=1.0,
+                last_step_sent=0,
+                match="any",
+            )
+        )
+
+    response = await erase(registered_functions, {"customerAccount": account}, admin)
+
+    assert response.status_code == 200, response.get_body()
+    assert json.loads(response.get_body()) == counts(False, 0, 0, recovery=2)
+    assert await runtime.store.query("state", partition=f"recovery|{account}") == []
+    assert len(await runtime.store.query("state", partition="recovery|OTHER-1")) == 2

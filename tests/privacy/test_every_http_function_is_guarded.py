@@ -41,6 +41,7 @@ GUARDS: dict[str, Guard] = {
     "store_commerce_links": "function-key",
     "unsubscribe": "signed-token",
     "privacy_erasure": "app-role",
+    "recovery_report": "function-key",
 }
 KEYED_LEVELS = {"FUNCTION", "ADMIN"}
 

@@ -13,6 +13,8 @@ import pytest
 import requests
 from aiohttp import web
 
+from sandbox import entra
+from sandbox.entra import App, TokenIssuer, TokenRejectedError
 from sandbox.server import Sandbox
 from tests.sandbox.conftest import COMMERCE, NOW, fetch_token
 
@@ -204,3 +206,21 @@ async def test_v1_endpoint_takes_a_resource(sandbox_server: Sandbox, http: aioht
         body = await response.json()
     assert body["resource"] == COMMERCE and body["expires_in"] == "3600"
     assert jwt.decode(body["access_token"], options={"verify_signature": False})["aud"] == COMMERCE
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    issuer = TokenIssuer("5f3a8c1e-2b7d-4e9a-8c61-0d4b7e2f9a13", lifetime_seconds=3600)
+    token = issuer.issue(App(client_id="c1", secret="s1", object_id="o1"), COMMERCE)
+    claims = issuer.verify(token, audience=COMMERCE)
+    decoded: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append("x") or real_decode(*a, **k))
+    assert issuer.verify(token, audience=COMMERCE) == claims and decoded == []  # remembered
+    with pytest.raises(TokenRejectedError, match="audience"):
+        issuer.verify(token, audience="https://another.example.com")
+    with pytest.raises(TokenRejectedError):
+        issuer.verify(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"), audience=COMMERCE)
+    # The lifetime is checked on every use, remembered or not (with the 5 s leeway).
+    monkeypatch.setattr(entra.time, "time", lambda: claims["exp"] + 5)
+    with pytest.raises(TokenRejectedError, match="expired"):
+        issuer.verify(token, audience=COMMERCE)
