@@ -41,6 +41,7 @@ from shared.http import (
     UpstreamTimeoutError,
 )
 from shared.identity import TokenError, TokenProvider, TokenUnavailableError, scope_for
+from shared.managed_identity import FederatedCredentialError
 from shared.secrets import SecretNotFoundError, SecretUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,9 @@ class FinanceOpsClient:
                 f"Entra ID failed a token for {self.scope} ({exc.error or 'error'}); nothing was sent",
                 correlation_id=correlation_id,
             ) from None
+        except FederatedCredentialError as exc:
+            # No secret in play: the message itself says what to check (and holds no token).
+            reason = str(exc)
         except TokenError as exc:
             reason = f"Entra ID refused a token for {self.scope} ({exc.error or 'error'}; secret {secret})"
         except SecretNotFoundError:
