@@ -6,7 +6,7 @@ the token-exchange audience (``api://AzureADTokenExchange`` in the global cloud)
 that token as the ``client_assertion`` of the client-credentials request. Entra ID issues the app
 registration's token when the registration has a federated identity credential whose issuer,
 subject and audience equal the presented token's ``iss``, ``sub`` and ``aud``
-(docs/federated-credential.md has the facts and their sources).
+(docs/reference/federated-credential.md has the facts and their sources).
 
 The identity's token is fetched on the event loop (azure-identity's aio client over the process's
 aiohttp session), kept until shortly before it expires and shared by every app registration the
@@ -209,7 +209,7 @@ class ManagedIdentityAssertion:
             return (
                 f"Check the federated identity credentials of app registration {client_id} (Certificates "
                 f"& secrets > Federated credentials): one must have {claims}, exactly as written "
-                "(the match is case-sensitive); see docs/federated-credential.md"
+                "(the match is case-sensitive); see docs/reference/federated-credential.md"
             )
         return ""
 

@@ -30,7 +30,6 @@ README = ROOT / "README.md"
 NOT_SETTINGS_FIELDS = {
     "AzureWebJobsStorage",
     "FUNCTIONS_WORKER_RUNTIME",
-    "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     # Set by App Service authentication; shared/caller_auth.py reads it, not the settings.
