@@ -5,6 +5,10 @@ Tokens are kept in memory until shortly before they expire, so MSAL runs about o
 scope; concurrent callers that need a new token wait for one shared request instead of each
 asking Entra ID. That request runs in its own task, so cancelling one caller does not cancel it
 for the others.
+
+The app proves itself with a client secret (``ENTRA_CREDENTIAL=secret``) or, with no secret at
+all, with its managed identity's token as a client assertion (``federated``,
+``shared/managed_identity.py``).
 """
 
 from __future__ import annotations

@@ -279,3 +279,20 @@ async def test_a_failing_identity_endpoint_is_transient_for_the_till(
     again = await create_customer(registered_functions, payload, **{"Idempotency-Key": "k-msi"})
     assert again.status_code == 201, again.get_body()
     assert fno.stand_in(sandbox).creations == 1
+
+
+async def test_neither_the_identity_header_nor_a_token_reaches_a_log(
+    registered_functions: dict[str, Any],
+    sandbox: Sandbox,
+    runtime: Runtime,
+    log_privacy_guard: Any,
+) -> None:
+    await run_detection(registered_functions)
+    _wrong_subject(sandbox)
+    runtime.tokens.invalidate(scope_for(runtime.settings.retail_server_audience))
+    with pytest.raises(Exception, match="AADSTS700213"):
+        await run_detection(registered_functions)
+    lines: list[str] = log_privacy_guard.lines
+    assert any("managed identity" in line for line in lines), "the log records were captured"
+    assert not [line for line in lines if sandbox.managed_identity.header in line]
+    assert not [line for line in lines if "eyJ" in line], "no JWT in any log record"
