@@ -192,8 +192,9 @@ class FinanceOpsClient:
             async with asyncio.timeout(self._timeout):
                 return await self._tokens.get_token(self.scope)
         except TimeoutError:
+            source = f"secret {secret} from Key Vault" if self._secret_name else "its credential"
             raise FnoCredentialsUnavailableError(
-                f"no token for F&O within {self._timeout}s (secret {secret} from Key Vault, then Entra ID)",
+                f"no token for F&O within {self._timeout}s ({source}, then Entra ID)",
                 correlation_id=correlation_id,
             ) from None
         except SecretUnavailableError:
