@@ -78,8 +78,15 @@ param entraTenantId string = ''
 @description('Application (client) id of the Entra app registration the connector signs in as.')
 param entraClientId string
 
+@description('How the connector proves itself to Entra ID for Retail Server and F&O: federated (the function app\'s user-assigned identity is a federated identity credential of the app registration; no secret exists) or secret (a client secret in Key Vault).')
+@allowed([
+  'federated'
+  'secret'
+])
+param entraCredential string = 'federated'
+
 @minLength(1)
-@description('Name of the Key Vault secret that holds the client secret of that app registration.')
+@description('Name of the Key Vault secret that holds the client secret of that app registration; read only when entraCredential is secret.')
 param entraClientSecretName string = 'entra-client-secret'
 
 @minLength(1)
@@ -552,6 +559,7 @@ module api 'app/api.bicep' = {
     detectionQueueName: detectionQueueName
     entraTenantId: empty(entraTenantId) ? tenant().tenantId : entraTenantId
     entraClientId: entraClientId
+    entraCredential: entraCredential
     entraClientSecretName: entraClientSecretName
     entraAuthorityHost: entraAuthorityHost
     secretCacheTtlSeconds: secretCacheTtlSeconds
@@ -687,6 +695,8 @@ output AZURE_FUNCTION_APP_ENDPOINT string = api.outputs.uri
 output SERVICE_API_NAME string = api.outputs.name
 output SERVICE_API_URI string = api.outputs.uri
 output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+// The subject of the app registration's federated identity credential (entraCredential federated).
+output AZURE_USER_ASSIGNED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_COSMOS_ACCOUNT_NAME string = cosmos.outputs.accountName
 output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint

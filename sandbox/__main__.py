@@ -78,6 +78,10 @@ def describe(sandbox: Sandbox, modules: list[ModuleType]) -> str:
                 f"# {module.__name__.split('.')[-1]} (email providers: keep one EMAIL_PROVIDER block)"
             )
             lines.extend(f"{key}={value}" for key, value in env(sandbox).items())
+    # The platform sets IDENTITY_* in Azure; with them, the app needs no client secret.
+    lines.append("# no client secret: the managed identity as a federated credential (optional)")
+    lines.append("ENTRA_CREDENTIAL=federated")
+    lines.extend(f"{key}={value}" for key, value in sandbox.managed_identity.env().items())
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)
 

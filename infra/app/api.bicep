@@ -28,6 +28,7 @@ param cosmosStateContainerName string
 param detectionQueueName string
 param entraTenantId string
 param entraClientId string
+param entraCredential string
 param entraClientSecretName string
 param retailServerUrl string
 param retailServerAudience string
@@ -145,7 +146,8 @@ var appSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   }
-  // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this.
+  // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this, and
+  // ENTRA_CREDENTIAL=federated presents this identity's token to Entra ID.
   {
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
@@ -175,6 +177,10 @@ var appSettings = [
   {
     name: 'ENTRA_CLIENT_ID'
     value: entraClientId
+  }
+  {
+    name: 'ENTRA_CREDENTIAL'
+    value: entraCredential
   }
   {
     name: 'ENTRA_CLIENT_SECRET_NAME'

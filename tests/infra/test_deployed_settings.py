@@ -36,13 +36,22 @@ AT_DEPLOYMENT = {
     "KEY_VAULT_URL": "https://kv-abc123.vault.azure.net/",
     "COSMOS_ENDPOINT": "https://cosmos-abc123.documents.azure.com:443/",
     "ENTRA_TENANT_ID": "5f3a8c1e-2b7d-4e9a-8c61-0d4b7e2f9a13",
+    "AZURE_CLIENT_ID": "3f1d2c4b-7a8e-4c9d-9b1a-51d365c0ffee",
 }
 
 # Not optional in the code, yet their parameter defaults to empty: the Bicep then writes the code's
 # default itself (a JSON list cannot be an azd ${VAR=default}, whose default ends at the first }).
 EMPTY_MEANS_CODE_DEFAULT = {"IMAGE_VIEWPORTS"}
 # Azure gives these other values than the code on purpose (tests/infra/test_settings_drift.py).
-AZURE_DIFFERS = {"STATE_STORE", "COSMOS_ENDPOINT", "PREVIEW_DIR", "DRY_RUN", "KEY_VAULT_URL"}
+AZURE_DIFFERS = {
+    "STATE_STORE",
+    "COSMOS_ENDPOINT",
+    "PREVIEW_DIR",
+    "DRY_RUN",
+    "KEY_VAULT_URL",
+    "ENTRA_CREDENTIAL",
+    "AZURE_CLIENT_ID",
+}
 
 
 @pytest.fixture(autouse=True)
