@@ -330,6 +330,14 @@ class ManagedIdentityAssertion:
                     f"({type(exc).__name__}{f', HTTP {status}' if status else ''})",
                     error="managed_identity_unavailable",
                 )
+            if status < 300:
+                # A success that holds no token (not JSON, or no access_token): the platform's
+                # endpoint misbehaving, not the configuration; transient like a 5xx.
+                return TokenUnavailableError(
+                    f"the managed-identity endpoint answered HTTP {status} without a readable token of "
+                    f"identity {self.client_id} ({type(exc).__name__})",
+                    error="managed_identity_unavailable",
+                )
             check = (
                 "check that AZURE_CLIENT_ID is the client id of a user-assigned identity assigned to "
                 "this function app"
