@@ -58,8 +58,8 @@ AADSTS_HELP = {
 RETAIL_SERVER_401_HELP = (
     "Retail Server refused the app's token. The usual causes, most common first: distribution job 1110 "
     "has not run since the relying party was saved in headquarters; the client id {client_id} is not a "
-    "relying party (Type Confidential, User type Application) of the identity provider {issuer}; the "
-    "relying party's Server resource IDs do not hold {audience}, the token's audience."
+    "relying party (Type Confidential, User type Application) of the tenant's identity provider ({issuer}); "
+    "the relying party's Server resource IDs do not hold {audience}, the token's audience."
 )
 
 
@@ -72,6 +72,7 @@ class ChannelResult:
     oun: str
     ok: bool
     detail: str
+    status: int | None = None
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -136,13 +137,7 @@ async def request_token(
 
 
 async def call_channel(
-    session: aiohttp.ClientSession,
-    deployment: Deployment,
-    *,
-    token: str,
-    oun: str,
-    client_id: str,
-    issuer: str,
+    session: aiohttp.ClientSession, deployment: Deployment, *, token: str, oun: str
 ) -> ChannelResult:
     base = deployment.require(
         deployment.retail_server_url, "RETAIL_SERVER_URL", "set it with azd or pass --retail-server-url"
@@ -166,14 +161,12 @@ async def call_channel(
     body = body if isinstance(body, dict) else {}
     if status == 200:
         currency = body.get("Currency") or "?"
-        return ChannelResult(oun, True, f"channel {body.get('RecordId', '?')}, currency {currency}")
+        return ChannelResult(oun, True, f"channel {body.get('RecordId', '?')}, currency {currency}", status)
     said = str(body.get("LocalizedMessage") or body.get("ErrorResourceId") or "").strip()[:300]
     said_text = f" Retail Server said: {said}" if said else ""
     if status == 401:
-        explanation = RETAIL_SERVER_401_HELP.format(
-            client_id=client_id, issuer=issuer, audience=deployment.retail_server_audience
-        )
-        return ChannelResult(oun, False, f"401. {explanation}{said_text}")
+        # The causes are the same for every channel: the caller prints them once.
+        return ChannelResult(oun, False, f"401: the app's token was refused.{said_text}", status)
     if status == 404:
         return ChannelResult(
             oun,

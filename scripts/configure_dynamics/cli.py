@@ -270,12 +270,18 @@ async def _check(args: argparse.Namespace, deployment: Deployment, say: Say) -> 
         else:
             token = await _token(args, None, deployment, session, client_id)
         failures += _check_claims(token, deployment, client_id, say)
+        refused = False
         for oun in ouns:
-            result = await checks.call_channel(
-                session, deployment, token=token, oun=oun, client_id=client_id, issuer=issuer
-            )
+            result = await checks.call_channel(session, deployment, token=token, oun=oun)
             failures += 0 if result.ok else 1
+            refused = refused or result.status == 401
             say(f"  {'ok  ' if result.ok else 'FAIL'} OUN {oun}: {result.detail}")
+        if refused:
+            audience = deployment.retail_server_audience
+            say(
+                "  "
+                + checks.RETAIL_SERVER_401_HELP.format(client_id=client_id, issuer=issuer, audience=audience)
+            )
     say("All checks passed." if failures == 0 else f"{failures} check(s) failed.")
     return EXIT_OK if failures == 0 else EXIT_FAILED
 
