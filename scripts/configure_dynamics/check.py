@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from scripts.configure_dynamics.deployment import Deployment, DeploymentError
-from scripts.configure_dynamics.graph import Application, GraphClient
+from scripts.configure_dynamics.graph import Application, GraphClient, GraphError
 
 TIMEOUT_SECONDS = 30.0
 MAX_BODY_BYTES = 1024 * 1024
@@ -199,9 +199,17 @@ class TemporarySecret:
         return password.secret_text
 
     async def remove(self) -> None:
-        if self.key_id is not None:
-            await self.graph.remove_password(self.application, self.key_id)
-            self.key_id = None
+        if self.key_id is None:
+            return
+        key_id, self.key_id = self.key_id, None
+        try:
+            await self.graph.remove_password(self.application, key_id)
+        except GraphError as exc:
+            raise CheckFailedError(
+                f"the check's temporary secret (key id {key_id}) could not be removed: delete it under "
+                f"the app "
+                f"registration's Certificates & secrets; it expires within the hour anyway ({exc})"
+            ) from None
 
 
 async def token_with_patience(

@@ -110,25 +110,31 @@ class GraphClient:
             raise RuntimeError("use 'async with GraphClient(...)'")
         token = await self._credential.get_token(self.scope)
         headers = {"Authorization": f"Bearer {token.token}", "Accept": "application/json"}
-        async with self._session.request(
-            method, f"{self.base_url}/v1.0/{path}", json=body, headers=headers
-        ) as response:
-            raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            if len(raw) > MAX_RESPONSE_BYTES:
-                raise GraphError(
-                    response.status, "TooLarge", "the answer is too large", method=method, path=path
-                )
-            if response.status >= 400:
-                code, message = _error_fields(raw)
-                raise GraphError(response.status, code, message, method=method, path=path)
-            if response.status == 204 or not raw:
-                return None
-            try:
-                return TypeAdapter(Any).validate_json(raw)
-            except ValidationError:
-                raise GraphError(
-                    response.status, "NotJson", "the answer is not JSON", method=method, path=path
-                ) from None
+        try:
+            async with self._session.request(
+                method, f"{self.base_url}/v1.0/{path}", json=body, headers=headers
+            ) as response:
+                status = response.status
+                raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GraphError(
+                0,
+                "Unreachable",
+                f"{self.base_url} could not be reached ({type(exc).__name__})",
+                method=method,
+                path=path,
+            ) from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise GraphError(status, "TooLarge", "the answer is too large", method=method, path=path)
+        if status >= 400:
+            code, message = _error_fields(raw)
+            raise GraphError(status, code, message, method=method, path=path)
+        if status == 204 or not raw:
+            return None
+        try:
+            return TypeAdapter(Any).validate_json(raw)
+        except ValidationError:
+            raise GraphError(status, "NotJson", "the answer is not JSON", method=method, path=path) from None
 
     async def _list(self, path: str, model: type[_Model]) -> list[Any]:
         payload = await self._call("GET", path)

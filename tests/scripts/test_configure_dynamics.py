@@ -325,3 +325,28 @@ async def test_a_new_secret_is_retried_while_entra_id_spreads_it_and_no_longer()
     with pytest.raises(TokenRefusedError):
         await token_with_patience(fetch, patience_seconds=60, clock=lambda: now[0], sleep=sleep)
     assert waits == [2.0, 4.0]
+
+
+async def test_a_temporary_secret_that_cannot_be_removed_is_named_for_the_operator(
+    operator: Operator,
+) -> None:
+    client_id = await configured(operator)
+    operator.sandbox.relying_parties.add(client_id)
+    object_id = next(iter(operator.graph.applications))
+    operator.sandbox.faults.add(f"POST /graph/v1.0/applications/{object_id}/removePassword", status=503)
+
+    code, output = await run(operator, "check")
+
+    assert code == 1
+    (application,) = operator.graph.applications.values()
+    (password,) = application.passwords
+    assert f"temporary secret (key id {password.key_id}) could not be removed" in output
+    assert password.secret_text not in output
+
+
+async def test_graph_out_of_reach_is_an_error_not_a_traceback(operator: Operator) -> None:
+    out = io.StringIO()
+    code = await cli.run(["configure", "--graph-url", "https://127.0.0.1:9/graph"], out=out)
+
+    assert code == 1
+    assert "could not be reached" in out.getvalue()
