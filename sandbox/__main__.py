@@ -1,6 +1,7 @@
 """``python -m sandbox``: serve the stand-ins until Ctrl-C and print how to point the app at them.
 
-Every optional stand-in module present in the package (orders, F&O, Emarsys, SendGrid, webhook) is
+Every optional stand-in module present in the package (orders, F&O, Emarsys, SendGrid, webhook,
+Microsoft Graph for scripts/configure_dynamics) is
 mounted through its ``add_routes(app, sandbox)``; one with an ``env(sandbox)`` function adds its
 own settings block.
 
@@ -43,6 +44,7 @@ OPTIONAL_STAND_INS = (
     "sandbox.emarsys",
     "sandbox.sendgrid",
     "sandbox.webhook",
+    "sandbox.graph",
 )
 DEFAULT_LATENCY_MS = 20.0
 STATS_PATH = "/_sandbox/stats"

@@ -20,6 +20,9 @@ param instanceMemoryMB int
 @maxValue(1000)
 param maximumInstanceCount int
 
+@description('Subnet (delegated to Microsoft.App/environments) the app integrates with; empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
+
 param keyVaultUri string
 param cosmosEndpoint string
 param cosmosDatabaseName string
@@ -582,6 +585,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     keyVaultReferenceIdentity: identity.id
+    // With private networking the app reaches Storage, Cosmos DB and Key Vault through this subnet.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

@@ -30,6 +30,9 @@ OPERATOR_VALUES = {
 }
 # Not app settings: azd fills them in itself.
 AZD_VALUES = {"environmentName", "location"}
+# Empty by default so the first `azd up` can run before the app registration exists;
+# scripts.configure_dynamics creates it and sets the value (README, deploy).
+SET_BY_THE_SCRIPT = {"entraClientId"}
 
 # Values only the deployment knows, as Azure fills them in.
 AT_DEPLOYMENT = {
@@ -100,7 +103,15 @@ def test_operator_values_are_exactly_the_parameters_without_default() -> None:
     without_default = {
         name for name, param in main().parameters.items() if param.get("default") is None
     } - AZD_VALUES
-    assert without_default == set(OPERATOR_VALUES)
+    assert without_default == set(OPERATOR_VALUES) - SET_BY_THE_SCRIPT
+
+
+def test_before_the_script_ran_the_app_refuses_to_start_naming_entra_client_id() -> None:
+    """The window between the first `azd up` and the script: a clear error, not a wrong call."""
+    provided = app_settings({**OPERATOR_VALUES, "entraClientId": ""})
+    assert provided["ENTRA_CLIENT_ID"] == ""
+    with pytest.raises(ValueError, match="entra_client_id"):
+        deployed(entraClientId="")
 
 
 def test_only_endpoints_and_ids_wait_for_the_deployment() -> None:
@@ -314,6 +325,9 @@ def test_parameter_constraints_are_the_codes() -> None:
         elif params[parameter]["type"] == "int":
             low, high = _bounds(setting, _VALUE_BOUNDS)
             assert (decorators.get("min_value"), decorators.get("max_value")) == (low, high), setting
+        elif parameter in SET_BY_THE_SCRIPT:
+            # Empty on purpose until the script sets it (test_before_the_script_ran_...).
+            assert params[parameter]["default"] == "", parameter
         elif params[parameter]["type"] == "string":
             low, high = _bounds(setting, _LENGTH_BOUNDS)
             if low is not None or high is not None:
