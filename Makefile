@@ -36,7 +36,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy --strict shared sandbox benchmarks
+	$(BIN)/mypy --strict shared sandbox benchmarks scripts
 
 pytest: install
 	$(BIN)/python -m pytest

@@ -74,12 +74,18 @@ param maximumInstanceCount int = 40
 @description('Microsoft Entra tenant of the app registration. Empty means the tenant of this subscription.')
 param entraTenantId string = ''
 
-@minLength(1)
-@description('Application (client) id of the Entra app registration the connector signs in as.')
-param entraClientId string
+@description('Application (client) id of the Entra app registration the connector signs in as. Empty until `python -m scripts.configure_dynamics` creates the registration after the first `azd up` and sets it; until then every invocation fails naming ENTRA_CLIENT_ID.')
+param entraClientId string = ''
+
+@description('How the connector proves itself to Entra ID for Retail Server and F&O: federated (the function app\'s user-assigned identity is a federated identity credential of the app registration; no secret exists) or secret (a client secret in Key Vault).')
+@allowed([
+  'federated'
+  'secret'
+])
+param entraCredential string = 'federated'
 
 @minLength(1)
-@description('Name of the Key Vault secret that holds the client secret of that app registration.')
+@description('Name of the Key Vault secret that holds the client secret of that app registration; read only when entraCredential is secret.')
 param entraClientSecretName string = 'entra-client-secret'
 
 @minLength(1)
@@ -475,6 +481,26 @@ param alertCustomerServerErrorPercent int = 5
 @maxValue(10000)
 param alertCustomerMinimumCalls int = 5
 
+// --- private networking (optional; docs/private-networking.md) ------------------------------------
+@description('true: a virtual network with private endpoints and private DNS zones for Storage (blob, queue), Cosmos DB and Key Vault, whose public network access is then off; the function app reaches them through VNet integration. Its HTTP endpoints stay public (POS tills and email links call them).')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled, how the app reaches Retail Server, F&O and the email provider: natGateway (a NAT gateway with one static public IP, output as AZURE_OUTBOUND_IP_ADDRESS, for allow-lists) or default (the platform\'s shared outbound addresses, which can change).')
+@allowed([
+  'natGateway'
+  'default'
+])
+param vnetOutbound string = 'natGateway'
+
+@description('Address space of the virtual network (vnetEnabled); pick one that does not overlap a network you will peer it with.')
+param vnetAddressPrefix string = '10.60.0.0/16'
+
+@description('Subnet the function app integrates with, delegated to Microsoft.App/environments; Flex Consumption takes an address per instance, so keep it larger than maximumInstanceCount.')
+param vnetAppSubnetPrefix string = '10.60.0.0/24'
+
+@description('Subnet of the private endpoints.')
+param vnetPrivateEndpointSubnetPrefix string = '10.60.1.0/24'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -517,6 +543,10 @@ module monitoring 'core/monitor/monitoring.bicep' = {
   }
 }
 
+// With vnetEnabled the data services answer on their private endpoints only.
+var publicNetworkAccess = vnetEnabled ? 'Disabled' : 'Enabled'
+var networkDefaultAction = vnetEnabled ? 'Deny' : 'Allow'
+
 module storage 'core/storage/storage-account.bicep' = {
   name: 'storage'
   scope: rg
@@ -524,6 +554,8 @@ module storage 'core/storage/storage-account.bicep' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
     tags: tags
+    publicNetworkAccess: publicNetworkAccess
+    networkDefaultAction: networkDefaultAction
     deploymentContainerName: deploymentContainerName
     // The host moves a message to <queue>-poison after maxDequeueCount failures (host.json).
     queueNames: [
@@ -540,6 +572,7 @@ module cosmos 'core/database/cosmos-nosql.bicep' = {
     accountName: '${abbrs.documentDBDatabaseAccounts}${resourceToken}'
     location: location
     tags: tags
+    publicNetworkAccess: publicNetworkAccess
     databaseName: cosmosDatabaseName
     containerNames: [
       cosmosLedgerContainerName
@@ -555,6 +588,86 @@ module keyVault 'core/security/key-vault.bicep' = {
     name: '${abbrs.keyVaultVaults}${resourceToken}'
     location: location
     tags: tags
+    publicNetworkAccess: publicNetworkAccess
+    networkDefaultAction: networkDefaultAction
+  }
+}
+
+module network 'core/network/vnet.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: vnetAppSubnetPrefix
+    privateEndpointSubnetPrefix: vnetPrivateEndpointSubnetPrefix
+    outbound: vnetOutbound
+    natGatewayName: '${abbrs.networkNatGateways}${resourceToken}'
+    publicIpName: '${abbrs.networkPublicIPAddresses}${resourceToken}'
+  }
+}
+
+// One private endpoint per sub-resource the app uses; the zone names are Azure's for each
+// (learn.microsoft.com/azure/private-link/private-endpoint-dns).
+module blobEndpoint 'core/network/private-endpoint.bicep' = if (vnetEnabled) {
+  name: 'pep-blob'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}blob-${resourceToken}'
+    location: location
+    tags: tags
+    serviceId: storage.outputs.id
+    groupId: 'blob'
+    dnsZoneName: 'privatelink.blob.core.windows.net'
+    vnetId: vnetEnabled ? network.outputs.id : ''
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+  }
+}
+
+module queueEndpoint 'core/network/private-endpoint.bicep' = if (vnetEnabled) {
+  name: 'pep-queue'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}queue-${resourceToken}'
+    location: location
+    tags: tags
+    serviceId: storage.outputs.id
+    groupId: 'queue'
+    dnsZoneName: 'privatelink.queue.core.windows.net'
+    vnetId: vnetEnabled ? network.outputs.id : ''
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+  }
+}
+
+module cosmosEndpoint 'core/network/private-endpoint.bicep' = if (vnetEnabled) {
+  name: 'pep-cosmos'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}cosmos-${resourceToken}'
+    location: location
+    tags: tags
+    serviceId: cosmos.outputs.id
+    groupId: 'Sql'
+    dnsZoneName: 'privatelink.documents.azure.com'
+    vnetId: vnetEnabled ? network.outputs.id : ''
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+  }
+}
+
+module vaultEndpoint 'core/network/private-endpoint.bicep' = if (vnetEnabled) {
+  name: 'pep-vault'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}vault-${resourceToken}'
+    location: location
+    tags: tags
+    serviceId: keyVault.outputs.id
+    groupId: 'vault'
+    dnsZoneName: 'privatelink.vaultcore.azure.net'
+    vnetId: vnetEnabled ? network.outputs.id : ''
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
   }
 }
 
@@ -572,6 +685,7 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     keyVaultUri: keyVault.outputs.uri
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabaseName: cosmosDatabaseName
@@ -580,6 +694,7 @@ module api 'app/api.bicep' = {
     detectionQueueName: detectionQueueName
     entraTenantId: empty(entraTenantId) ? tenant().tenantId : entraTenantId
     entraClientId: entraClientId
+    entraCredential: entraCredential
     entraClientSecretName: entraClientSecretName
     entraAuthorityHost: entraAuthorityHost
     secretCacheTtlSeconds: secretCacheTtlSeconds
@@ -721,6 +836,11 @@ output AZURE_FUNCTION_APP_ENDPOINT string = api.outputs.uri
 output SERVICE_API_NAME string = api.outputs.name
 output SERVICE_API_URI string = api.outputs.uri
 output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+// The subject of the app registration's federated identity credential (entraCredential federated;
+// scripts/configure_dynamics creates it).
+output AZURE_USER_ASSIGNED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+// The address Retail Server, F&O and the email provider see with vnetEnabled and natGateway; empty otherwise.
+output AZURE_OUTBOUND_IP_ADDRESS string = vnetEnabled ? network.outputs.outboundIpAddress : ''
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_COSMOS_ACCOUNT_NAME string = cosmos.outputs.accountName
 output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint

@@ -1,6 +1,7 @@
 """``python -m sandbox``: serve the stand-ins until Ctrl-C and print how to point the app at them.
 
-Every optional stand-in module present in the package (orders, F&O, Emarsys, SendGrid, webhook) is
+Every optional stand-in module present in the package (orders, F&O, Emarsys, SendGrid, webhook,
+Microsoft Graph for scripts/configure_dynamics) is
 mounted through its ``add_routes(app, sandbox)``; one with an ``env(sandbox)`` function adds its
 own settings block.
 
@@ -43,6 +44,7 @@ OPTIONAL_STAND_INS = (
     "sandbox.emarsys",
     "sandbox.sendgrid",
     "sandbox.webhook",
+    "sandbox.graph",
 )
 DEFAULT_LATENCY_MS = 20.0
 STATS_PATH = "/_sandbox/stats"
@@ -78,6 +80,10 @@ def describe(sandbox: Sandbox, modules: list[ModuleType]) -> str:
                 f"# {module.__name__.split('.')[-1]} (email providers: keep one EMAIL_PROVIDER block)"
             )
             lines.extend(f"{key}={value}" for key, value in env(sandbox).items())
+    # The platform sets IDENTITY_* in Azure; with them, the app needs no client secret.
+    lines.append("# no client secret: the managed identity as a federated credential (optional)")
+    lines.append("ENTRA_CREDENTIAL=federated")
+    lines.extend(f"{key}={value}" for key, value in sandbox.managed_identity.env().items())
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)
 

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 DEFAULT_SUFFIX = "/.default"
 VERIFY_LEEWAY_SECONDS = 5
 VERIFIED_TOKENS_KEPT = 64
+ASSERTION_TYPE_JWT = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Allowed clock skew between an assertion's issuer and Entra ID.
+ASSERTION_LEEWAY_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
@@ -116,7 +119,9 @@ class TokenIssuer:
         # Resource tokens from Entra's v1 issuer, which Commerce's identity provider entry names.
         return f"https://sts.windows.net/{self.tenant_id}/"
 
-    def issue(self, app: App, audience: str, *, now: float | None = None) -> str:
+    def issue(self, app: App, audience: str, *, now: float | None = None, client_auth: str = "1") -> str:
+        """An app token; ``client_auth`` is ``appidacr``: 1 for a client secret, 2 for an assertion
+        (a certificate, or a federated credential's token)."""
         issued = int(time.time() if now is None else now)
         claims = {
             "aud": audience,
@@ -126,7 +131,7 @@ class TokenIssuer:
             "exp": issued + self.lifetime_seconds,
             "appid": app.client_id,
             "azp": app.client_id,
-            "appidacr": "1",
+            "appidacr": client_auth,
             "idp": self.issuer,
             "idtyp": "app",
             "oid": app.object_id,
@@ -244,7 +249,11 @@ class EntraStandIn:
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
                 "jwks_uri": f"{base}/discovery/v2.0/keys",
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
                 "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                 "subject_types_supported": ["pairwise"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -311,6 +320,11 @@ class EntraStandIn:
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{self.sandbox.tenant_id}'.",
             )
+        if "client_assertion" in fields or "client_assertion_type" in fields:
+            refused = self._check_assertion(client_id, fields)
+            if refused is not None:
+                return refused
+            return self._issued(app, audience, v1=v1, client_auth="2")
         if secret is None:
             return aadsts_error(
                 401,
@@ -327,12 +341,15 @@ class EntraStandIn:
                 f"Invalid client secret provided. Ensure the secret being sent in the request is the "
                 f"client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
+        return self._issued(app, audience, v1=v1)
+
+    def _issued(self, app: App, audience: str, *, v1: bool, client_auth: str = "1") -> web.Response:
         lifetime = self.sandbox.tokens.lifetime_seconds
         body: dict[str, Any] = {
             "token_type": "Bearer",
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
-            "access_token": self.sandbox.tokens.issue(app, audience),
+            "access_token": self.sandbox.tokens.issue(app, audience, client_auth=client_auth),
         }
         if v1:
             now = int(time.time())
@@ -340,6 +357,63 @@ class EntraStandIn:
             body["expires_in"] = str(lifetime)
             body["ext_expires_in"] = str(lifetime)
         return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _check_assertion(self, client_id: str, fields: Mapping[str, str]) -> web.Response | None:
+        """None when the JWT client assertion matches a federated identity credential of the app
+        and carries a valid signature of a known issuer; else Entra's refusal."""
+        assertion_type = fields.get("client_assertion_type", "")
+        assertion = fields.get("client_assertion", "")
+        if assertion_type != ASSERTION_TYPE_JWT:
+            return aadsts_error(
+                400,
+                "invalid_request",
+                7000218,
+                f"client_assertion_type must be '{ASSERTION_TYPE_JWT}', not '{assertion_type}'.",
+            )
+        try:
+            claims: dict[str, Any] = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            return aadsts_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+        issuer, subject, audience = (str(claims.get(name, "")) for name in ("iss", "sub", "aud"))
+        credentials = self.sandbox.federated_credentials.get(client_id, [])
+        if not credentials:
+            return aadsts_error(
+                400,
+                "invalid_request",
+                70021,
+                f"No matching federated identity record found for presented assertion. Assertion "
+                f"Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{audience}'.",
+            )
+        own_issuer = self.sandbox.v2_issuer
+        credentials = [c for c in credentials if (c.issuer or own_issuer) == issuer]
+        if not credentials:
+            return _no_match(700211, "issuer", issuer)
+        identity = self.sandbox.managed_identity
+        if issuer != identity.issuer or identity.verify_signature(assertion) is None:
+            return aadsts_error(
+                401, "invalid_client", 700027, "Client assertion failed signature validation."
+            )
+        now = int(time.time())
+        expires, not_before = claims.get("exp"), claims.get("nbf", claims.get("iat", 0))
+        if (
+            not isinstance(expires, int)
+            or not isinstance(not_before, int)
+            or expires < now - ASSERTION_LEEWAY_SECONDS
+            or not_before > now + ASSERTION_LEEWAY_SECONDS
+        ):
+            return aadsts_error(
+                401,
+                "invalid_client",
+                700024,
+                f"Client assertion is not within its valid time range. Current time: {_iso(now)}, "
+                f"assertion valid from {_iso(not_before)}, expiry time of assertion {_iso(expires)}.",
+            )
+        credentials = [c for c in credentials if c.subject == subject]
+        if not credentials:
+            return _no_match(700213, "subject", subject)
+        if not any(audience in c.audiences for c in credentials):
+            return _no_match(700212, "audience", audience)
+        return None
 
     @staticmethod
     def _audience(fields: Mapping[str, str], *, v1: bool) -> str | web.Response:
@@ -373,6 +447,23 @@ class EntraStandIn:
                 "(application ID URI).",
             )
         return resource_scopes[0][: -len(DEFAULT_SUFFIX)]
+
+
+def _no_match(code: int, claim: str, value: str) -> web.Response:
+    return aadsts_error(
+        401,
+        "invalid_client",
+        code,
+        f"No matching federated identity record found for presented assertion {claim} '{value}'. "
+        "Please check your federated identity credential Subject, Audience and Issuer against the "
+        "presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+    )
+
+
+def _iso(stamp: object) -> str:
+    if not isinstance(stamp, int):
+        return "(not given)"
+    return time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(stamp))
 
 
 def aadsts_error_exception(status: int, error: str, code: int, description: str) -> web.HTTPException:

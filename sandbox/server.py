@@ -30,6 +30,7 @@ from sandbox.correlation import REQUEST_ID_KEY
 from sandbox.data import SandboxData
 from sandbox.entra import App, EntraStandIn, TokenIssuer, TokenRejectedError, unauthorized
 from sandbox.faults import FaultInjector
+from sandbox.managed_identity import FederatedCredential, ManagedIdentityStandIn
 from sandbox.retail_server import RetailServerStandIn, add_media_fault
 from sandbox.tls import LoopbackTls
 
@@ -85,9 +86,16 @@ class Sandbox:
         self.tokens = TokenIssuer(self.tenant_id, lifetime_seconds=token_lifetime_seconds)
         self.apps: dict[str, App] = {}
         self.relying_parties: set[str] = set()
+        # Federated identity credentials per app registration (client id).
+        self.federated_credentials: dict[str, list[FederatedCredential]] = {}
         self.register_app(self.client_id, self.client_secret, relying_party=True)
         self.app = web.Application(middlewares=[self._observe, self.faults.middleware()])
         EntraStandIn(self).add_routes(self.app)
+        # The function app's user-assigned identity; the connector's app registration trusts it,
+        # as the deployment sets it up (ENTRA_CREDENTIAL=federated).
+        self.managed_identity = ManagedIdentityStandIn(self)
+        self.managed_identity.add_routes(self.app)
+        self.federate(self.client_id)
         self._retail = RetailServerStandIn(self)
         self._retail.add_routes(self.app)
         self._extensions = list(extensions)
@@ -109,6 +117,31 @@ class Sandbox:
             self.relying_parties.add(client_id)
         else:
             self.relying_parties.discard(client_id)
+
+    def federate(
+        self,
+        client_id: str,
+        *,
+        subject: str | None = None,
+        issuer: str | None = None,
+        audiences: Sequence[str] | None = None,
+        name: str = "function-app-identity",
+    ) -> FederatedCredential:
+        """Add a federated identity credential to an app registration. The defaults trust the
+        sandbox's managed identity: subject its principal id, issuer the tenant's v2.0 issuer,
+        audience api://AzureADTokenExchange."""
+        credential = FederatedCredential(
+            name=name,
+            subject=self.managed_identity.principal_id if subject is None else subject,
+            issuer=issuer,
+            **({} if audiences is None else {"audiences": tuple(audiences)}),
+        )
+        self.federated_credentials.setdefault(client_id, []).append(credential)
+        return credential
+
+    def unfederate(self, client_id: str) -> None:
+        """Remove every federated identity credential of an app registration."""
+        self.federated_credentials.pop(client_id, None)
 
     @property
     def base_url(self) -> str:

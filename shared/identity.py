@@ -5,6 +5,10 @@ Tokens are kept in memory until shortly before they expire, so MSAL runs about o
 scope; concurrent callers that need a new token wait for one shared request instead of each
 asking Entra ID. That request runs in its own task, so cancelling one caller does not cancel it
 for the others.
+
+The app proves itself with a client secret (``ENTRA_CREDENTIAL=secret``) or, with no secret at
+all, with its managed identity's token as a client assertion (``federated``,
+``shared/managed_identity.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import certifi
 
@@ -96,9 +100,30 @@ class TokenTimeoutError(TokenUnavailableError):
     """Entra ID did not answer a token (or discovery) request within the provider's timeout."""
 
 
+class ClientAssertion(Protocol):
+    """A signed assertion MSAL presents instead of a client secret (the managed identity's token
+    in ``shared/managed_identity.py``)."""
+
+    async def refresh(self) -> str:
+        """Make sure a valid assertion is held (on the event loop); returns it."""
+        ...
+
+    def current(self) -> str:
+        """The assertion held: MSAL's callback, called on its worker thread."""
+        ...
+
+    def refusal(self, client_id: str, scope: str, result: Mapping[str, Any]) -> TokenError:
+        """The error for Entra ID refusing a token to ``client_id`` for this assertion."""
+        ...
+
+
 def scope_for(audience: str) -> str:
     """``<audience>/.default``: Entra's scope for an app-only token to a resource."""
     return audience.rstrip("/") + "/.default"
+
+
+# The application's credential marker when it presents an assertion (a secret is its own marker).
+_ASSERTION = "\x00assertion"
 
 
 @dataclass
@@ -108,15 +133,19 @@ class _CachedToken:
 
 
 class TokenProvider:
-    """Client-credential tokens for one (authority, client id); one instance per process."""
+    """Client-credential tokens for one (authority, client id); one instance per process.
+
+    The app proves itself with the client secret ``secret_name`` read from ``secrets``, or, given
+    an ``assertion``, with that assertion and no secret at all."""
 
     def __init__(
         self,
         *,
         authority: str,
         client_id: str,
-        secret_name: str,
-        secrets: CachedSecrets,
+        secret_name: str | None = None,
+        secrets: CachedSecrets | None = None,
+        assertion: ClientAssertion | None = None,
         extra_ca_bundle: Path | None = None,
         refresh_margin_seconds: float = 300.0,
         timeout_seconds: float = 30.0,
@@ -124,8 +153,11 @@ class TokenProvider:
     ) -> None:
         self.authority = authority.rstrip("/")
         self.client_id = client_id
+        if (assertion is None) == (secret_name is None or secrets is None):
+            raise ValueError("a token provider needs either a secret name and source, or an assertion")
         self._secret_name = secret_name
         self._secrets = secrets
+        self._assertion = assertion
         self._extra_ca_bundle = extra_ca_bundle
         self._margin = refresh_margin_seconds
         self._timeout = timeout_seconds
@@ -133,7 +165,8 @@ class TokenProvider:
         self._tokens: dict[str, _CachedToken] = {}
         self._requests: SingleFlight[str, str] = SingleFlight()
         self._app: msal.ConfidentialClientApplication | None = None
-        self._app_secret: str | None = None
+        # What the application was built with: the secret itself, or the assertion's marker.
+        self._app_credential: str | None = None
         self._http: PinnedVerifySession | None = None
         # Our temporary CA file: removed by close(), or when the provider is collected or the
         # process exits without close() (a provider nobody closes must not leave it behind).
@@ -157,11 +190,19 @@ class TokenProvider:
             self._app.remove_tokens_for_client()
 
     async def _acquire(self, scope: str) -> str:
-        secret = await self._secrets.get(self._secret_name)
+        credential: str | dict[str, Any]
+        if self._assertion is not None:
+            # Fetched here, on the loop (its own client span when it asks the managed-identity
+            # endpoint); MSAL's callback only hands over what is held.
+            await self._assertion.refresh()
+            credential, marker = {"client_assertion": self._assertion.current}, _ASSERTION
+        else:
+            assert self._secrets is not None and self._secret_name is not None  # checked in __init__
+            credential = marker = await self._secrets.get(self._secret_name)
         service = telemetry.service_of_scope(scope)
         host = self.authority.split("/")[2].lower() if self.authority.count("/") >= 2 else None
         # One client span per token request (MSAL's discovery included), and the request counted
-        # by its result: "ok" or Entra's error code, never the secret.
+        # by its result: "ok" or Entra's error code, never the secret or the assertion.
         with telemetry.upstream_call(
             "Entra ID",
             "/{tenant}/oauth2/v2.0/token",
@@ -170,7 +211,7 @@ class TokenProvider:
             attributes={"connector.token_for": service},
         ) as call:
             try:
-                token = await self._request(scope, secret)
+                token = await self._request(scope, credential, marker)
             except TokenError as exc:
                 error = exc.error or exc.reason
                 call.failed(error)
@@ -188,11 +229,11 @@ class TokenProvider:
             telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": "ok"})
             return token
 
-    async def _request(self, scope: str, secret: str) -> str:
+    async def _request(self, scope: str, credential: str | dict[str, Any], marker: str) -> str:
         try:
             # Building the application runs MSAL's authority discovery over HTTP: off the loop too.
             async with self._app_lock:
-                app = await asyncio.to_thread(self._application, secret)
+                app = await asyncio.to_thread(self._application, credential, marker)
             self.requests_made += 1
             result: Mapping[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
         except Exception as exc:
@@ -202,10 +243,13 @@ class TokenProvider:
             raise failure from exc
         if "access_token" not in result:
             error = str(result.get("error", "unknown_error"))
-            if error in {"invalid_client", "unauthorized_client"}:
+            refused = error in _REFUSALS
+            if refused and self._assertion is not None:
+                raise self._assertion.refusal(self.client_id, scope, result)
+            if error in {"invalid_client", "unauthorized_client"} and self._secrets is not None:
+                assert self._secret_name is not None
                 # The secret may have been rotated in Key Vault: read it again next time.
                 self._secrets.invalidate(self._secret_name)
-            refused = error in _REFUSALS
             kind = TokenError if refused else TokenUnavailableError
             raise kind(
                 f"Entra ID {'refused' if refused else 'failed'} a token for {scope} to client "
@@ -265,13 +309,15 @@ class TokenProvider:
             )
         return None
 
-    def _application(self, secret: str) -> msal.ConfidentialClientApplication:
+    def _application(
+        self, credential: str | dict[str, Any], marker: str
+    ) -> msal.ConfidentialClientApplication:
         # Runs on a worker thread, so the first call's imports do not hold up the event loop.
         import msal
 
         from shared.identity_session import PinnedVerifySession
 
-        if self._app is None or self._app_secret != secret:
+        if self._app is None or self._app_credential != marker:
             if self._http is None:
                 self._http = PinnedVerifySession(timeout=self._timeout)
                 if self._extra_ca_bundle:
@@ -281,13 +327,13 @@ class TokenProvider:
             host = self.authority.split("/")[2].lower()
             self._app = msal.ConfidentialClientApplication(
                 self.client_id,
-                client_credential=secret,
+                client_credential=credential,
                 authority=self.authority,
                 http_client=self._http,
                 # Only Microsoft's own hosts are in the instance-discovery catalogue.
                 instance_discovery=host in _PUBLIC_CLOUD_HOSTS,
             )
-            self._app_secret = secret
+            self._app_credential = marker
         return self._app
 
     def close(self) -> None:
@@ -297,7 +343,7 @@ class TokenProvider:
             # A later call builds a new session (and bundle) instead of using a closed one.
             self._http = None
             self._app = None
-            self._app_secret = None
+            self._app_credential = None
         if self._bundle is not None:
             self._bundle()
             self._bundle = None

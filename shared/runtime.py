@@ -23,8 +23,10 @@ from shared.state.store import DocumentStore
 from shared.state.traced import TracedStore
 
 if TYPE_CHECKING:
+    import aiohttp
     from azure.core.credentials_async import AsyncTokenCredential
 
+    from shared.managed_identity import ManagedIdentityAssertion
     from shared.retail_server.client import RetailServerClient
 
     # The Cosmos DB SDK (about 30 ms to import) loads only when the store is Cosmos DB.
@@ -42,12 +44,15 @@ class Runtime:
         secrets: CachedSecrets,
         tokens: TokenProvider,
         store: DocumentStore,
+        assertion: ManagedIdentityAssertion | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self.secrets = secrets
         self.tokens = tokens
         self.store = store
+        # ENTRA_CREDENTIAL=federated: the managed identity's token, shared by every app registration.
+        self.assertion = assertion
         self._retail: RetailServerClient | None = None
         # Feature-owned, lazily built singletons (email provider, F&O client, caches) live here.
         self.extras: dict[str, Any] = {}
@@ -117,15 +122,22 @@ class Runtime:
         secrets = secret_source(
             settings.key_vault_url, settings.secret_cache_ttl_seconds, options=key_vault, session=session
         )
+        assertion = managed_identity_assertion(settings, session)
         tokens = TokenProvider(
             authority=settings.authority,
             client_id=settings.entra_client_id,
-            secret_name=settings.entra_client_secret_name,
-            secrets=secrets,
+            **entra_credential(settings, settings.entra_client_secret_name, secrets, assertion),
             extra_ca_bundle=settings.extra_ca_bundle,
             timeout_seconds=settings.http_timeout_seconds,
         )
-        return cls(settings, http=http, secrets=secrets, tokens=tokens, store=create_store(settings))
+        return cls(
+            settings,
+            http=http,
+            secrets=secrets,
+            tokens=tokens,
+            store=create_store(settings),
+            assertion=assertion,
+        )
 
     async def close(self) -> None:
         # Feature singletons first (they may flush through the session), then the shared resources.
@@ -146,6 +158,43 @@ class Runtime:
         await self.store.close()
         await self.secrets.close()
         self.tokens.close()
+        if self.assertion is not None:
+            await self.assertion.close()
+
+
+def managed_identity_assertion(
+    settings: Settings, session: aiohttp.ClientSession
+) -> ManagedIdentityAssertion | None:
+    """With ``ENTRA_CREDENTIAL=federated``, the managed identity's token source (no I/O yet)."""
+    if settings.entra_credential != "federated":
+        return None
+    from shared.managed_identity import ManagedIdentityAssertion, token_exchange_audience
+
+    assert settings.azure_client_id is not None  # checked by Settings
+    return ManagedIdentityAssertion(
+        client_id=settings.azure_client_id,
+        audience=token_exchange_audience(settings.entra_authority_host),
+        session=session,
+        timeout_seconds=settings.http_timeout_seconds,
+        connect_timeout_seconds=settings.http_connect_timeout_seconds,
+        max_attempts=settings.http_max_attempts,
+        backoff_base_seconds=settings.http_backoff_base_seconds,
+        backoff_max_seconds=settings.http_backoff_max_seconds,
+    )
+
+
+def entra_credential(
+    settings: Settings,
+    secret_name: str,
+    secrets: CachedSecrets,
+    assertion: ManagedIdentityAssertion | None,
+) -> dict[str, Any]:
+    """A TokenProvider's credential keywords: the managed identity's assertion when federated
+    (no secret is read), else the named client secret."""
+    if settings.entra_credential == "federated":
+        assert assertion is not None
+        return {"assertion": assertion}
+    return {"secret_name": secret_name, "secrets": secrets}
 
 
 def create_store(settings: Settings) -> DocumentStore:
@@ -204,6 +253,8 @@ def sdk_modules(settings: Settings) -> list[str]:
         names += ["azure.identity.aio", "azure.cosmos.aio"]
     if settings.api_audiences:
         names.append("jwt")
+    if settings.entra_credential == "federated":
+        names.append("azure.identity.aio")
     return names
 
 

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     entra_authority_host: str = "https://login.microsoftonline.com"
     entra_client_id: str = Field(min_length=1)
     entra_client_secret_name: str = Field(default="entra-client-secret", min_length=1)
+    # How the app proves itself to Entra ID for Retail Server and F&O tokens: ``secret`` (the
+    # client secret named above) or ``federated`` (a token of the app's user-assigned managed
+    # identity, which the app registration trusts as a federated identity credential: no secret).
+    entra_credential: Literal["secret", "federated"] = "secret"
+    # The client id of the function app's user-assigned managed identity (azure-identity's own
+    # variable, set by the Bicep); ``federated`` presents that identity's tokens.
+    azure_client_id: str | None = Field(default=None, max_length=120)
 
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=230)
     http_connect_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -485,6 +492,12 @@ class Settings(BaseSettings):
             raise ValueError("COSMOS_ENDPOINT is required when STATE_STORE is cosmos")
         if self.extra_ca_bundle is not None and not self.extra_ca_bundle.is_file():
             raise ValueError(f"EXTRA_CA_BUNDLE names {self.extra_ca_bundle}, which is not a file")
+        if self.entra_credential == "federated" and not self.azure_client_id:
+            raise ValueError(
+                "ENTRA_CREDENTIAL=federated needs AZURE_CLIENT_ID, the client id of the function "
+                "app's user-assigned managed identity (only a user-assigned identity can be a "
+                "federated credential of an app registration); the Bicep sets it"
+            )
         return self
 
     @property

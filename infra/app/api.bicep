@@ -20,6 +20,9 @@ param instanceMemoryMB int
 @maxValue(1000)
 param maximumInstanceCount int
 
+@description('Subnet (delegated to Microsoft.App/environments) the app integrates with; empty: no VNet integration.')
+param virtualNetworkSubnetId string = ''
+
 param keyVaultUri string
 param cosmosEndpoint string
 param cosmosDatabaseName string
@@ -28,6 +31,7 @@ param cosmosStateContainerName string
 param detectionQueueName string
 param entraTenantId string
 param entraClientId string
+param entraCredential string
 param entraClientSecretName string
 param retailServerUrl string
 param retailServerAudience string
@@ -151,7 +155,8 @@ var appSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   }
-  // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this.
+  // DefaultAzureCredential (Key Vault, Cosmos DB) picks the user-assigned identity by this, and
+  // ENTRA_CREDENTIAL=federated presents this identity's token to Entra ID.
   {
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
@@ -181,6 +186,10 @@ var appSettings = [
   {
     name: 'ENTRA_CLIENT_ID'
     value: entraClientId
+  }
+  {
+    name: 'ENTRA_CREDENTIAL'
+    value: entraCredential
   }
   {
     name: 'ENTRA_CLIENT_SECRET_NAME'
@@ -609,6 +618,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     keyVaultReferenceIdentity: identity.id
+    // With private networking the app reaches Storage, Cosmos DB and Key Vault through this subnet.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

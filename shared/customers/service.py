@@ -46,7 +46,7 @@ from shared.http import HttpClient, RetryPolicy
 from shared.http_input import CORRELATION_HEADER
 from shared.identity import TokenProvider
 from shared.problems import problem
-from shared.runtime import Runtime
+from shared.runtime import Runtime, entra_credential
 from shared.state.store import StoreError
 from shared.store_commerce import (
     CREATE_TRANSACTION,
@@ -282,8 +282,9 @@ class CustomerService:
             # Our secret is missing or refused by Key Vault, Entra ID refused it, or Entra ID
             # could not be reached at all (a wrong authority host, the network).
             logger.error(
-                "configuration fault: %s during %s; check the secret in Key Vault (or its "
-                "environment variable), ENTRA_TENANT_ID, ENTRA_AUTHORITY_HOST and the Entra app",
+                "configuration fault: %s during %s; check the app's credential (ENTRA_CREDENTIAL: "
+                "the secret in Key Vault or its environment variable, or the federated credential), "
+                "ENTRA_TENANT_ID, ENTRA_AUTHORITY_HOST and the Entra app",
                 exc,
                 during,
             )
@@ -389,8 +390,8 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
         tokens = TokenProvider(
             authority=settings.authority,
             client_id=settings.fno_client_id,
-            secret_name=settings.fno_client_secret_name,
-            secrets=runtime.secrets,
+            # Federated: the same managed identity, trusted by this app registration too.
+            **entra_credential(settings, settings.fno_client_secret_name, runtime.secrets, runtime.assertion),
             extra_ca_bundle=settings.extra_ca_bundle,
             timeout_seconds=settings.http_timeout_seconds,
         )
@@ -405,9 +406,11 @@ def customer_service(runtime: Runtime) -> CustomerService | None:
         ),
         max_response_bytes=runtime.http.max_response_bytes,
     )
-    secret_name = settings.entra_client_secret_name
+    secret_name: str | None = settings.entra_client_secret_name
     if settings.fno_client_id and settings.fno_client_id != settings.entra_client_id:
         secret_name = settings.fno_client_secret_name
+    if settings.entra_credential == "federated":
+        secret_name = None  # no secret is read
     fno = FinanceOpsClient(
         http,
         tokens,

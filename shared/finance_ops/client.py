@@ -42,6 +42,7 @@ from shared.http import (
     UpstreamTimeoutError,
 )
 from shared.identity import TokenError, TokenProvider, TokenUnavailableError, scope_for
+from shared.managed_identity import FederatedCredentialError
 from shared.secrets import SecretNotFoundError, SecretUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -193,8 +194,9 @@ class FinanceOpsClient:
             async with asyncio.timeout(self._timeout):
                 return await self._tokens.get_token(self.scope)
         except TimeoutError:
+            source = f"secret {secret} from Key Vault" if self._secret_name else "its credential"
             raise FnoCredentialsUnavailableError(
-                f"no token for F&O within {self._timeout}s (secret {secret} from Key Vault, then Entra ID)",
+                f"no token for F&O within {self._timeout}s ({source}, then Entra ID)",
                 correlation_id=correlation_id,
             ) from None
         except SecretUnavailableError:
@@ -208,6 +210,9 @@ class FinanceOpsClient:
                 f"Entra ID failed a token for {self.scope} ({exc.error or 'error'}); nothing was sent",
                 correlation_id=correlation_id,
             ) from None
+        except FederatedCredentialError as exc:
+            # No secret in play: the message itself says what to check (and holds no token).
+            reason = str(exc)
         except TokenError as exc:
             reason = f"Entra ID refused a token for {self.scope} ({exc.error or 'error'}; secret {secret})"
         except SecretNotFoundError:

@@ -79,7 +79,20 @@ class Template:
 
     def module(self, symbol: str) -> tuple[Template, dict[str, Any]]:
         module = self.modules[symbol]
-        return Template((self.path.parent / module["detail"]["path"]).resolve()), module["config"]["params"]
+        config = module["config"]
+        # A conditional module (`= if (vnetEnabled) {...}`) wraps its body in a condition.
+        while "condition" in config:
+            config = config["config"]
+        return Template((self.path.parent / module["detail"]["path"]).resolve()), config["params"]
+
+    def module_condition(self, symbol: str) -> Any:
+        """The module's ``if (...)`` expression, None when it is always deployed."""
+        return self.modules[symbol]["config"].get("condition")
+
+    def module_arguments(self, symbol: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """What this template passes the module when its own parameters are ``arguments``."""
+        _, params = self.module(symbol)
+        return {name: self.evaluate(expression, arguments) for name, expression in params.items()}
 
     def resolve(self, value: Any) -> Any:
         """Follow variables and property accessors of this file; parameters stay ``ParamRef``."""

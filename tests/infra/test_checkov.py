@@ -1,8 +1,14 @@
-"""checkov scans infra/ offline and finds nothing: every exception is an inline, explained skip.
+"""checkov scans infra/ offline and finds nothing, in each deployment mode: every exception is an
+inline, explained skip.
 
 checkov lives in its own virtual environment (it pins libraries of its own); `make install`
 creates it. The scan must not reach the network: the update check and the platform download are
 switched off, and a proxy that refuses connections catches anything else.
+
+checkov cannot evaluate Bicep, so each mode (tests/infra/variants.py: the default, public data
+services, and ``vnetEnabled`` with a NAT gateway) is scanned on a copy of infra/ whose parameter
+defaults are the values that mode deploys with. In the private mode the skips that hold only for
+public data services are gone, so their checks must pass on the resources themselves.
 """
 
 from __future__ import annotations
@@ -12,19 +18,29 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.infra.bicep import INFRA, ROOT, bicep_files
+from tests.infra.bicep import ROOT, bicep_files
+from tests.infra.variants import MODES, PUBLIC_MODE_SKIP, render
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 _SKIP = re.compile(r"checkov:skip=(CKV_[A-Z0-9_]+):?(.*)")
 
+# What the data services must show checkov with vnetEnabled: public network access off and the
+# firewall denying by default (storage, Key Vault), Cosmos DB restricted.
+PRIVATE_MODE_PASSES = {
+    ("CKV_AZURE_35", "storage"),
+    ("CKV_AZURE_59", "storage"),
+    ("CKV_AZURE_101", "account"),
+    ("CKV_AZURE_99", "account"),
+    ("CKV_AZURE_109", "vault"),
+    ("CKV_AZURE_189", "vault"),
+}
 
-@pytest.fixture(scope="module")
-def report() -> dict[str, object]:
-    if not CHECKOV.exists():
-        pytest.skip(f"checkov is not installed at {CHECKOV}; `make install` creates it")
+
+def _scan(directory: Path) -> dict[str, object]:
     env = {
         **os.environ,
         "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true",
@@ -35,7 +51,7 @@ def report() -> dict[str, object]:
         "LOG_LEVEL": "WARNING",
     }
     completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        [str(CHECKOV), "-d", str(INFRA), "--framework", "bicep", "--skip-download", "--quiet", "-o", "json"],
+        [str(CHECKOV), "-d", str(directory), "--framework", "bicep", "--skip-download", "-o", "json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -53,12 +69,28 @@ def report() -> dict[str, object]:
     return parsed
 
 
-def test_checkov_finds_no_failed_check(report: dict[str, object]) -> None:
+@pytest.fixture(scope="module", params=sorted(MODES))
+def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    if not CHECKOV.exists():
+        pytest.skip(f"checkov is not installed at {CHECKOV}; `make install` creates it")
+    mode = str(request.param)
+    parsed = _scan(render(mode, tmp_path_factory.mktemp(mode)))
+    parsed["mode"] = mode
+    return parsed
+
+
+def _checks(report: dict[str, object], kind: str) -> list[dict[str, str]]:
     results = report["results"]
     assert isinstance(results, dict)
+    checks = results.get(kind, [])
+    assert isinstance(checks, list)
+    return checks
+
+
+def test_checkov_finds_no_failed_check(report: dict[str, object]) -> None:
     failed = [
         f"{check['check_id']} {check['resource']} ({check['file_path']}): {check['check_name']}"
-        for check in results.get("failed_checks", [])
+        for check in _checks(report, "failed_checks")
     ]
     assert failed == []
 
@@ -71,6 +103,22 @@ def test_checkov_parses_every_file(report: dict[str, object]) -> None:
     assert summary["passed"] > 0
 
 
+def test_private_mode_passes_the_network_checks_without_skips(report: dict[str, object]) -> None:
+    passed = {
+        (check["check_id"], check["resource"].rsplit(".", 1)[-1])
+        for check in _checks(report, "passed_checks")
+    }
+    skipped = {
+        (check["check_id"], check["resource"].rsplit(".", 1)[-1])
+        for check in _checks(report, "skipped_checks")
+    }
+    if report["mode"] == "private":
+        assert passed >= PRIVATE_MODE_PASSES
+    else:
+        # Public data services: the same checks are skipped, each with its reason in the Bicep.
+        assert skipped >= PRIVATE_MODE_PASSES
+
+
 def test_every_skip_gives_a_reason() -> None:
     for path in bicep_files():
         for line in path.read_text().splitlines():
@@ -79,3 +127,12 @@ def test_every_skip_gives_a_reason() -> None:
                 assert len(match.group(2).strip()) >= 20, (
                     f"{path.name}: {match.group(1)} skipped without a reason"
                 )
+
+
+def test_public_mode_skips_are_exactly_the_network_ones() -> None:
+    """A public-mode skip is dropped in the private scan; only the data-service network checks may be one."""
+    found = set()
+    for path in bicep_files():
+        for match in PUBLIC_MODE_SKIP.finditer(path.read_text()):
+            found.add(_SKIP.search(match.group(0)).group(1))  # type: ignore[union-attr]
+    assert found == {check for check, _ in PRIVATE_MODE_PASSES}

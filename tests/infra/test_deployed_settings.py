@@ -30,19 +30,31 @@ OPERATOR_VALUES = {
 }
 # Not app settings: azd fills them in itself.
 AZD_VALUES = {"environmentName", "location"}
+# Empty by default so the first `azd up` can run before the app registration exists;
+# scripts.configure_dynamics creates it and sets the value (README, deploy).
+SET_BY_THE_SCRIPT = {"entraClientId"}
 
 # Values only the deployment knows, as Azure fills them in.
 AT_DEPLOYMENT = {
     "KEY_VAULT_URL": "https://kv-abc123.vault.azure.net/",
     "COSMOS_ENDPOINT": "https://cosmos-abc123.documents.azure.com:443/",
     "ENTRA_TENANT_ID": "5f3a8c1e-2b7d-4e9a-8c61-0d4b7e2f9a13",
+    "AZURE_CLIENT_ID": "3f1d2c4b-7a8e-4c9d-9b1a-51d365c0ffee",
 }
 
 # Not optional in the code, yet their parameter defaults to empty: the Bicep then writes the code's
 # default itself (a JSON list cannot be an azd ${VAR=default}, whose default ends at the first }).
 EMPTY_MEANS_CODE_DEFAULT = {"IMAGE_VIEWPORTS"}
 # Azure gives these other values than the code on purpose (tests/infra/test_settings_drift.py).
-AZURE_DIFFERS = {"STATE_STORE", "COSMOS_ENDPOINT", "PREVIEW_DIR", "DRY_RUN", "KEY_VAULT_URL"}
+AZURE_DIFFERS = {
+    "STATE_STORE",
+    "COSMOS_ENDPOINT",
+    "PREVIEW_DIR",
+    "DRY_RUN",
+    "KEY_VAULT_URL",
+    "ENTRA_CREDENTIAL",
+    "AZURE_CLIENT_ID",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +103,15 @@ def test_operator_values_are_exactly_the_parameters_without_default() -> None:
     without_default = {
         name for name, param in main().parameters.items() if param.get("default") is None
     } - AZD_VALUES
-    assert without_default == set(OPERATOR_VALUES)
+    assert without_default == set(OPERATOR_VALUES) - SET_BY_THE_SCRIPT
+
+
+def test_before_the_script_ran_the_app_refuses_to_start_naming_entra_client_id() -> None:
+    """The window between the first `azd up` and the script: a clear error, not a wrong call."""
+    provided = app_settings({**OPERATOR_VALUES, "entraClientId": ""})
+    assert provided["ENTRA_CLIENT_ID"] == ""
+    with pytest.raises(ValueError, match="entra_client_id"):
+        deployed(entraClientId="")
 
 
 def test_only_endpoints_and_ids_wait_for_the_deployment() -> None:
@@ -305,6 +325,9 @@ def test_parameter_constraints_are_the_codes() -> None:
         elif params[parameter]["type"] == "int":
             low, high = _bounds(setting, _VALUE_BOUNDS)
             assert (decorators.get("min_value"), decorators.get("max_value")) == (low, high), setting
+        elif parameter in SET_BY_THE_SCRIPT:
+            # Empty on purpose until the script sets it (test_before_the_script_ran_...).
+            assert params[parameter]["default"] == "", parameter
         elif params[parameter]["type"] == "string":
             low, high = _bounds(setting, _LENGTH_BOUNDS)
             if low is not None or high is not None:

@@ -54,8 +54,6 @@ PLATFORM_SETTINGS = {
     # Application Insights with local auth off: the host signs in with the identity.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-    # azure-identity's DefaultAzureCredential picks the user-assigned identity by it.
-    "AZURE_CLIENT_ID",
     # The Python worker: it makes the host's invocation span current (shared/telemetry.py).
     "PYTHON_ENABLE_OPENTELEMETRY",
 }
@@ -75,6 +73,9 @@ FIXED_BY_DESIGN = {
     "COSMOS_STATE_CONTAINER",
     # The host binds the queue by this name; the storage account declares it and its poison queue.
     "DETECTION_QUEUE_NAME",
+    # The user-assigned identity the Bicep creates: DefaultAzureCredential picks it by this, and
+    # ENTRA_CREDENTIAL=federated presents its token.
+    "AZURE_CLIENT_ID",
 }
 
 # Provided (with the parameter defaults) with a value other than the code default, on purpose.
@@ -85,7 +86,13 @@ AZURE_VALUES = {
     "PREVIEW_DIR": "/tmp/previews",  # noqa: S108 - the app's own scratch directory, by design
     # A first deployment sends nothing until the operator turns the dry run off.
     "DRY_RUN": "true",
+    # No client secret in Azure: the identity is the app registration's federated credential.
+    # Locally (the code's default) there is no managed identity, so a secret it is.
+    "ENTRA_CREDENTIAL": "federated",
 }
+
+# In AZURE_VALUES, yet the operator's choice (a parameter of their own).
+OPERATOR_CHOICES = {"DRY_RUN", "ENTRA_CREDENTIAL"}
 
 _SUBSTITUTION = re.compile(r"%([A-Za-z0-9_]+)%")
 _AZD_DEFAULT = re.compile(r"^\$\{([A-Z0-9_]+)(?:=(.*))?\}$")
@@ -160,7 +167,7 @@ def test_local_only_and_platform_lists_are_current() -> None:
     assert set(_fields()) >= LOCAL_ONLY | FIXED_BY_DESIGN
     assert not PLATFORM_SETTINGS & set(_fields())
     assert not LOCAL_ONLY & FIXED_BY_DESIGN
-    assert set(AZURE_VALUES) - {"DRY_RUN"} <= FIXED_BY_DESIGN, "DRY_RUN is the operator's to turn off"
+    assert set(AZURE_VALUES) - OPERATOR_CHOICES <= FIXED_BY_DESIGN, "the operator may change these"
 
 
 def test_every_setting_the_code_reads_is_provided(provided: dict[str, Any]) -> None:

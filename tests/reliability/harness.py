@@ -29,7 +29,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from sandbox import emarsys, fno, keyvault, orders, sendgrid, webhook
+from sandbox import emarsys, fno, keyvault, managed_identity, orders, sendgrid, webhook
 from sandbox.server import Sandbox
 from shared import runtime as runtime_module
 from shared.abandoned_carts.detect import DetectionFailedError
@@ -463,10 +463,21 @@ def settings_for(ctx: Context, row_id: str, **extra: Any) -> Settings:
         values |= {"email_provider": "webhook", "webhook_url": webhook.url(sandbox)}
     if row_id.startswith("keyvault"):
         values["key_vault_url"] = keyvault.stand_in(sandbox).vault_url
+    if row_id == "managed-identity":
+        values |= {"entra_credential": "federated", "azure_client_id": sandbox.managed_identity.client_id}
     values["fno_url"] = fno.fno_url(sandbox)
     values["sqlite_path"] = ctx.state_path
     values |= extra
     return sandbox_settings(sandbox, ctx.directory, **values)
+
+
+def federated(ctx: Context) -> None:
+    """As a function app with a managed identity and no client secret: the platform's IDENTITY_*
+    variables point at the sandbox's endpoint, and no Entra client secret exists to be read (a
+    read would fail the cell)."""
+    for name, value in ctx.sandbox.managed_identity.env().items():
+        ctx.monkeypatch.setenv(name, value)
+    ctx.monkeypatch.delenv("ENTRA_CLIENT_SECRET", raising=False)
 
 
 def stand_in_secrets(sandbox: Sandbox) -> dict[str, str]:
@@ -502,8 +513,9 @@ def install_key_vault_fault(ctx: Context, cell: Cell) -> Any:
 
 
 def guard_for(row: str) -> float:
-    """Key Vault's SDK sleeps a Retry-After for real (the app's clients record it instead)."""
-    return GUARD_SECONDS + (SERVER_DELAY_SECONDS if row.startswith("keyvault") else 0)
+    """Key Vault's SDK and azure-identity sleep a Retry-After for real (the app's clients record it
+    instead)."""
+    return GUARD_SECONDS + (SERVER_DELAY_SECONDS if row.startswith(("keyvault", "managed-identity")) else 0)
 
 
 def times_of(cell: Cell) -> int | None:
@@ -525,6 +537,7 @@ async def guarded(call: Awaitable[Any], seconds: float = GUARD_SECONDS) -> tuple
 
 _NOTIFY_ROUTES: dict[str, Callable[[Sandbox], str]] = {
     "entra": lambda s: f"POST /entra/{s.tenant_id}/oauth2/v2.0/token",
+    "managed-identity": lambda s: "GET " + managed_identity.ROUTE,
     "retail-cart": lambda s: "POST /rs/Commerce/Carts/Search",
     "retail-customer": lambda s: "POST /rs/Commerce/Customers/GetByAccountNumbers",
     "retail-media": lambda s: "GET /rs/Commerce/Products(",
@@ -573,7 +586,11 @@ def _degraded(delivered: list[dict[str, Any]], ledger_body: Mapping[str, Any]) -
 async def drive_notify(ctx: Context, cell: Cell) -> Observation:
     sandbox, row = ctx.sandbox, cell.row.id
     settings = settings_for(ctx, row)
-    ctx.install(key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra", "keyvault"))
+    ctx.install(
+        key_vault=row.startswith("keyvault"), cold_tokens=row in ("entra", "keyvault", "managed-identity")
+    )
+    if row == "managed-identity":
+        federated(ctx)
     customer = consenting_customer(sandbox)
     first, second = list(sandbox.data.products)[:2]
     cart = own_cart(sandbox, customer, lines=[(first, 1), (second, 1)])
@@ -621,6 +638,8 @@ async def drive_notify(ctx: Context, cell: Cell) -> Observation:
     elif state == "raised":
         observation.outcome = "poisoned"
         observation.detail = reason or type(last_error).__name__
+        if row == "managed-identity" and _names_identity(last_error, sandbox.managed_identity.client_id):
+            observation.notes.append(IDENTITY_NAMED)
     elif status == "sent":
         observation.outcome = "degraded" if _degraded(delivered, ledger_body) else "sent"
     elif status in ("skipped", "failed"):
@@ -632,6 +651,19 @@ async def drive_notify(ctx: Context, cell: Cell) -> Observation:
     else:
         observation.outcome = status
     return observation
+
+
+# The note of a managed-identity cell whose failure says which identity's token failed.
+IDENTITY_NAMED = "names the managed identity"
+
+
+def _names_identity(error: BaseException | None, client_id: str) -> bool:
+    """The error, or one it was raised from, names the managed identity (its client id)."""
+    while error is not None:
+        if "managed-identity endpoint" in str(error) and client_id in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _route_body(row: str, cell: Cell) -> dict[str, Any]:

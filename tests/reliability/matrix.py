@@ -67,6 +67,12 @@ class Row:
 
 ROWS: tuple[Row, ...] = (
     Row("entra", "Entra ID", Function.NOTIFY, "token endpoint (app token for Retail Server)"),
+    Row(
+        "managed-identity",
+        "managed identity",
+        Function.NOTIFY,
+        "`IDENTITY_ENDPOINT` token, the client assertion (`ENTRA_CREDENTIAL=federated`)",
+    ),
     Row("retail-cart", "Retail Server", Function.NOTIFY, "cart re-read, `Carts/Search` (required)"),
     Row(
         "retail-customer",
@@ -169,6 +175,20 @@ _KEY_VAULT_CREATE = {
 
 EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
     "entra": {
+        F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
+        F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
+        F.THROTTLED: ("sent", _ENTRA_DOWN),
+        F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
+        F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
+        F.TIMEOUT: ("sent", None),
+        F.RESET: ("sent", _ENTRA_DOWN),
+        F.MALFORMED: ("sent", _ENTRA_DOWN),
+        F.REFUSED: ("sent", None),
+        F.HANG: (None, _ENTRA_DOWN),
+    },
+    # ENTRA_CREDENTIAL=federated, no client secret anywhere: the platform's managed-identity
+    # endpoint failing is Entra's sign-in failing (the error names the identity), retried.
+    "managed-identity": {
         F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
         F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
         F.THROTTLED: ("sent", _ENTRA_DOWN),

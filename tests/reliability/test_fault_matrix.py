@@ -20,6 +20,7 @@ from sandbox.server import Sandbox
 from shared.identity import TokenProvider
 from tests.reliability.conftest import OBSERVED
 from tests.reliability.harness import (
+    IDENTITY_NAMED,
     Context,
     Observation,
     drive_create,
@@ -89,6 +90,7 @@ async def test_cell(
     request.node.stash[OBSERVED] = observed
 
     assert_outcome(cell.expect, observed)
+    assert_identity_named(cell, observed)
     assert_nothing_twice_nothing_lost(cell, observed)
     assert_server_delay_honoured(cell, observed)
 
@@ -103,6 +105,13 @@ def assert_outcome(expect: Expect, observed: Observation) -> None:
         assert "not problem+json with the correlation id" not in observed.notes
     elif expect.detail is not None:
         assert observed.detail == expect.detail, f"expected {expect.label}, observed {observed.label}"
+
+
+def assert_identity_named(cell: Cell, observed: Observation) -> None:
+    """A failing managed-identity endpoint fails with an error that names the identity (no client
+    secret exists in those cells, so a secret read would have failed them differently)."""
+    if cell.row.id == "managed-identity" and observed.outcome == "poisoned":
+        assert IDENTITY_NAMED in observed.notes, "the error does not name the managed identity"
 
 
 def assert_nothing_twice_nothing_lost(cell: Cell, observed: Observation) -> None:

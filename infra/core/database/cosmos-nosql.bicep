@@ -8,9 +8,16 @@ param databaseName string
 @description('Containers of the state store. Each is partitioned on /pk and lets items expire through their own ttl.')
 param containerNames array
 
+@description('Disabled when the account is reached through a private endpoint only (main.bicep vnetEnabled).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string = 'Enabled'
+
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
-  // checkov:skip=CKV_AZURE_101:Without VNet integration a Flex app has no fixed egress address; access is Entra ID only (local auth off) with data-plane RBAC to one identity.
-  // checkov:skip=CKV_AZURE_99:Same reason: an IP filter cannot name the Flex app's outbound addresses; keys are disabled so only the app identity gets in.
+  // checkov:skip=CKV_AZURE_101:Public mode (vnetEnabled false): without VNet integration a Flex app has no fixed egress address; access is Entra ID only (local auth off) with data-plane RBAC to one identity.
+  // checkov:skip=CKV_AZURE_99:Public mode (vnetEnabled false): an IP filter cannot name the Flex app's outbound addresses; keys are disabled so only the app identity gets in.
   name: accountName
   location: location
   tags: tags
@@ -35,7 +42,9 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
     minimalTlsVersion: 'Tls12'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
+    // Serverless accounts are single-region, so writes go to one region only; said explicitly.
+    enableMultipleWriteLocations: false
     backupPolicy: {
       type: 'Continuous'
       continuousModeProperties: {
@@ -77,4 +86,5 @@ resource containers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containe
 ]
 
 output accountName string = account.name
+output id string = account.id
 output endpoint string = account.properties.documentEndpoint

@@ -1,0 +1,3 @@
+from scripts.configure_dynamics.cli import main
+
+raise SystemExit(main())
