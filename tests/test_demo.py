@@ -15,10 +15,10 @@ from sandbox import demo
 from sandbox.demo_customers import DEMO_CUSTOMER
 from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry, point_text, span_text
-from tests.infra.test_monitoring import CONTRACT_METRICS, CONTRACT_RECORDS
 from shared.state.ledger import Ledger
 from shared.state.sqlite import SqliteStore
 from tests.conftest import extra_fields, find_personal_data, personal_data_patterns
+from tests.infra.test_monitoring import CONTRACT_METRICS, CONTRACT_RECORDS
 
 
 @pytest.fixture
