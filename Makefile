@@ -1,4 +1,4 @@
-# The README's commands. Each target installs what it needs on a fresh machine.
+# The commands of README.md and CONTRIBUTING.md. Each target installs what it needs on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

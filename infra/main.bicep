@@ -481,7 +481,7 @@ param alertCustomerServerErrorPercent int = 5
 @maxValue(10000)
 param alertCustomerMinimumCalls int = 5
 
-// --- private networking (optional; docs/private-networking.md) ------------------------------------
+// --- private networking (optional; docs/how-to/private-networking.md) -----------------------------
 @description('true: a virtual network with private endpoints and private DNS zones for Storage (blob, queue), Cosmos DB and Key Vault, whose public network access is then off; the function app reaches them through VNet integration. Its HTTP endpoints stay public (POS tills and email links call them).')
 param vnetEnabled bool = false
 

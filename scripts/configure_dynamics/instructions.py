@@ -1,6 +1,6 @@
 """The values to enter in Commerce headquarters and in Finance and Operations, exactly.
 
-Where they go (docs/dynamics-setup.md has the sources): Commerce shared parameters > Identity
+Where they go (docs/how-to/dynamics-setup.md has the sources): Commerce shared parameters > Identity
 providers > the tenant's Microsoft Entra provider > Relying parties (the client id, Type
 Confidential, User type Application) > Server resource IDs (the token audience), then distribution
 job 1110; in F&O, System administration > Setup > Microsoft Entra applications (client id, name,

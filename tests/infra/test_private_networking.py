@@ -5,7 +5,7 @@ uses has a private endpoint with Azure's private DNS zone for its sub-resource, 
 integrates with a subnet delegated to ``Microsoft.App/environments`` (Flex Consumption's
 delegation). Off, which is the default, nothing of it is deployed and the services stay as before.
 Zone names and sub-resources: learn.microsoft.com/azure/private-link/private-endpoint-dns;
-the delegation: learn.microsoft.com/azure/azure-functions/flex-consumption-plan (docs/private-networking.md).
+the delegation: learn.microsoft.com/azure/azure-functions/flex-consumption-plan (docs/how-to/private-networking.md).
 """
 
 from __future__ import annotations

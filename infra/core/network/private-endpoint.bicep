@@ -1,5 +1,5 @@
 // One private endpoint of the private-networking option, with the private DNS zone Azure documents
-// for its sub-resource (docs/private-networking.md) linked to the network. Inside the network the
+// for its sub-resource (docs/how-to/private-networking.md) linked to the network. Inside the network the
 // service's usual host name (<account>.blob.core.windows.net, ...) then resolves to the endpoint's
 // private address, so the app's settings and SDKs stay as they are.
 param name string
