@@ -1,7 +1,7 @@
 """The app-settings contract: one typed object read from app settings (environment), validated once.
 
 Every field maps to the app setting of the same name in upper case (``retail_server_url`` is
-``RETAIL_SERVER_URL``). Each one is documented in docs/reference/settings.md, has a safe local value in
+``RETAIL_SERVER_URL``). Each one is documented in the README, has a safe local value in
 ``local.settings.sample.json`` and, where Azure needs it, is wired in ``infra/app/api.bicep``.
 Secrets are never settings: a setting only *names* a secret (see ``shared/secrets.py``).
 """
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     lookback_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
     abandoned_after_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
     max_carts_per_run: int = Field(default=2000, ge=1, le=100_000)
-    # At most 200: a page must fit under MAX_RESPONSE_BYTES (docs/reference/settings.md, Detection).
+    # At most 200: a page must fit under MAX_RESPONSE_BYTES (README, "Detection" settings).
     cart_page_size: int = Field(default=100, ge=1, le=200)
     detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
