@@ -2,10 +2,11 @@
 
 - every field of ``shared.settings.Settings`` has exactly one row (``| `NAME` | default | meaning |
   azd up |``) in docs/reference/settings.md, and its default column is the code's default;
-- every row there whose first column looks like a setting (a backticked UPPER_CASE name) is a
-  field of ``Settings``, one of the few host, platform and test settings listed below, or a
-  variable or output of the azd environment (infra/main.parameters.json, infra/main.bicep), so a
-  setting the code no longer reads fails here instead of lingering in the docs;
+- every table row of any page whose first column looks like a setting (a backticked UPPER_CASE
+  name) is a field of ``Settings``, one of the few host, platform and test settings listed below,
+  a variable or output of the azd environment (infra/main.parameters.json, infra/main.bicep), or
+  one of the few other variables listed below, so a setting the code no longer reads fails here
+  instead of lingering in the docs;
 - every azd variable and output of the deployment has its row too;
 - the "azd up" column says truly how a deployment sets each setting: from the azd variable of the
   same name, fixed by the Bicep, or never in Azure;
@@ -25,6 +26,7 @@ import pytest
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from shared.secrets import env_name_for
 from shared.settings import Settings
 from tests.docs.markdown import ROOT, anchors, markdown_files, relative, setting_rows
 from tests.infra.bicep import app_setting_names
@@ -43,6 +45,16 @@ NOT_SETTINGS_FIELDS = {
     "WEBSITE_AUTH_ENABLED",
     "COSMOS_TEST_ENDPOINT",
     "COSMOS_TEST_DATABASE",
+}
+# Environment variables a page may table although they are neither app settings nor azd's: the
+# platform's managed-identity endpoint, the Python worker's other switch, and the sandbox's and the
+# fault matrix's own. The environment fallbacks of the secrets are added from the code below.
+OTHER_VARIABLES = {
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+    "SANDBOX_MEDIA_FAULT",
+    "RELIABILITY_REPORT",
 }
 # The anchors the tutorial, the how-to guides and the README link to.
 PROMISED_HEADINGS = [
@@ -93,6 +105,15 @@ def azd_outputs() -> set[str]:
 
 def known_names() -> set[str]:
     return set(_fields()) | NOT_SETTINGS_FIELDS | set(azd_variables()) | azd_outputs()
+
+
+def secret_variables() -> set[str]:
+    """The environment variables secrets fall back to without Key Vault (``ENTRA_CLIENT_SECRET``)."""
+    return {
+        env_name_for(str(field.default))
+        for name, field in Settings.model_fields.items()
+        if name.endswith("_secret_name")
+    }
 
 
 def app_settings() -> set[str]:
@@ -216,6 +237,17 @@ def test_the_promised_sections_stay(heading: str) -> None:
 
 def _other_pages() -> list[Path]:
     return [page for page in markdown_files() if page != REFERENCE]
+
+
+@pytest.mark.parametrize("page", markdown_files(), ids=relative)
+def test_setting_like_rows_everywhere_exist(page: Path) -> None:
+    """A row for a setting the code no longer reads fails here instead of lingering in a guide."""
+    rows = {name for name, _ in setting_rows(page.read_text(encoding="utf-8"), NOT_SETTINGS_FIELDS)}
+    unknown = sorted(rows - known_names() - secret_variables() - OTHER_VARIABLES)
+    assert unknown == [], (
+        f"{relative(page)} has table rows for names that are no app setting, azd variable or output: "
+        f"{unknown} (a real variable that is none of these goes into OTHER_VARIABLES)"
+    )
 
 
 @pytest.mark.parametrize("page", _other_pages(), ids=relative)
