@@ -1,8 +1,8 @@
-"""``make bench``: the scale scenarios of issue 11 against the sandbox in its own process.
+"""``make bench``: the scale scenarios against the sandbox in its own process.
 
-Every scenario is bounded in count and in time and talks to 127.0.0.1 only; the targets are the
-issue's table (``TARGETS``). Results go to ``benchmarks/results/latest.json`` (every target as
-``{"name", "target", "measured", "unit", "met"}``, the run's parameters, the machine, each
+Every scenario is bounded in count and in time and talks to 127.0.0.1 only; the targets are
+``TARGETS`` (the table of benchmarks/README.md). Results go to ``benchmarks/results/latest.json``
+(every target as ``{"name", "target", "measured", "unit", "met"}``, the run's parameters, the machine, each
 scenario's figures) and ``benchmarks/results/latest.md`` (the table); the exit status is non-zero
 when a target is missed or a scenario's functional check fails. ``--profile`` adds the cProfile
 top entries of the detection and notify runs (a second, profiled pass: it costs time).
@@ -59,7 +59,7 @@ from shared.runtime import Runtime, set_runtime
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 
-# ----- parameters (the issue's table) and the bounds that keep the run under about 5 minutes
+# ----- parameters (benchmarks/README.md) and the bounds that keep the run under about 5 minutes
 SEED = 42
 UPSTREAM_LATENCY_MS = 20.0
 STORE_LATENCY_MS = 5.0
@@ -78,7 +78,7 @@ CUSTOMER_REQUESTS = 2_000
 CUSTOMER_IN_FLIGHT = 50
 COLD_START_PROCESSES = 5
 SCENARIO_TIMEOUT_SECONDS = 300
-# Imported lazily once issue 11 lands; forced for the eager-import figure.
+# Imported lazily by the app; forced for the eager-import figure.
 HEAVY_MODULES = (
     "aiohttp",
     "msal",
@@ -423,7 +423,7 @@ async def in_flight(count: int, limit: int, call: Callable[[int], Awaitable[floa
 
 async def create_customer(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
     """The stand-in called directly, then through the app twice: with the SQLite store as it
-    answers (the target's conditions, as the issue measured them) and with the store at 5 ms,
+    answers (the target's conditions) and with the store at 5 ms,
     where each call's two Idempotency-Key round trips (the claim before F&O, the answer after)
     add their 10 ms."""
     functions = registered_functions()
@@ -556,7 +556,7 @@ async def cold_start(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
 
 
 async def redaction_adversarial(tmp: Path, options: argparse.Namespace) -> dict[str, Any]:
-    """The log redaction on 1 MB of adversarial text per pattern, before issue 8 and now."""
+    """The log redaction on 1 MB of adversarial text per pattern, the old patterns and today's."""
     # In a thread, so the scenario time limit still applies to the old patterns' long runs.
     return await asyncio.to_thread(redaction.measure)
 

@@ -1,5 +1,5 @@
-"""The log redaction on adversarial text: the patterns before issue 8 (kept here as the baseline)
-against ``shared.privacy.redaction`` now.
+"""The log redaction on adversarial text: the patterns before the linear-time rewrite (kept here
+as the baseline) against ``shared.privacy.redaction`` now.
 
 Every log record goes through ``redact``. Before, several patterns backtracked over the rest of
 the text from every position where a match could start, so their time grew with the square of the
@@ -22,7 +22,7 @@ from shared.privacy.redaction import MAX_MESSAGE_CHARS, redact
 MEGABYTE = 1 << 20
 SMALL, LARGE = 8 * 1024, 16 * 1024
 
-# ----- the baseline: shared/privacy/redaction.py as it was before issue 8 (commit 4f75036)
+# ----- the baseline: shared/privacy/redaction.py as it was before the rewrite (commit 4f75036)
 
 _OLD_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), "[jwt]"),

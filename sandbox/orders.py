@@ -6,8 +6,8 @@ filtered by ``CustomerAccountNumber`` and the ``StartDateTime``/``EndDateTime`` 
 first, with the same guard (token, relying party, api-version, OUN) as every other Retail Server
 route. Orders of every channel come back whatever the OUN header says, as a search of the channel
 database and headquarters (``SearchLocationValue`` 3) does; ``SalesLines`` only with
-``IncludeDetails``. The criteria are those of docs/recovery.md; an unknown one is refused, as OData
-refuses an unknown property.
+``IncludeDetails``. The criteria are those of docs/reference/order-lookup.md; an unknown one is
+refused, as OData refuses an unknown property.
 
 ``refuse(sandbox, status)`` makes the route answer as a Retail Server whose API role filter does
 not let an application token search orders (documented roles: Employee, Customer).

@@ -1,8 +1,8 @@
 """The app-settings contract: one typed object read from app settings (environment), validated once.
 
 Every field maps to the app setting of the same name in upper case (``retail_server_url`` is
-``RETAIL_SERVER_URL``). Each one is documented in the README, has a safe local value in
-``local.settings.sample.json`` and, where Azure needs it, is wired in ``infra/app/api.bicep``.
+``RETAIL_SERVER_URL``). Each one is documented in docs/reference/settings.md, has a safe local
+value in ``local.settings.sample.json`` and, where Azure needs it, is wired in ``infra/app/api.bicep``.
 Secrets are never settings: a setting only *names* a secret (see ``shared/secrets.py``).
 """
 
@@ -118,13 +118,14 @@ class Settings(BaseSettings):
     lookback_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
     abandoned_after_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
     max_carts_per_run: int = Field(default=2000, ge=1, le=100_000)
-    # At most 200: a page must fit under MAX_RESPONSE_BYTES (README, "Detection" settings).
+    # At most 200: a page must fit under MAX_RESPONSE_BYTES (docs/reference/settings.md, "Detection").
     cart_page_size: int = Field(default=100, ge=1, le=200)
     detection_queue_name: str = Field(default="abandoned-carts", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
-    # --- notify (issue 3): owned by the notify service ------------------------------------
-    # Who may get an abandoned-cart email (docs/notify.md): opted_in, not_opted_out, or off
-    # (off only for transactional use; the suppression list and blocked customers still apply).
+    # --- notification (shared/abandoned_carts) -------------------------------------------
+    # Who may get an abandoned-cart email (docs/explanation/consent-and-privacy.md): opted_in,
+    # not_opted_out, or off (off only for transactional use; the suppression list and blocked
+    # customers still apply).
     consent_policy: Literal["opted_in", "not_opted_out", "off"] = "not_opted_out"
     # At most one abandoned-cart sequence per customer in this many hours; 0 turns the cap off.
     frequency_cap_hours: int = Field(default=24, ge=0, le=24 * 30)
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
 
     # --- end notify --------------------------------------------------------------------------
 
-    # --- email providers (issue 3): owned by shared/email -----------------------------------
+    # --- email providers (shared/email) ------------------------------------------------------
     # Which provider sends; DRY_RUN=true forces the preview whatever EMAIL_PROVIDER says.
     email_provider: Literal["emarsys", "sendgrid", "webhook", "preview"] = "preview"
     dry_run: bool = False
@@ -327,7 +328,7 @@ class Settings(BaseSettings):
 
     # --- end email providers -------------------------------------------------------------------
 
-    # --- customers (issue 4): owned by shared/customers and shared/finance_ops ----------------
+    # --- customers (shared/customers, shared/finance_ops) ------------------------------------
     # The F&O environment URL; unset means POST /api/customers answers 503 "not configured".
     fno_url: str | None = None
     fno_create_customer_path: str = (
@@ -418,7 +419,7 @@ class Settings(BaseSettings):
 
     # --- end privacy ---------------------------------------------------------------------------
 
-    # --- recovery analytics (issue 10): owned by shared/recovery ------------------------------
+    # --- recovery analytics (shared/recovery) -------------------------------------------------
     # Share of customers (0-50 %) who get no abandoned-cart email, to measure what the emails cause.
     holdout_percent: int = Field(default=0, ge=0, le=50)
     # A customer stays in the same group (mailed or held out) for this many days.

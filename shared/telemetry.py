@@ -50,7 +50,7 @@ _meter = metrics.get_meter(SCOPE)
 _propagator = TraceContextTextMapPropagator()
 
 
-# ----- instruments (names, units and dimensions as in the README's "Telemetry" section)
+# ----- instruments (names, units and dimensions as in docs/reference/telemetry.md)
 
 CARTS_FOUND = _meter.create_counter(
     "connector.carts.found", unit="{cart}", description="Carts found in the window"

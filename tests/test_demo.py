@@ -56,7 +56,7 @@ async def test_demo_through_the_emarsys_stand_in(scratch: Path) -> None:
     assert accepted.split("accepted ")[1].split()[0] == sent.split()[0]
 
 
-# ----- issue 9: the demo's telemetry, and every record it emits
+# ----- the demo's telemetry, and every record it emits
 
 
 @pytest.fixture

@@ -596,8 +596,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:The HTTP functions are called from outside Azure (Store Commerce, the e-commerce site, the mailbox of whoever clicks an unsubscribe link); access is controlled by function keys, Entra tokens with app roles (erasure always) and App Service authentication when easyAuthEnabled (README, step 6).
-  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys and Entra tokens (README, step 6); POS devices do not hold client certificates.
+  // checkov:skip=CKV_AZURE_222:The HTTP functions are called from outside Azure (Store Commerce, the e-commerce site, the mailbox of whoever clicks an unsubscribe link); access is controlled by function keys, Entra tokens with app roles (erasure always) and App Service authentication when easyAuthEnabled (docs/how-to/easy-auth.md).
+  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys and Entra tokens (docs/how-to/easy-auth.md); POS devices do not hold client certificates.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design; always-ready instances are a cost choice left to the operator.
   // checkov:skip=CKV_AZURE_213:The app serves no health endpoint; its timer and queue functions report failures to Application Insights, and instances scale to zero between runs.
   name: name

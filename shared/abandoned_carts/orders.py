@@ -6,7 +6,7 @@ the customer, which is the omnichannel check peers lack. Whether an app (client-
 may call it depends on the Commerce version and the Retail Server API role filter; where it may
 not, set ``ORDER_CHECK=false`` and the step goes out on the cart re-check alone (a checked-out cart
 leaves the cart table and is still caught). The action name and criteria fields are from Retail
-Server's OData model, not verified against a live environment (see docs/notify.md).
+Server's OData model, not verified against a live environment (see docs/reference/order-lookup.md).
 """
 
 from __future__ import annotations

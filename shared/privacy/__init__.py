@@ -1,1 +1,1 @@
-"""Privacy: log redaction (and, with later features, consent and suppression)."""
+"""Privacy: log redaction, the consent policy, the suppression list, unsubscribe tokens and erasure."""

@@ -1,1 +1,1 @@
-"""Recovery analytics: the holdout group, conversion tracking and the recovery report (issue 10)."""
+"""Recovery analytics: the holdout group, conversion tracking and the recovery report."""

@@ -130,8 +130,8 @@ class ConversionTracker:
         message = (
             "track_conversions: Retail Server refuses SalesOrders/SearchOrders to this app (%s); "
             "conversion tracking is off and the recovery report says its figures are incomplete. "
-            "Allow the look-up for the app's relying party in Commerce (docs/recovery.md); tracking "
-            "tries again in 24 hours."
+            "Allow the look-up for the app's relying party in Commerce "
+            "(docs/reference/order-lookup.md); tracking tries again in 24 hours."
         )
         if was_enabled:
             logger.error(message, error)

@@ -228,7 +228,7 @@ class RetailServerClient:
         self, oun: str, customer_id: str, since: datetime, until: datetime, *, top: int, skip: int = 0
     ) -> list[SalesOrder]:
         """The customer's orders and store transactions created in [since, until], every channel,
-        with their lines (``SalesOrders/SearchOrders``; criteria in docs/recovery.md)."""
+        with their lines (``SalesOrders/SearchOrders``; criteria in docs/reference/order-lookup.md)."""
         body = {
             "orderSearchCriteria": {
                 "CustomerAccountNumber": customer_id,

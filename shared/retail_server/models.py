@@ -181,7 +181,8 @@ class SalesLine(RetailModel):
 
 
 class SalesOrder(RetailModel):
-    """An order or store transaction as ``SalesOrders/SearchOrders`` answers it (docs/recovery.md).
+    """An order or store transaction as ``SalesOrders/SearchOrders`` answers it
+    (docs/reference/order-lookup.md).
 
     ``TerminalId`` is set on a transaction rung up at a store's till; an online order has none."""
 

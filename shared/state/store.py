@@ -26,8 +26,10 @@ Partitions (Cosmos partition key path ``/pk`` in both containers):
 
 - ``ledger``: one partition per cart id (its entries per version and step); one per customer and
   channel (``customer|<oun>|<account>``) for the pointer to that customer's newest cart.
-- ``state``: ``watermark|<oun>`` (one document), ``runs|<oun>`` (run summaries), and the partitions
-  later features add (idempotency records, suppression list), each named ``<kind>|<id>``.
+- ``state``: ``watermark|<oun>`` (one document), ``runs`` (run summaries), and the partitions of
+  the other features, each named ``<kind>|<id>``: idempotency records (``idem|<hash>``), the
+  suppression list (``suppress|<hash>``), frequency-cap windows (``freqcap|<account>``) and the
+  recovery records (``recovery|<account>``, ``recovery-status``).
 """
 
 from __future__ import annotations

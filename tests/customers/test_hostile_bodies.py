@@ -1,4 +1,4 @@
-"""Hostile bodies for POST /api/customers and POST /api/store-commerce/links (issue 8).
+"""Hostile bodies for POST /api/customers and POST /api/store-commerce/links.
 
 Through the registered functions, against the sandbox: whatever the body, the answer is never a
 5xx; a refusal is ``application/problem+json`` naming the field; and input the connector can

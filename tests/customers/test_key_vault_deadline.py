@@ -1,4 +1,4 @@
-"""POST /api/customers with its client secret in a Key Vault that hangs (issue 8, item 9).
+"""POST /api/customers with its client secret in a Key Vault that hangs.
 
 The till waits for this call, so the secret read stays inside the call's own deadline
 (``FNO_TIMEOUT_SECONDS``) and a Key Vault that does not answer is a 503 problem the till can

@@ -31,7 +31,7 @@ OPERATOR_VALUES = {
 # Not app settings: azd fills them in itself.
 AZD_VALUES = {"environmentName", "location"}
 # Empty by default so the first `azd up` can run before the app registration exists;
-# scripts.configure_dynamics creates it and sets the value (README, deploy).
+# scripts.configure_dynamics creates it and sets the value (docs/reference/settings.md, Entra credential).
 SET_BY_THE_SCRIPT = {"entraClientId"}
 
 # Values only the deployment knows, as Azure fills them in.
@@ -210,7 +210,7 @@ def _as_azd_passes_them(environment: dict[str, str]) -> dict[str, Any]:
 
 
 def test_image_viewports_from_the_azd_environment() -> None:
-    """`azd env set IMAGE_VIEWPORTS` takes the JSON with its quotes escaped, as the README says."""
+    """`azd env set IMAGE_VIEWPORTS` takes the JSON with its quotes escaped, as docs/reference/settings.md says."""
     assert _as_azd_passes_them({})["imageViewports"] == ""
     escaped = r"[{\"media\":\"(min-width:0px)\",\"width\":315,\"height\":315,\"default\":true}]"
     value = _as_azd_passes_them({"IMAGE_VIEWPORTS": escaped})["imageViewports"]

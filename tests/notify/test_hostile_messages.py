@@ -1,4 +1,4 @@
-"""Hostile queue messages (issue 8): any bytes, any JSON, a message with one part replaced, removed
+"""Hostile queue messages: any bytes, any JSON, a message with one part replaced, removed
 or added, and deep nesting, into the registered ``notify_abandoned_cart`` as the host delivers it.
 
 The function never raises on them (a raise would have the host retry a message that can only fail

@@ -1,4 +1,4 @@
-"""The queue function with its Entra secret in a Key Vault that hangs (issue 8, item 9): the message
+"""The queue function with its Entra secret in a Key Vault that hangs: the message
 fails transiently after Key Vault's bounded attempts (the host retries it), and the retry sends."""
 
 from __future__ import annotations

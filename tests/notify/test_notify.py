@@ -691,7 +691,7 @@ async def test_a_retail_server_without_the_order_look_up_turns_the_check_off(
     assert len(told) == 1
 
 
-# ----- poisoned messages, counted (issue 9)
+# ----- poisoned messages, counted
 
 
 async def test_poisoned_messages_are_counted_and_recorded(

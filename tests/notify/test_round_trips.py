@@ -1,4 +1,4 @@
-"""What one sent message costs: state-store round trips and upstream requests (issue 11).
+"""What one sent message costs: state-store round trips and upstream requests.
 
 Counted, not timed: a counting store around the real one, and the sandbox's request counts, through
 the queue function registered on ``function_app.app``. Operations in flight together count as one

@@ -1,4 +1,4 @@
-"""One trace per cart's journey (issue 9): the detection run's span context travels in the queue
+"""One trace per cart's journey: the detection run's span context travels in the queue
 message, so the notify invocation, its Retail Server look-ups, its ledger writes and the provider's
 HTTP call are spans of the detection run's trace. Spans come from the in-memory exporter the suite
 installs (tests/conftest.py), whose privacy guard also scans every one of them."""

@@ -155,7 +155,7 @@ async def test_easy_auth_enabled_alone_does_not_make_the_header_trusted(
     at_risk: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The attack of issue 8: EASY_AUTH_ENABLED=true and a self-made principal claiming the role."""
+    """The forged-principal attack: EASY_AUTH_ENABLED=true and a self-made principal claiming the role."""
     monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
     created = Runtime.create(settings.model_copy(update={"easy_auth_enabled": True}))
     set_runtime(created)

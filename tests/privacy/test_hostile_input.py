@@ -1,4 +1,4 @@
-"""Hostile input for the privacy endpoints (issue 8): POST /api/privacy/erasure with any body, and
+"""Hostile input for the privacy endpoints: POST /api/privacy/erasure with any body, and
 GET/POST /api/unsubscribe with any ``t`` and any body, through the registered functions.
 
 Never a 5xx; a refusal is ``application/problem+json`` naming the field; a refused request

@@ -1,4 +1,4 @@
-"""GET/POST /api/unsubscribe with the signing secret in a Key Vault that hangs (issue 8, item 9):
+"""GET/POST /api/unsubscribe with the signing secret in a Key Vault that hangs:
 a 503 problem after Key Vault's bounded attempts, nothing changed, and a working link afterwards."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fault matrix of issue 8: every upstream crossed with every fault the sandbox injects, and
+"""The fault matrix: every upstream crossed with every fault the sandbox injects, and
 the outcome each cell must end in.
 
 This table is the one place the expected outcomes live. ``test_fault_matrix.py`` asserts it cell
@@ -6,8 +6,9 @@ by cell; ``python -m tests.reliability.report`` runs the tests and renders the t
 docs/RELIABILITY.md from it together with what the run observed.
 
 A cell is written ``"<outcome>[:<detail>]"``, optionally followed by ``[item N]`` when the outcome
-is the target of issue 8 item N and not yet today's behaviour (the cell is then a strict xfail, so
-it turns into a failure the moment the fix lands and the mark must go). Outcomes:
+is the target of planned change N and not yet today's behaviour, or ``[gap]`` when no planned
+change covers it yet (the cell is then a strict xfail, so it turns into a failure the moment the
+fix lands and the mark must go). Outcomes:
 
 - ``sent``: retried and sent (or, for detection, queued); one delivery at the stand-in.
 - ``degraded``: sent without the optional data the faulty route would have given.
@@ -107,7 +108,7 @@ for _row in ("store-claim", "store-sent-webhook", "store-sent-sendgrid", "store-
         (Fault.THROTTLED, "Cosmos DB throttles with x-ms-retry-after-ms: the 429 + Retry-After cell"),
         (Fault.MALFORMED, "the store's client parses its own answers; no body reaches the connector"),
         (Fault.REFUSED, "the store authenticates with the managed identity inside its SDK"),
-        (Fault.HANG, "the store client's own timeout turns a hang into the timeout cell (item 9)"),
+        (Fault.HANG, "the store client's own timeout turns a hang into the timeout cell"),
     ):
         NOT_APPLICABLE[(_row, _fault)] = _why
 
@@ -146,7 +147,7 @@ _STORE_NOTIFY_SENT = {
 # Key Vault rows: the sandbox's stand-in read through the app's own SecretClient. The SDK retries
 # a single 429, 5xx or broken connection itself; it sleeps a Retry-After, which is longer than
 # create_customer's deadline for the secret; a 401 without a challenge and a body that is not
-# JSON are not retried. Key Vault did not answer in time or failed: retry later (item 9).
+# JSON are not retried. Key Vault did not answer in time or failed: retry later.
 _SECRET_DOWN = "poisoned:key_vault_unavailable"
 _KEY_VAULT_NOTIFY = {
     F.RETRY_AFTER: ("sent", _SECRET_DOWN),
@@ -326,7 +327,7 @@ class Expect:
     outcome: str
     detail: str | None
     pending_item: int | None
-    # A target no item of issue 8 covers yet, found by this matrix (see docs/RELIABILITY.md).
+    # A target no planned change covers yet, found by this matrix (see docs/RELIABILITY.md).
     gap: bool = False
 
     @property

@@ -147,7 +147,7 @@ def render(records: Mapping[str, Mapping[str, Any]], *, seconds: float | None) -
     for cell in pending_cells:
         assert cell.expect is not None
         record = records[cell.id]
-        why = f"issue 8 item {cell.expect.pending_item}" if cell.expect.pending_item is not None else "gap"
+        why = f"item {cell.expect.pending_item}" if cell.expect.pending_item is not None else "gap"
         lines.append(
             f"- {cell.row.upstream}, {cell.row.call}, {cell.fault.value} ({cell.variant.value}): "
             f"{observed_text(cell.row, record['observed'])} today; target *{expected_text(cell)}* ({why})."

@@ -1,11 +1,11 @@
-"""The fault matrix (issue 8, "Proof"): every upstream crossed with every fault the sandbox can
+"""The fault matrix: every upstream crossed with every fault the sandbox can
 inject, each cell driven through the function registered on ``function_app.app``.
 
 Every cell asserts its outcome from ``matrix.EXPECTED`` and, whatever the outcome, that the
 stand-ins counted no duplicate (emails, triggers and webhook deliveries per dedup key; customers
 per ``Idempotency-Key``) and that nothing was lost (the ledger entry ends terminal or retryable; a
 detection run that failed is picked up by the next; a till's retry replays or creates once).
-Cells whose outcome waits for another item of issue 8 are strict xfails naming the item.
+Cells whose outcome waits for a planned change are strict xfails naming it.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def _param(cell: Cell) -> Any:
     assert cell.expect is not None
     marks = []
     if cell.expect.pending_item is not None:
-        reason = f"issue 8 item {cell.expect.pending_item} pending"
+        reason = f"item {cell.expect.pending_item} pending"
         marks.append(pytest.mark.xfail(strict=True, reason=reason))
     elif cell.expect.gap:
-        reason = "issue 8 proof: a gap the matrix found, not covered by items 1-14 (docs/RELIABILITY.md)"
+        reason = "a gap the matrix found, not covered by a planned change (docs/RELIABILITY.md)"
         marks.append(pytest.mark.xfail(strict=True, reason=reason))
     return pytest.param(cell, id=cell.id, marks=marks)
 

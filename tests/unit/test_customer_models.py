@@ -317,7 +317,7 @@ def test_date_of_birth_must_not_be_in_the_future() -> None:
 
 
 def test_date_of_birth_tolerates_one_day_past_the_utc_date() -> None:
-    # A till ahead of UTC can be on the next day already; the README documents this tolerance.
+    # A till ahead of UTC can be on the next day already; docs/reference/http-api.md documents this tolerance.
     today = datetime.now(UTC).date()
     tomorrow = (today + timedelta(days=1)).strftime("%m/%d/%Y")
     CreateCustomerRequest.model_validate(payload(DateOfBirth=tomorrow))

@@ -1,4 +1,4 @@
-"""Lazy start-up (issue 11), pinned by what is loaded, never by time: ``import function_app`` loads
+"""Lazy start-up, pinned by what is loaded, never by time: ``import function_app`` loads
 no SDK that only a first call needs, and the first runtime loads the ones it needs on a worker
 thread before it is built, so building it imports none of them on the event loop.
 
