@@ -59,9 +59,6 @@ def registered_functions() -> dict[str, Any]:
     # get_functions() indexes the app once per process; a second call (tests) must reset it.
     function_app.app.functions_bindings = None
     functions = function_app.app.get_functions()
-    # function_app logs per message at INFO; the demo prints its own summary instead.
-    for name in ("", "shared"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     return {str(f.get_function_name()): f.get_user_function() for f in functions}
 
 

@@ -9,7 +9,7 @@ ids), so they hold no personal data, however the report was produced.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -198,6 +198,26 @@ def _text(
     )
 
 
+def _value_axis(
+    highest: float, *, width: int, left: int, top: int, plot_h: int, label: Callable[[float], str]
+) -> tuple[Callable[[float], float], list[str]]:
+    """A vertical axis from 0 to a round maximum above ``highest``: the value-to-y mapping, and its
+    six gridlines with their labels."""
+    top_value = _nice_max(highest * 1.1)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - value / top_value)
+
+    grid: list[str] = []
+    for i in range(6):
+        value = top_value * i / 5
+        grid.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#e2e8f0"/>'
+        )
+        grid.append(_text(left - 6, y(value) + 4, label(value), anchor="end", size=11))
+    return y, grid
+
+
 def conversion_chart(report: dict[str, Any], truth: Truth | None) -> str:
     """Conversion rate per group, any order and with a cart product, with 95 % Wilson intervals;
     the true rates as dashed marks."""
@@ -213,18 +233,9 @@ def conversion_chart(report: dict[str, Any], truth: Truth | None) -> str:
         [ci[1] for ci in intervals.values() if ci is not None] + ([truth.mailed] if truth else []),
         default=0.0,
     )
-    top_value = _nice_max(highest * 1.1)
-
-    def y(value: float) -> float:
-        return top + plot_h * (1 - value / top_value)
-
-    body: list[str] = []
-    for i in range(6):
-        value = top_value * i / 5
-        body.append(
-            f'<line x1="{left}" x2="{width - 10}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#e2e8f0"/>'
-        )
-        body.append(_text(left - 6, y(value) + 4, percent(value, 0), anchor="end", size=11))
+    y, body = _value_axis(
+        highest, width=width, left=left, top=top, plot_h=plot_h, label=lambda value: percent(value, 0)
+    )
     slot = (width - left - 10) / len(BASES)
     bar = slot / 4
     for b, (basis, label) in enumerate(BASES):
@@ -323,18 +334,10 @@ def revenue_chart(daily: Sequence[tuple[datetime, dict[str, Any]]], currency: st
         if row and row["holdoutCarts"]:
             expected = float(row["holdoutRevenue"]) / row["holdoutCarts"] * row["mailedCarts"]
         bars.append((day.strftime("%a %d %b"), mailed, expected))
-    top_value = _nice_max(max([m for _, m, _ in bars] + [e or 0.0 for _, _, e in bars]) * 1.1)
-
-    def y(value: float) -> float:
-        return top + plot_h * (1 - value / top_value)
-
-    body: list[str] = []
-    for i in range(6):
-        value = top_value * i / 5
-        body.append(
-            f'<line x1="{left}" x2="{width - 10}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#e2e8f0"/>'
-        )
-        body.append(_text(left - 6, y(value) + 4, f"{value:,.0f}", anchor="end", size=11))
+    highest = max([m for _, m, _ in bars] + [e or 0.0 for _, _, e in bars])
+    y, body = _value_axis(
+        highest, width=width, left=left, top=top, plot_h=plot_h, label=lambda value: f"{value:,.0f}"
+    )
     slot = (width - left - 10) / max(1, len(bars))
     bar = min(48.0, slot / 3)
     for i, (label, mailed, expected) in enumerate(bars):

@@ -64,8 +64,9 @@ class _Record(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-class TrackedCart(_Record):
-    kind: Literal["recovery-cart"] = CART_KIND
+class _CartRecord(_Record):
+    """What a tracked cart and each of its conversions both carry: the cart, its group, its enrolment."""
+
     cart_id: str = Field(alias="cartId")
     cart_version: int = Field(alias="cartVersion")
     oun: str
@@ -73,6 +74,10 @@ class TrackedCart(_Record):
     group: Group
     enrolled_at: UtcDateTime = Field(alias="enrolledAt")
     enrolled_key: str = Field(alias="enrolledKey")
+
+
+class TrackedCart(_CartRecord):
+    kind: Literal["recovery-cart"] = CART_KIND
     product_ids: list[int] = Field(default_factory=list, alias="productIds")
     currency: str | None = None
     status: CartStatus = "open"
@@ -88,15 +93,8 @@ class TrackedCart(_Record):
         return f"cart|{_key_part(self.cart_id)}|v{self.cart_version}"
 
 
-class Conversion(_Record):
+class Conversion(_CartRecord):
     kind: Literal["recovery-conversion"] = CONVERSION_KIND
-    cart_id: str = Field(alias="cartId")
-    cart_version: int = Field(alias="cartVersion")
-    oun: str
-    customer_id: str = Field(alias="customerId")
-    group: Group
-    enrolled_at: UtcDateTime = Field(alias="enrolledAt")
-    enrolled_key: str = Field(alias="enrolledKey")
     order_id: str = Field(alias="orderId")
     channel: OrderChannel
     channel_id: int | None = Field(default=None, alias="channelId")

@@ -4,7 +4,11 @@ checkov reads Bicep without evaluating it: a property that names a parameter is 
 parameter's default, and an expression such as ``vnetEnabled ? 'Disabled' : 'Enabled'`` is not
 read at all. So each mode is scanned on a copy of infra/ in which
 
-- main.bicep's parameters default to the mode's values;
+- main.bicep's parameters default to the mode's values, and each of its one-line variables that
+  the mode decides (``var publicNetworkAccess = vnetEnabled ? 'Disabled' : 'Enabled'``) becomes
+  that literal: checkov carries a module call's arguments into the module's parameters, and an
+  expression it cannot read there made its verdict depend on the order it visited them (a check
+  passed or failed with the interpreter's hash seed);
 - every parameter of a module that main.bicep calls once defaults to the literal main.bicep passes
   it in that mode, as the tests' evaluator (``tests/infra/bicep.py``) computes it, so the module's
   resources show the values they deploy with (a value known only at deployment stays as it is);
@@ -59,6 +63,27 @@ def with_defaults(text: str, defaults: Mapping[str, str]) -> str:
     return text
 
 
+def with_variables(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each named one-line ``var`` set to the value (a Bicep literal)."""
+    for name, literal in values.items():
+        pattern = re.compile(rf"^var {re.escape(name)} = [^{{\[\n]*$", re.M)
+        text, count = pattern.subn(lambda _match, n=name, lit=literal: f"var {n} = {lit}", text)
+        if count != 1:
+            raise AssertionError(f"cannot set variable {name}")
+    return text
+
+
+def _decided_variables(template: Template, arguments: Mapping[str, Any], text: str) -> dict[str, str]:
+    """main.bicep's one-line expression variables whose value the mode's arguments decide."""
+    one_line = set(re.findall(r"^var (\w+) = [^{\[\n'][^{\[\n]*$", text, re.M))
+    decided = {}
+    for name in sorted(one_line & set(template.variables)):
+        literal = bicep_literal(template.evaluate(name, arguments))
+        if literal is not None:
+            decided[name] = literal
+    return decided
+
+
 def render(mode: str, destination: Path) -> Path:
     """Write infra/ for ``MODES[mode]`` under ``destination``; return the copy's root."""
     arguments = MODES[mode]
@@ -69,6 +94,7 @@ def render(mode: str, destination: Path) -> Path:
         MAIN.read_text(),
         {name: literal for name, value in arguments.items() if (literal := bicep_literal(value))},
     )
+    main_text = with_variables(main_text, _decided_variables(root, arguments, main_text))
     (target / "main.bicep").write_text(main_text)
 
     calls = Counter(root.module(symbol)[0].path for symbol in root.modules)
