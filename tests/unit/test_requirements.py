@@ -21,7 +21,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = frozenset({"shared", "sandbox", "tests", "benchmarks", "function_app"})
+FIRST_PARTY = frozenset({"shared", "sandbox", "tests", "benchmarks", "scripts", "function_app"})
 # (the .in, its compiled .txt)
 PAIRS = [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")]
 HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
@@ -281,7 +281,7 @@ def test_every_module_the_app_imports_is_declared_for_the_runtime() -> None:
 
 
 def test_every_module_the_tests_and_tools_import_is_declared() -> None:
-    modules = imported_modules(_python_files("tests", "sandbox", "benchmarks"))
+    modules = imported_modules(_python_files("tests", "sandbox", "benchmarks", "scripts"))
     problems = _undeclared(modules, set(declared("requirements-dev.in")))
     assert problems == [], "declare these in requirements-dev.in, then make lock:\n" + "\n".join(problems)
 
