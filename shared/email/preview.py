@@ -79,6 +79,10 @@ def _private_directory(directory: Path) -> None:
     """Create ``directory`` as 0700, or tighten one this process owns; a shared directory that
     others may write (sticky, like /tmp) is never changed, only reported."""
     directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    if not hasattr(os, "getuid"):
+        # Windows: POSIX modes do not exist there; the folder's ACL (a user profile's by default)
+        # decides who may read the previews.
+        return
     status = directory.stat()
     if stat.S_IMODE(status.st_mode) & 0o077 == 0:
         return
@@ -90,8 +94,9 @@ def _private_directory(directory: Path) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    # O_CREAT's mode does not apply to a file that existed already.
-    os.fchmod(descriptor, FILE_MODE)
+    if hasattr(os, "fchmod"):
+        # O_CREAT's mode does not apply to a file that existed already.
+        os.fchmod(descriptor, FILE_MODE)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
 

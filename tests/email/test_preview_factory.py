@@ -129,6 +129,21 @@ async def test_an_existing_wider_preview_folder_and_file_are_tightened(tmp_path:
     assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
 
 
+async def test_previews_are_written_where_python_has_no_posix_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11 on Windows has neither os.getuid nor os.fchmod; the folder's ACL decides there.
+    monkeypatch.delattr(os, "getuid")
+    monkeypatch.delattr(os, "fchmod")
+    directory = tmp_path / "previews"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    result = await PreviewProvider(directory).send(cart_message())
+    written = Path(result.provider_ids["preview"])
+    assert written.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(f.suffix for f in directory.iterdir()) == [".html", ".json"]
+
+
 async def test_previews_of_an_account_or_an_address_are_deleted_from_the_listing(tmp_path: Path) -> None:
     directory = tmp_path / "previews"
     provider = PreviewProvider(directory)
