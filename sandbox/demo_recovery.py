@@ -62,10 +62,11 @@ class RecoveryOptions:
     days: int = 3
     carts_per_day: int = 100
     holdout_percent: int = 50
-    baseline_rate: float = 0.12
-    mailed_rate: float = 0.18
-    store_share: float = 0.3
-    other_products_share: float = 0.25
+    # The rates default to the scenario's, so the demo and the report tests build in the same truth.
+    baseline_rate: float = LiftScenario.baseline
+    mailed_rate: float = LiftScenario.mailed
+    store_share: float = LiftScenario.store_share
+    other_products_share: float = LiftScenario.other_products_share
     attribution_days: int = 7
     seed: int = 10
     # Midnight UTC (an aware datetime) of the first simulated day; by default the simulation ends today.

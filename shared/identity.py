@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,6 +132,36 @@ class _CachedToken:
     expires_at: float
 
 
+async def observed_token_request(
+    request: Callable[[], Awaitable[str]],
+    *,
+    peer: str,
+    route: str,
+    method: str,
+    server: str | None,
+    service: str,
+    for_service: str,
+) -> str:
+    """``request()`` as one client span, counted by its result ("ok" or the error code) and
+    logged when it fails; neither the credential nor the token is ever recorded."""
+    with telemetry.upstream_call(
+        peer, route, method=method, server=server, attributes={"connector.token_for": for_service}
+    ) as call:
+        try:
+            token = await request()
+        except TokenError as exc:
+            error = exc.error or exc.reason
+            call.failed(error)
+            telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": error})
+            logger.warning(
+                "token request failed",
+                extra={"event": "token_failure", "service": service, "error": error, "reason": exc.reason},
+            )
+            raise
+        telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": "ok"})
+        return token
+
+
 class TokenProvider:
     """Client-credential tokens for one (authority, client id); one instance per process.
 
@@ -203,31 +233,15 @@ class TokenProvider:
         host = self.authority.split("/")[2].lower() if self.authority.count("/") >= 2 else None
         # One client span per token request (MSAL's discovery included), and the request counted
         # by its result: "ok" or Entra's error code, never the secret or the assertion.
-        with telemetry.upstream_call(
-            "Entra ID",
-            "/{tenant}/oauth2/v2.0/token",
+        return await observed_token_request(
+            lambda: self._request(scope, credential, marker),
+            peer="Entra ID",
+            route="/{tenant}/oauth2/v2.0/token",
             method="POST",
             server=host,
-            attributes={"connector.token_for": service},
-        ) as call:
-            try:
-                token = await self._request(scope, credential, marker)
-            except TokenError as exc:
-                error = exc.error or exc.reason
-                call.failed(error)
-                telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": error})
-                logger.warning(
-                    "token request failed",
-                    extra={
-                        "event": "token_failure",
-                        "service": service,
-                        "error": error,
-                        "reason": exc.reason,
-                    },
-                )
-                raise
-            telemetry.TOKENS_ACQUIRED.add(1, {"service": service, "result": "ok"})
-            return token
+            service=service,
+            for_service=service,
+        )
 
     async def _request(self, scope: str, credential: str | dict[str, Any], marker: str) -> str:
         try:

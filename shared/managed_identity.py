@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared import telemetry
 from shared.concurrency import SingleFlight
-from shared.identity import TokenError, TokenTimeoutError, TokenUnavailableError
+from shared.identity import (
+    TokenError,
+    TokenTimeoutError,
+    TokenUnavailableError,
+    observed_token_request,
+)
 
 if TYPE_CHECKING:
     # azure-identity (with azure-core and MSAL's cache) loads when the first token is fetched.
@@ -225,31 +229,15 @@ class ManagedIdentityAssertion:
         endpoint = urlsplit(os.environ.get("IDENTITY_ENDPOINT", ""))
         # One client span per token request to the endpoint (azure-identity's retries included),
         # counted like Entra ID's: "ok" or the error, under service "managed_identity".
-        with telemetry.upstream_call(
-            "Managed identity",
-            endpoint.path or "/msi/token",
+        return await observed_token_request(
+            self._request,
+            peer="Managed identity",
+            route=endpoint.path or "/msi/token",
             method="GET",
             server=endpoint.hostname,
-            attributes={"connector.token_for": "entra"},
-        ) as call:
-            try:
-                token = await self._request()
-            except TokenError as exc:
-                error = exc.error or exc.reason
-                call.failed(error)
-                telemetry.TOKENS_ACQUIRED.add(1, {"service": _SERVICE, "result": error})
-                logger.warning(
-                    "token request failed",
-                    extra={
-                        "event": "token_failure",
-                        "service": _SERVICE,
-                        "error": error,
-                        "reason": exc.reason,
-                    },
-                )
-                raise
-            telemetry.TOKENS_ACQUIRED.add(1, {"service": _SERVICE, "result": "ok"})
-            return token
+            service=_SERVICE,
+            for_service="entra",
+        )
 
     async def _request(self) -> str:
         credential = self._credential_or_new()

@@ -51,26 +51,25 @@ def bicep_literal(value: Any) -> str | None:
     return None
 
 
-def with_defaults(text: str, defaults: Mapping[str, str]) -> str:
-    """``text`` with each named one-line ``param`` given the default (a Bicep literal)."""
-    for name, literal in defaults.items():
-        pattern = re.compile(rf"^param {re.escape(name)} (\w+)(?: = [^{{\[\n]*)?$", re.M)
-        text, count = pattern.subn(
-            lambda match, lit=literal: f"{match.group(0).split(' = ')[0]} = {lit}", text
-        )
+def _assign(text: str, keyword: str, head: str, values: Mapping[str, str]) -> str:
+    """``text`` with each named one-line declaration (``keyword name`` then ``head``) set to its
+    value (a Bicep literal)."""
+    for name, literal in values.items():
+        pattern = re.compile(rf"^({keyword} {re.escape(name)}{head})(?: = [^{{\[\n]*)?$", re.M)
+        text, count = pattern.subn(lambda match, lit=literal: f"{match.group(1)} = {lit}", text)
         if count != 1:
-            raise AssertionError(f"cannot set the default of parameter {name}")
+            raise AssertionError(f"cannot set {keyword} {name}")
     return text
+
+
+def with_defaults(text: str, defaults: Mapping[str, str]) -> str:
+    """``text`` with each named one-line ``param`` given the default."""
+    return _assign(text, "param", r" \w+", defaults)
 
 
 def with_variables(text: str, values: Mapping[str, str]) -> str:
-    """``text`` with each named one-line ``var`` set to the value (a Bicep literal)."""
-    for name, literal in values.items():
-        pattern = re.compile(rf"^var {re.escape(name)} = [^{{\[\n]*$", re.M)
-        text, count = pattern.subn(lambda _match, n=name, lit=literal: f"var {n} = {lit}", text)
-        if count != 1:
-            raise AssertionError(f"cannot set variable {name}")
-    return text
+    """``text`` with each named one-line ``var`` set to the value."""
+    return _assign(text, "var", "", values)
 
 
 def _decided_variables(template: Template, arguments: Mapping[str, Any], text: str) -> dict[str, str]:

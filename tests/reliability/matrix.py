@@ -174,33 +174,24 @@ _KEY_VAULT_CREATE = {
     F.HANG: (None, "http:503"),
 }
 
+_ENTRA_SIGN_IN: dict[Fault, tuple[str | None, str | None]] = {
+    F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
+    F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
+    F.THROTTLED: ("sent", _ENTRA_DOWN),
+    F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
+    F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
+    F.TIMEOUT: ("sent", None),
+    F.RESET: ("sent", _ENTRA_DOWN),
+    F.MALFORMED: ("sent", _ENTRA_DOWN),
+    F.REFUSED: ("sent", None),
+    F.HANG: (None, _ENTRA_DOWN),
+}
+
 EXPECTED: dict[str, dict[Fault, tuple[str | None, str | None]]] = {
-    "entra": {
-        F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
-        F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
-        F.THROTTLED: ("sent", _ENTRA_DOWN),
-        F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
-        F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
-        F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", _ENTRA_DOWN),
-        F.MALFORMED: ("sent", _ENTRA_DOWN),
-        F.REFUSED: ("sent", None),
-        F.HANG: (None, _ENTRA_DOWN),
-    },
+    "entra": _ENTRA_SIGN_IN,
     # ENTRA_CREDENTIAL=federated, no client secret anywhere: the platform's managed-identity
     # endpoint failing is Entra's sign-in failing (the error names the identity), retried.
-    "managed-identity": {
-        F.RETRY_AFTER: ("sent", _ENTRA_DOWN),
-        F.RATELIMIT_RESET: ("sent", _ENTRA_DOWN),
-        F.THROTTLED: ("sent", _ENTRA_DOWN),
-        F.SERVER_ERROR: ("sent", _ENTRA_DOWN),
-        F.UNAVAILABLE: ("sent", _ENTRA_DOWN),
-        F.TIMEOUT: ("sent", None),
-        F.RESET: ("sent", _ENTRA_DOWN),
-        F.MALFORMED: ("sent", _ENTRA_DOWN),
-        F.REFUSED: ("sent", None),
-        F.HANG: (None, _ENTRA_DOWN),
-    },
+    "managed-identity": _ENTRA_SIGN_IN,
     "retail-cart": _RETAIL_REQUIRED,
     "retail-customer": _RETAIL_REQUIRED,
     "retail-media": {

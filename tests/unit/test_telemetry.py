@@ -17,7 +17,7 @@ from sandbox.telemetry import LocalTelemetry
 from shared import telemetry as app_telemetry
 from shared.abandoned_carts.messages import CartMessage
 from shared.state.sqlite import SqliteStore
-from shared.state.store import ConflictError
+from shared.state.store import ConflictError, WriteOp
 from shared.state.traced import TracedStore
 from tests.regex_bounds import UNBOUNDED, quantifier_bounds
 
@@ -139,6 +139,37 @@ async def test_a_lost_conditional_write_is_an_answer_not_a_failure(
     assert all(s.status.status_code is StatusCode.UNSET for s in spans)
     assert all("cart-1" not in json.dumps(dict(s.attributes or {})) for s in spans), "no partition, no key"
     assert {dict(s.attributes or {})["db.system.name"] for s in spans} == {"sqlite"}
+
+
+async def test_batch_and_query_spans_say_how_many_documents_they_named_found_and_lost(
+    tmp_path: Path,
+    telemetry: LocalTelemetry,
+) -> None:
+    store = TracedStore(SqliteStore(tmp_path / "s.sqlite3"), system="sqlite")
+    await store.create("state", "p", "taken", {"a": 1})
+    ops = [
+        WriteOp("create", "p", "new", {"a": 1}),
+        WriteOp("create", "q", "taken-elsewhere", {"a": 1}),
+        WriteOp("create", "p", "taken", {"a": 2}),
+    ]
+    # Atomic per partition: p's conflict refuses both of p's writes, q's goes through.
+    await store.write_many("state", ops)
+    await store.read_many("state", [("p", "taken"), ("q", "taken-elsewhere"), ("p", "new")])
+    await store.query("state", partition="p")
+    await store.read("state", "p", "taken")
+    await store.close()
+
+    def attributes(name: str) -> dict[str, object]:
+        [span] = [s for s in telemetry.spans() if s.name == f"state_store {name}"]
+        return dict(span.attributes or {})
+
+    written = attributes("write_many state")
+    assert (written["connector.items"], written["connector.refused"]) == (3, 2)
+    read_many = attributes("read_many state")
+    assert (read_many["connector.items"], read_many["connector.found"]) == (3, 2)
+    assert attributes("query state")["connector.found"] == 1
+    read = attributes("read state")
+    assert read["connector.items"] == 1 and "connector.found" not in read
 
 
 def test_without_a_connection_string_nothing_is_configured() -> None:
