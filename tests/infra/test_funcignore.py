@@ -26,7 +26,8 @@ import pathspec
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_FILES = frozenset({"function_app.py", "host.json", "requirements.txt"})
+# LICENSE is not run, but the MIT licence asks that its notice go with every copy, the zip included.
+RUNTIME_FILES = frozenset({"function_app.py", "host.json", "requirements.txt", "LICENSE"})
 # Folders (at the root) and file names that have no place in the app's zip.
 EXCLUDED_ROOT_FOLDERS = frozenset(
     {"tests", "sandbox", "benchmarks", "docs", "scripts", "node_modules", "infra", ".ci", "out", ".state"}
