@@ -122,6 +122,17 @@ def scope_for(audience: str) -> str:
     return audience.rstrip("/") + "/.default"
 
 
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload read without verifying it, empty when it is no JWT: for what an operator is
+    told (which issuer, subject, audience was presented), never for a decision to trust it."""
+    import jwt
+
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+
+
 # The application's credential marker when it presents an assertion (a secret is its own marker).
 _ASSERTION = "\x00assertion"
 
@@ -182,6 +193,8 @@ class TokenProvider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.authority = authority.rstrip("/")
+        # The authority's host: the token span's server, and whether MSAL may use instance discovery.
+        self._host = self.authority.split("/")[2].lower() if self.authority.count("/") >= 2 else None
         self.client_id = client_id
         if (assertion is None) == (secret_name is None or secrets is None):
             raise ValueError("a token provider needs either a secret name and source, or an assertion")
@@ -230,7 +243,6 @@ class TokenProvider:
             assert self._secrets is not None and self._secret_name is not None  # checked in __init__
             credential = marker = await self._secrets.get(self._secret_name)
         service = telemetry.service_of_scope(scope)
-        host = self.authority.split("/")[2].lower() if self.authority.count("/") >= 2 else None
         # One client span per token request (MSAL's discovery included), and the request counted
         # by its result: "ok" or Entra's error code, never the secret or the assertion.
         return await observed_token_request(
@@ -238,7 +250,7 @@ class TokenProvider:
             peer="Entra ID",
             route="/{tenant}/oauth2/v2.0/token",
             method="POST",
-            server=host,
+            server=self._host,
             service=service,
             for_service=service,
         )
@@ -338,14 +350,13 @@ class TokenProvider:
                     bundle = _bundle_with_system_roots(self._extra_ca_bundle)
                     self._bundle = weakref.finalize(self, _remove, bundle)
                     self._http.verify = str(bundle)
-            host = self.authority.split("/")[2].lower()
             self._app = msal.ConfidentialClientApplication(
                 self.client_id,
                 client_credential=credential,
                 authority=self.authority,
                 http_client=self._http,
                 # Only Microsoft's own hosts are in the instance-discovery catalogue.
-                instance_discovery=host in _PUBLIC_CLOUD_HOSTS,
+                instance_discovery=self._host in _PUBLIC_CLOUD_HOSTS,
             )
             self._app_credential = marker
         return self._app

@@ -17,9 +17,6 @@ the token already fetched: nothing blocks the loop, and the endpoint is asked ab
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import time
@@ -34,6 +31,8 @@ from shared.identity import (
     TokenTimeoutError,
     TokenUnavailableError,
     observed_token_request,
+    scope_for,
+    unverified_claims,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ class ManagedIdentityAssertion:
 
     @property
     def scope(self) -> str:
-        return self.audience.rstrip("/") + "/.default"
+        return scope_for(self.audience)
 
     async def refresh(self) -> str:
         """The held token, or a new one when none is held or it expires within the margin."""
@@ -348,14 +347,8 @@ class ManagedIdentityAssertion:
 
 
 def _claims_of(token: str) -> Presented | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    if not isinstance(payload, dict):
+    payload = unverified_claims(token)
+    if not payload:
         return None
     audience = payload.get("aud")
     if isinstance(audience, list):

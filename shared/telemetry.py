@@ -279,13 +279,6 @@ def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in attributes.items() if value is not None}
 
 
-def add_event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
-    """An event on the current span (a retry, a fallback), if one is recording."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.add_event(name, _clean(attributes) or {})
-
-
 def set_attributes(attributes: Mapping[str, Any]) -> None:
     current = trace.get_current_span()
     if current.is_recording():
@@ -471,12 +464,6 @@ def context_from(traceparent: str | None) -> Context | None:
     if not trace.get_current_span(extracted).get_span_context().is_valid:
         return None
     return extracted
-
-
-def current_trace_id() -> str | None:
-    """The current trace's id as 32 hex digits (what Application Insights calls the operation id)."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 # ----- which service a token is for

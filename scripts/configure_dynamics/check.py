@@ -18,7 +18,6 @@ that is not the token's audience.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import ssl
@@ -26,12 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 
 from scripts.configure_dynamics.deployment import Deployment, DeploymentError
 from scripts.configure_dynamics.graph import Application, GraphClient, GraphError
+from shared.identity import scope_for
 
 TIMEOUT_SECONDS = 30.0
 MAX_BODY_BYTES = 1024 * 1024
@@ -75,16 +74,6 @@ class ChannelResult:
     status: int | None = None
 
 
-def token_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT, unverified: shown to the operator to compare ``aud`` and ``appid``."""
-    try:
-        payload = token.split(".")[1]
-        decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
 class TokenRefusedError(CheckFailedError):
     def __init__(self, message: str, code: int | None) -> None:
         super().__init__(message)
@@ -100,7 +89,7 @@ async def request_token(
         "grant_type": "client_credentials",
         "client_id": client_id,
         "client_secret": secret,
-        "scope": deployment.retail_server_audience.rstrip("/") + "/.default",
+        "scope": scope_for(deployment.retail_server_audience),
     }
     try:
         async with session.post(url, data=form) as response:

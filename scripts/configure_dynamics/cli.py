@@ -27,6 +27,7 @@ from scripts.configure_dynamics.setup import (
     default_credential_name,
     default_display_name,
 )
+from shared.identity import unverified_claims
 
 if TYPE_CHECKING:
     from azure.identity.aio import AzureCliCredential
@@ -347,7 +348,7 @@ async def _token(
 
 
 def _check_claims(token: str, deployment: Deployment, client_id: str, say: Say) -> int:
-    claims = checks.token_claims(token)
+    claims = unverified_claims(token)
     audience, app = str(claims.get("aud", "?")), str(claims.get("appid") or claims.get("azp") or "?")
     expected = deployment.retail_server_audience.rstrip("/")
     ok = audience.rstrip("/") == expected and app == client_id

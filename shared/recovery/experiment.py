@@ -83,10 +83,9 @@ class Experiment:
             next_check_at=now + RECHECK_INTERVAL,
         )
 
-    async def enrol(self, tracked: TrackedCart | None) -> None:
+    async def enrol(self, tracked: TrackedCart) -> None:
         """Record the cart in its group, once (a cart recorded before keeps its first record)."""
-        if tracked is not None:
-            await self._records.enrol(tracked)
+        await self._records.enrol(tracked)
 
     async def _assigned_holdout(self, customer_id: str, now: datetime) -> bool:
         if self._config.percent <= 0 or self._secrets is None:
