@@ -14,20 +14,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from shared.managed_identity import token_exchange_audience
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_AUDIENCE = "https://commerce.dynamics.com"
 DEFAULT_API_VERSION = "7.3"
 AZD_TIMEOUT_SECONDS = 60.0
-
-# The audience a managed-identity token for a federated credential carries, per cloud (Entra's
-# "Configure an application to trust a managed identity"): it must be the credential's audience.
-TOKEN_EXCHANGE_AUDIENCES = {
-    "login.microsoftonline.com": "api://AzureADTokenExchange",
-    "login.microsoftonline.us": "api://AzureADTokenExchangeUSGov",
-    "login.chinacloudapi.cn": "api://AzureADTokenExchangeChina",
-}
 
 
 class DeploymentError(Exception):
@@ -193,9 +186,9 @@ class Deployment:
 
     @property
     def token_exchange_audience(self) -> str:
-        host = (urlsplit(self.authority_host).hostname or "").lower()
-        # Any other host (the sandbox's) uses the public cloud's value, as azure-identity does.
-        return TOKEN_EXCHANGE_AUDIENCES.get(host, TOKEN_EXCHANGE_AUDIENCES["login.microsoftonline.com"])
+        """The audience of the managed identity's tokens: the credential must name the very value
+        the app presents, so it comes from the app's own code."""
+        return token_exchange_audience(self.authority_host)
 
 
 async def load(

@@ -11,6 +11,7 @@ from scripts.configure_dynamics import cli
 from scripts.configure_dynamics.check import TokenRefusedError, token_with_patience
 from scripts.configure_dynamics.deployment import Deployment, parse_dotenv
 from scripts.configure_dynamics.instructions import identity_provider
+from shared.managed_identity import token_exchange_audience
 from tests.scripts.conftest import Operator
 
 TOKEN_EXCHANGE = "api://AzureADTokenExchange"
@@ -287,6 +288,22 @@ def test_in_the_public_cloud_the_identity_provider_is_the_tenants_v1_issuer() ->
     assert deployment.token_exchange_audience == "api://AzureADTokenExchange"
     us = Deployment.from_values({"ENTRA_AUTHORITY_HOST": "https://login.microsoftonline.us/"}, {})
     assert us.token_exchange_audience == "api://AzureADTokenExchangeUSGov"
+
+
+@pytest.mark.parametrize(
+    "authority_host",
+    [
+        "https://login.microsoftonline.com",
+        "https://login.microsoftonline.us/",
+        "https://login.chinacloudapi.cn",
+        "https://login.partner.microsoftonline.cn",
+        "https://127.0.0.1:8443",
+    ],
+)
+def test_the_credential_is_created_for_the_audience_the_app_presents(authority_host: str) -> None:
+    # The federated credential's audience must be exactly what the running app asks for.
+    deployment = Deployment.from_values({"ENTRA_AUTHORITY_HOST": authority_host}, {})
+    assert deployment.token_exchange_audience == token_exchange_audience(authority_host)
 
 
 def test_dotenv_lines_as_azd_writes_them() -> None:
