@@ -20,7 +20,7 @@ import aiohttp
 from scripts.configure_dynamics import check as checks
 from scripts.configure_dynamics import instructions
 from scripts.configure_dynamics.deployment import Azd, Deployment, DeploymentError, load
-from scripts.configure_dynamics.graph import DEFAULT_GRAPH_URL, GraphClient, GraphError
+from scripts.configure_dynamics.graph import DEFAULT_GRAPH_URL, Application, GraphClient, GraphError
 from scripts.configure_dynamics.setup import (
     SetupError,
     configure,
@@ -266,8 +266,9 @@ async def _check(args: argparse.Namespace, deployment: Deployment, say: Say) -> 
                 _credential(deployment) as credential,
                 GraphClient(credential, base_url=args.graph_url, ssl_context=ssl_context) as graph,
             ):
-                failures += await _check_directory(graph, deployment, client_id, say)
-                token = await _token(args, graph, deployment, session, client_id)
+                found, application = await _check_directory(graph, deployment, client_id, say)
+                failures += found
+                token = await _token(args, (graph, application), deployment, session, client_id)
         else:
             token = await _token(args, None, deployment, session, client_id)
         failures += _check_claims(token, deployment, client_id, say)
@@ -287,8 +288,11 @@ async def _check(args: argparse.Namespace, deployment: Deployment, say: Say) -> 
     return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
-async def _check_directory(graph: GraphClient, deployment: Deployment, client_id: str, say: Say) -> int:
-    """The app registration, its service principal and its federated credential, read back."""
+async def _check_directory(
+    graph: GraphClient, deployment: Deployment, client_id: str, say: Say
+) -> tuple[int, Application]:
+    """The app registration, its service principal and its federated credential, read back: the
+    failures counted, and the app registration."""
     applications = await graph.applications_by_app_id(client_id)
     if not applications:
         raise checks.CheckFailedError(
@@ -316,12 +320,12 @@ async def _check_directory(graph: GraphClient, deployment: Deployment, client_id
         failures += 0 if match else 1
     else:
         say("  skip federated credential: the identity's principal id is not known (run `azd up`)")
-    return failures
+    return failures, applications[0]
 
 
 async def _token(
     args: argparse.Namespace,
-    graph: GraphClient | None,
+    directory: tuple[GraphClient, Application] | None,
     deployment: Deployment,
     session: aiohttp.ClientSession,
     client_id: str,
@@ -329,12 +333,9 @@ async def _token(
     if args.credential == "secret":
         secret = checks.secret_from_environment()
         return await checks.request_token(session, deployment, client_id=client_id, secret=secret)
-    if graph is None:
+    if directory is None:
         raise DeploymentError("--credential temporary-secret needs Microsoft Graph; drop --skip-graph")
-    applications = await graph.applications_by_app_id(client_id)
-    if not applications:
-        raise checks.CheckFailedError(f"no app registration has the client id {client_id}")
-    application = applications[0]
+    graph, application = directory
     temporary = checks.TemporarySecret(graph, application)
     try:
         secret = await temporary.add()
