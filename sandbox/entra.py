@@ -47,6 +47,12 @@ class App:
     object_id: str
 
 
+def service_principal_id(client_id: str) -> str:
+    """The object id of an app's service principal: stable per client id, so the tokens' ``oid``,
+    the Graph stand-in's service principal and a registered app agree."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal/{client_id}"))
+
+
 class TokenRejectedError(Exception):
     """A presented token is missing, malformed, or not valid for this resource."""
 
@@ -95,7 +101,7 @@ class TokenIssuer:
             raise ValueError("a v2.0 token needs its issuer: use Sandbox.caller_token")
         issued = int(time.time() if now is None else now)
         lifetime = self.lifetime_seconds if lifetime_seconds is None else lifetime_seconds
-        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal/{client_id}"))
+        object_id = service_principal_id(client_id)
         claims: dict[str, Any] = {
             "aud": audience,
             "iss": issuer or self.issuer,

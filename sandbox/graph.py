@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sandbox.entra import TokenRejectedError
+from sandbox.entra import TokenRejectedError, service_principal_id
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
@@ -354,7 +354,7 @@ class GraphStandIn:
                     409, "Request_MultipleObjectsWithSameKeyValue", "The service principal exists already."
                 )
             # The object id the Entra stand-in puts in the app's tokens as oid.
-            principal_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal/{app_id}"))
+            principal_id = service_principal_id(application.app_id)
             principal = ServicePrincipal(principal_id, application.app_id, application.display_name)
             self.service_principals[principal_id] = principal
             self._sync(application)

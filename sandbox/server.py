@@ -28,7 +28,14 @@ from aiohttp.typedefs import Handler
 
 from sandbox.correlation import REQUEST_ID_KEY
 from sandbox.data import SandboxData
-from sandbox.entra import App, EntraStandIn, TokenIssuer, TokenRejectedError, unauthorized
+from sandbox.entra import (
+    App,
+    EntraStandIn,
+    TokenIssuer,
+    TokenRejectedError,
+    service_principal_id,
+    unauthorized,
+)
 from sandbox.faults import FaultInjector
 from sandbox.managed_identity import FederatedCredential, ManagedIdentityStandIn
 from sandbox.retail_server import RetailServerStandIn, add_media_fault
@@ -111,7 +118,7 @@ class Sandbox:
     def register_app(self, client_id: str, secret: str, *, relying_party: bool) -> None:
         """An app registration that can get tokens; ``relying_party`` puts it on Retail Server's
         allow-list (Commerce shared parameters > Identity providers > Relying parties)."""
-        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal/{client_id}"))
+        object_id = service_principal_id(client_id)
         self.apps[client_id] = App(client_id=client_id, secret=secret, object_id=object_id)
         if relying_party:
             self.relying_parties.add(client_id)
