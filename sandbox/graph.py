@@ -35,7 +35,6 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -54,18 +53,21 @@ _FILTER = re.compile(r"^(appId|displayName) eq '((?:[^']|'')*)'$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+_STATUSES: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+}
+
+
+def graph_error(status: int, code: str, message: str) -> web.HTTPException:
+    """Graph's error answer (``error.code``, ``error.message``, ``innerError``), raised by a handler."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     inner = {"date": now, "request-id": str(uuid.uuid4()), "client-request-id": str(uuid.uuid4())}
-    return web.json_response(
-        {"error": {"code": code, "message": message, "innerError": inner}}, status=status
-    )
-
-
-class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.response = _error(status, code, message)
+    body = {"error": {"code": code, "message": message, "innerError": inner}}
+    return _STATUSES[status](text=json.dumps(body), content_type="application/json")
 
 
 @dataclass
@@ -186,11 +188,11 @@ class GraphStandIn:
         try:
             self.sandbox.authenticate(request, audience=self.resource, scheme="Bearer")
         except TokenRejectedError as exc:
-            raise GraphError(
+            raise graph_error(
                 401, "InvalidAuthenticationToken", f"Access token validation failure: {exc}."
             ) from None
         if write and not self.writable:
-            raise GraphError(
+            raise graph_error(
                 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
             )
         if write:
@@ -200,15 +202,15 @@ class GraphStandIn:
         try:
             body = json.loads(await request.read() or b"null")
         except ValueError:
-            raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
+            raise graph_error(400, "BadRequest", "Unable to read JSON request payload.") from None
         if not isinstance(body, dict):
-            raise GraphError(400, "BadRequest", "The request body must be a JSON object.")
+            raise graph_error(400, "BadRequest", "The request body must be a JSON object.")
         return body
 
     def _application(self, request: web.Request) -> Application:
         application = self.applications.get(request.match_info["object_id"])
         if application is None:
-            raise GraphError(
+            raise graph_error(
                 404,
                 "Request_ResourceNotFound",
                 f"Resource '{request.match_info['object_id']}' does not exist or one of its queried "
@@ -221,194 +223,165 @@ class GraphStandIn:
         raw = request.query.get("$filter", "")
         match = _FILTER.match(raw)
         if match is None:
-            raise GraphError(
+            raise graph_error(
                 400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {raw}"
             )
         return match.group(1), match.group(2).replace("''", "'")
 
-    async def _guard(
-        self, request: web.Request, handler: Callable[[], Awaitable[web.Response]], *, write: bool
-    ) -> web.Response:
-        try:
-            self._authorize(request, write=write)
-            return await handler()
-        except GraphError as exc:
-            return exc.response
-
     async def list_applications(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            key, value = self._filter(request)
-            attribute = "app_id" if key == "appId" else "display_name"
-            found = [a.wire() for a in self.applications.values() if getattr(a, attribute) == value]
-            return web.json_response({"@odata.context": "$metadata#applications", "value": found})
-
-        return await self._guard(request, run, write=False)
+        self._authorize(request, write=False)
+        key, value = self._filter(request)
+        attribute = "app_id" if key == "appId" else "display_name"
+        found = [a.wire() for a in self.applications.values() if getattr(a, attribute) == value]
+        return web.json_response({"@odata.context": "$metadata#applications", "value": found})
 
     async def create_application(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            body = await self._json(request)
-            name = body.get("displayName")
-            if not isinstance(name, str) or not name.strip():
-                raise GraphError(400, "Request_BadRequest", "Property 'displayName' is required.")
-            application = self.add_application(name)
-            application.sign_in_audience = str(body.get("signInAudience") or "AzureADMyOrg")
-            return web.json_response(application.wire(), status=201)
-
-        return await self._guard(request, run, write=True)
+        self._authorize(request, write=True)
+        body = await self._json(request)
+        name = body.get("displayName")
+        if not isinstance(name, str) or not name.strip():
+            raise graph_error(400, "Request_BadRequest", "Property 'displayName' is required.")
+        application = self.add_application(name)
+        application.sign_in_audience = str(body.get("signInAudience") or "AzureADMyOrg")
+        return web.json_response(application.wire(), status=201)
 
     async def list_federated(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            application = self._application(request)
-            return web.json_response({"value": [f.wire() for f in application.federated]})
-
-        return await self._guard(request, run, write=False)
+        self._authorize(request, write=False)
+        application = self._application(request)
+        return web.json_response({"value": [f.wire() for f in application.federated]})
 
     def _validate_federated(
         self, application: Application, fields: dict[str, Any], *, skip: str | None
     ) -> None:
         audiences = fields.get("audiences")
         if not isinstance(audiences, list) or len(audiences) != 1:
-            raise GraphError(400, "Request_BadRequest", "Property 'audiences' must hold exactly one value.")
+            raise graph_error(400, "Request_BadRequest", "Property 'audiences' must hold exactly one value.")
         for name in ("issuer", "subject"):
             if not isinstance(fields.get(name), str) or not fields[name]:
-                raise GraphError(400, "Request_BadRequest", f"Property '{name}' is required.")
+                raise graph_error(400, "Request_BadRequest", f"Property '{name}' is required.")
         for other in application.federated:
             if other.id != skip and (other.issuer, other.subject) == (fields["issuer"], fields["subject"]):
-                raise GraphError(
+                raise graph_error(
                     400,
                     "Request_BadRequest",
                     "FederatedIdentityCredential with the same issuer and subject already exists.",
                 )
 
     async def create_federated(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            application = self._application(request)
-            body = await self._json(request)
-            name = body.get("name")
-            if not isinstance(name, str) or not _NAME.match(name):
-                raise GraphError(400, "Request_BadRequest", "Property 'name' is invalid.")
-            if any(f.name == name for f in application.federated):
-                raise GraphError(
-                    400, "Request_BadRequest", f"FederatedIdentityCredential with name {name} already exists."
-                )
-            if len(application.federated) >= MAX_FEDERATED_CREDENTIALS:
-                raise GraphError(
-                    400, "Request_BadRequest", "Maximum number of federated identity credentials."
-                )
-            self._validate_federated(application, body, skip=None)
-            credential = FederatedCredential(
-                id=str(uuid.uuid4()),
-                name=name,
-                issuer=body["issuer"],
-                subject=body["subject"],
-                audiences=list(body["audiences"]),
-                description=body.get("description"),
+        self._authorize(request, write=True)
+        application = self._application(request)
+        body = await self._json(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise graph_error(400, "Request_BadRequest", "Property 'name' is invalid.")
+        if any(f.name == name for f in application.federated):
+            raise graph_error(
+                400, "Request_BadRequest", f"FederatedIdentityCredential with name {name} already exists."
             )
-            application.federated.append(credential)
-            return web.json_response(credential.wire(), status=201)
-
-        return await self._guard(request, run, write=True)
+        if len(application.federated) >= MAX_FEDERATED_CREDENTIALS:
+            raise graph_error(400, "Request_BadRequest", "Maximum number of federated identity credentials.")
+        self._validate_federated(application, body, skip=None)
+        credential = FederatedCredential(
+            id=str(uuid.uuid4()),
+            name=name,
+            issuer=body["issuer"],
+            subject=body["subject"],
+            audiences=list(body["audiences"]),
+            description=body.get("description"),
+        )
+        application.federated.append(credential)
+        return web.json_response(credential.wire(), status=201)
 
     async def update_federated(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            application = self._application(request)
-            key = request.match_info["key"]
-            credential = next((f for f in application.federated if key in (f.id, f.name)), None)
-            if credential is None:
-                raise GraphError(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist.")
-            body = await self._json(request)
-            if "name" in body and body["name"] != credential.name:
-                raise GraphError(400, "Request_BadRequest", "Property 'name' is immutable.")
-            merged = {**credential.wire(), **body}
-            self._validate_federated(application, merged, skip=credential.id)
-            credential.issuer, credential.subject = merged["issuer"], merged["subject"]
-            credential.audiences = list(merged["audiences"])
-            credential.description = merged.get("description")
-            return web.Response(status=204)
-
-        return await self._guard(request, run, write=True)
+        self._authorize(request, write=True)
+        application = self._application(request)
+        key = request.match_info["key"]
+        credential = next((f for f in application.federated if key in (f.id, f.name)), None)
+        if credential is None:
+            raise graph_error(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist.")
+        body = await self._json(request)
+        if "name" in body and body["name"] != credential.name:
+            raise graph_error(400, "Request_BadRequest", "Property 'name' is immutable.")
+        merged = {**credential.wire(), **body}
+        self._validate_federated(application, merged, skip=credential.id)
+        credential.issuer, credential.subject = merged["issuer"], merged["subject"]
+        credential.audiences = list(merged["audiences"])
+        credential.description = merged.get("description")
+        return web.Response(status=204)
 
     async def list_service_principals(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            key, value = self._filter(request)
-            if key != "appId":
-                raise GraphError(400, "Request_UnsupportedQuery", "Only appId is filterable here.")
-            found = [sp.wire() for sp in self.service_principals.values() if sp.app_id == value]
-            return web.json_response({"value": found})
-
-        return await self._guard(request, run, write=False)
+        self._authorize(request, write=False)
+        key, value = self._filter(request)
+        if key != "appId":
+            raise graph_error(400, "Request_UnsupportedQuery", "Only appId is filterable here.")
+        found = [sp.wire() for sp in self.service_principals.values() if sp.app_id == value]
+        return web.json_response({"value": found})
 
     async def create_service_principal(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            body = await self._json(request)
-            app_id = body.get("appId")
-            application = self.by_app_id(str(app_id)) if isinstance(app_id, str) else None
-            if application is None:
-                raise GraphError(
-                    400,
-                    "Request_BadRequest",
-                    "The appId of the service principal does not reference a valid application object.",
-                )
-            if any(sp.app_id == app_id for sp in self.service_principals.values()):
-                raise GraphError(
-                    409, "Request_MultipleObjectsWithSameKeyValue", "The service principal exists already."
-                )
-            # The object id the Entra stand-in puts in the app's tokens as oid.
-            principal_id = service_principal_id(application.app_id)
-            principal = ServicePrincipal(principal_id, application.app_id, application.display_name)
-            self.service_principals[principal_id] = principal
-            self._sync(application)
-            return web.json_response(principal.wire(), status=201)
-
-        return await self._guard(request, run, write=True)
+        self._authorize(request, write=True)
+        body = await self._json(request)
+        app_id = body.get("appId")
+        application = self.by_app_id(str(app_id)) if isinstance(app_id, str) else None
+        if application is None:
+            raise graph_error(
+                400,
+                "Request_BadRequest",
+                "The appId of the service principal does not reference a valid application object.",
+            )
+        if any(sp.app_id == app_id for sp in self.service_principals.values()):
+            raise graph_error(
+                409, "Request_MultipleObjectsWithSameKeyValue", "The service principal exists already."
+            )
+        # The object id the Entra stand-in puts in the app's tokens as oid.
+        principal_id = service_principal_id(application.app_id)
+        principal = ServicePrincipal(principal_id, application.app_id, application.display_name)
+        self.service_principals[principal_id] = principal
+        self._sync(application)
+        return web.json_response(principal.wire(), status=201)
 
     async def add_password(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            application = self._application(request)
-            body = await self._json(request)
-            options = body.get("passwordCredential") or {}
-            end_text = options.get("endDateTime")
-            try:
-                end = (
-                    datetime.fromisoformat(end_text.replace("Z", "+00:00"))
-                    if isinstance(end_text, str)
-                    else datetime.now(UTC) + timedelta(days=730)
-                )
-            except ValueError:
-                raise GraphError(400, "Request_BadRequest", "Invalid value for 'endDateTime'.") from None
-            password = Password(
-                key_id=str(uuid.uuid4()),
-                secret_text=secrets.token_urlsafe(30),
-                display_name=options.get("displayName"),
-                end=end,
+        self._authorize(request, write=True)
+        application = self._application(request)
+        body = await self._json(request)
+        options = body.get("passwordCredential") or {}
+        end_text = options.get("endDateTime")
+        try:
+            end = (
+                datetime.fromisoformat(end_text.replace("Z", "+00:00"))
+                if isinstance(end_text, str)
+                else datetime.now(UTC) + timedelta(days=730)
             )
-            application.passwords.append(password)
-            self._sync(application)
-            return web.json_response(
-                {
-                    "customKeyIdentifier": None,
-                    "displayName": password.display_name,
-                    "endDateTime": _iso(password.end),
-                    "hint": password.secret_text[:3],
-                    "keyId": password.key_id,
-                    "secretText": password.secret_text,
-                    "startDateTime": _iso(datetime.now(UTC)),
-                }
-            )
-
-        return await self._guard(request, run, write=True)
+        except ValueError:
+            raise graph_error(400, "Request_BadRequest", "Invalid value for 'endDateTime'.") from None
+        password = Password(
+            key_id=str(uuid.uuid4()),
+            secret_text=secrets.token_urlsafe(30),
+            display_name=options.get("displayName"),
+            end=end,
+        )
+        application.passwords.append(password)
+        self._sync(application)
+        return web.json_response(
+            {
+                "customKeyIdentifier": None,
+                "displayName": password.display_name,
+                "endDateTime": _iso(password.end),
+                "hint": password.secret_text[:3],
+                "keyId": password.key_id,
+                "secretText": password.secret_text,
+                "startDateTime": _iso(datetime.now(UTC)),
+            }
+        )
 
     async def remove_password(self, request: web.Request) -> web.Response:
-        async def run() -> web.Response:
-            application = self._application(request)
-            key_id = (await self._json(request)).get("keyId")
-            if not any(p.key_id == key_id for p in application.passwords):
-                raise GraphError(400, "Request_BadRequest", "No password credential has the keyId given.")
-            application.passwords = [p for p in application.passwords if p.key_id != key_id]
-            self._sync(application)
-            return web.Response(status=204)
-
-        return await self._guard(request, run, write=True)
+        self._authorize(request, write=True)
+        application = self._application(request)
+        key_id = (await self._json(request)).get("keyId")
+        if not any(p.key_id == key_id for p in application.passwords):
+            raise graph_error(400, "Request_BadRequest", "No password credential has the keyId given.")
+        application.passwords = [p for p in application.passwords if p.key_id != key_id]
+        self._sync(application)
+        return web.Response(status=204)
 
     def _sync(self, application: Application) -> None:
         """What the Entra stand-in knows of the app: its newest password, once it has a principal."""
