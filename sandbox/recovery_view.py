@@ -98,25 +98,35 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     ]
 
 
+def _group_row(group: dict[str, Any], label: str) -> list[str]:
+    """A group's row, the same in the printed table and on the page."""
+    median = group["medianHoursToConvert"]
+    return [
+        label,
+        str(group["carts"]),
+        str(group["converted"]["any"]),
+        percent(group["conversionRate"]["any"]),
+        str(group["converted"]["strict"]),
+        percent(group["conversionRate"]["strict"]),
+        "-" if median is None else f"{median:.1f}",
+    ]
+
+
+def _channel_row(channel: dict[str, Any]) -> list[str]:
+    return [
+        f"{channel['channel']} {channel['storeId'] or ''}".strip(),
+        str(channel["mailedConversions"]),
+        str(channel["holdoutConversions"]),
+        ", ".join(f"{a['currency']} {money(a['amount'])}" for a in channel["revenue"]),
+    ]
+
+
 def report_table(report: dict[str, Any], truth: Truth | None = None) -> list[str]:
     groups = report["groups"]
     rows: list[list[str]] = [
         ["group", "carts", "orders (any)", "rate", "orders (strict)", "rate", "median h"]
     ]
-    for name, label in GROUPS:
-        group = groups[name]
-        median = group["medianHoursToConvert"]
-        rows.append(
-            [
-                label.lower(),
-                str(group["carts"]),
-                str(group["converted"]["any"]),
-                percent(group["conversionRate"]["any"]),
-                str(group["converted"]["strict"]),
-                percent(group["conversionRate"]["strict"]),
-                "-" if median is None else f"{median:.1f}",
-            ]
-        )
+    rows += [_group_row(groups[name], label.lower()) for name, label in GROUPS]
     lines = _table(rows)
     lines.append("")
     for basis, _ in BASES:
@@ -148,15 +158,7 @@ def report_table(report: dict[str, Any], truth: Truth | None = None) -> list[str
         lines += _table(revenue_rows)
         lines.append("")
     channel_rows = [["orders by channel", "mailed", "held out", "revenue"]]
-    for channel in report["byChannel"]:
-        channel_rows.append(
-            [
-                f"{channel['channel']} {channel['storeId'] or ''}".strip(),
-                str(channel["mailedConversions"]),
-                str(channel["holdoutConversions"]),
-                ", ".join(f"{a['currency']} {money(a['amount'])}" for a in channel["revenue"]),
-            ]
-        )
+    channel_rows += [_channel_row(channel) for channel in report["byChannel"]]
     if len(channel_rows) > 1:
         lines += _table(channel_rows)
     for step in report["byStep"]:
@@ -408,20 +410,7 @@ def report_html(
     context: Sequence[str] = (),
 ) -> str:
     groups = report["groups"]
-    group_rows = [
-        [
-            label,
-            str(groups[name]["carts"]),
-            str(groups[name]["converted"]["any"]),
-            percent(groups[name]["conversionRate"]["any"]),
-            str(groups[name]["converted"]["strict"]),
-            percent(groups[name]["conversionRate"]["strict"]),
-            "-"
-            if groups[name]["medianHoursToConvert"] is None
-            else f"{groups[name]['medianHoursToConvert']:.1f}",
-        ]
-        for name, label in GROUPS
-    ]
+    group_rows = [_group_row(groups[name], label) for name, label in GROUPS]
     lift_rows = [
         [
             label,
@@ -444,15 +433,7 @@ def report_html(
         ]
         for row in report["revenue"]
     ]
-    channel_rows = [
-        [
-            f"{c['channel']} {c['storeId'] or ''}".strip(),
-            str(c["mailedConversions"]),
-            str(c["holdoutConversions"]),
-            ", ".join(f"{a['currency']} {money(a['amount'])}" for a in c["revenue"]),
-        ]
-        for c in report["byChannel"]
-    ]
+    channel_rows = [_channel_row(channel) for channel in report["byChannel"]]
     currencies = [row["currency"] for row in report["revenue"]]
     truth_legend = [(_COLOURS["truth"], "true value built into the simulation (dashed)")] if truth else []
     parts = [
