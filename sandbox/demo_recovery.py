@@ -158,13 +158,10 @@ def add_shoppers(sandbox: Sandbox, options: RecoveryOptions, start: datetime) ->
     total = options.carts_per_day * options.days
     span = timedelta(days=options.days) - QUIET_BEFORE_MIDNIGHT
     counts = {oun: max(1, round(total * share)) for oun, share in CHANNEL_SHARES.items()}
-    contacts = emarsys.stand_in(sandbox)
     for oun, count in counts.items():
-        bulk = sandbox.data.add_bulk_carts(oun, count, newest=start + span, span=span)
-        for index in range(count):
-            customer = sandbox.data.customers[bulk.account(bulk.customer_index(index))]
-            if customer.email and bulk.customer_index(index) == index:
-                contacts.add_contact(customer.email)
+        sandbox.data.add_bulk_carts(oun, count, newest=start + span, span=span)
+    # The shoppers are Emarsys contacts already, as `python -m sandbox --carts` makes them.
+    emarsys.stand_in(sandbox).directory = sandbox.data.is_bulk_email
     return counts
 
 
