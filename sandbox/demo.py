@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
 from azure.functions.timer import TimerRequest
+from opentelemetry.trace import format_trace_id
 
 from sandbox import emarsys, fno, orders
 from sandbox import telemetry as local_telemetry
@@ -261,7 +262,7 @@ async def _telemetry(local: local_telemetry.LocalTelemetry) -> list[str]:
     trace_id = runs[-1].context.trace_id
     in_run = [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
     lines.append(
-        f"  detection run trace id {local_telemetry.hex_id(trace_id, 32)} "
+        f"  detection run trace id {format_trace_id(trace_id)} "
         f"(operation_Id in Application Insights): {len(in_run)} spans"
     )
     cart = _a_mailed_cart(spans)

@@ -109,10 +109,6 @@ def _read(reader: InMemoryMetricReader) -> list[MetricPoint]:
 # ----- reading spans
 
 
-def hex_id(value: int, digits: int) -> str:
-    return format(value, f"0{digits}x")
-
-
 def children_of(spans: Iterable[ReadableSpan]) -> dict[int | None, list[ReadableSpan]]:
     """Spans by their parent's span id (None for a root), each list in start order."""
     tree: dict[int | None, list[ReadableSpan]] = defaultdict(list)
