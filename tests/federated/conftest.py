@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from sandbox import fno, orders
 from sandbox.managed_identity import TOKEN_EXCHANGE_AUDIENCE
@@ -17,7 +16,7 @@ from sandbox.server import Sandbox
 from shared.email.factory import EXTRAS_KEY
 from shared.runtime import Runtime
 from shared.settings import Settings
-from tests.conftest import OutStub, sandbox_settings
+from tests.conftest import sandbox_settings
 
 # The customer tests' request body (a seeded customer's name with a new email and phone).
 from tests.customers.conftest import payload, seeded_person  # noqa: F401
@@ -74,14 +73,6 @@ def at_now(monkeypatch: pytest.MonkeyPatch) -> None:
 def identity_tokens(sandbox: Sandbox) -> int:
     """How many tokens the managed-identity endpoint issued for the token exchange."""
     return sandbox.managed_identity.issued[TOKEN_EXCHANGE_AUDIENCE]
-
-
-async def run_detection(functions: dict[str, Any]) -> list[str]:
-    """The registered timer function, as the host calls it; the queue messages it wrote."""
-    out = OutStub()
-    await functions["detect_abandoned_carts"].get_user_function()(TimerRequest(past_due=False), out)
-    messages: list[str] | None = out.get()
-    return messages or []
 
 
 async def create_customer(functions: dict[str, Any], body: dict[str, Any], **headers: str) -> Any:

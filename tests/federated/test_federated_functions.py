@@ -16,13 +16,14 @@ from shared.identity import scope_for
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
 from tests.customers.helpers import body_of
-from tests.federated.conftest import create_customer, identity_tokens, run_detection
+from tests.federated.conftest import create_customer, identity_tokens
 from tests.notify.conftest import (
     RecordingProvider,
     consenting_customer,
     ledger_status,
     own_cart,
     put_on_ledger,
+    run_detection,
     run_notify,
 )
 

@@ -4,6 +4,7 @@ registered queue function with a real ``func.QueueMessage``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
+from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys as emarsys_stand_in
 from sandbox import orders
@@ -184,6 +186,15 @@ async def run_notify(functions: dict[str, Any], body: str | bytes, *, dequeue_co
     )
     await functions["notify_abandoned_cart"].get_user_function()(message, poison)
     return poison
+
+
+async def run_detection(functions: dict[str, Any], cart: Cart | None = None) -> list[str]:
+    """Call the registered timer function as the host would; the queue messages it wrote (only
+    ``cart``'s, when given), as written."""
+    out = OutStub()
+    await functions["detect_abandoned_carts"].get_user_function()(TimerRequest(past_due=False), out)
+    messages: list[str] = out.get() or []
+    return messages if cart is None else [m for m in messages if json.loads(m)["cartId"] == cart.id]
 
 
 async def ledger_status(runtime: Runtime, cart: Cart, step: int = 1) -> tuple[str, str | None]:

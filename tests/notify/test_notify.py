@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from sandbox.data import Cart
 from sandbox.server import Sandbox
@@ -37,6 +36,7 @@ from tests.notify.conftest import (
     ledger_status,
     own_cart,
     put_on_ledger,
+    run_detection,
     run_notify,
 )
 
@@ -463,11 +463,7 @@ def notify_overrides() -> dict[str, Any]:
 
 async def detect(registered_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, at: Any) -> list[str]:
     monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: at)
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    return list(out.get() or [])
+    return await run_detection(registered_functions)
 
 
 def for_cart(messages: list[str], cart: Cart) -> list[dict[str, Any]]:
