@@ -18,6 +18,7 @@ from azure.functions.timer import TimerRequest
 from sandbox import emarsys as emarsys_stand_in
 from sandbox import orders
 from sandbox.data import CONTACT_EMAIL, Cart, Customer
+from sandbox.emarsys import EmarsysStandIn
 from sandbox.server import Sandbox
 from shared.abandoned_carts.messages import CartMessage
 from shared.email.base import EmailMessage, SendResult
@@ -250,3 +251,9 @@ def emarsys_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> dict
         "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
         "emarsys_event_id": emarsys_stand_in.EVENT_ID,
     }
+
+
+@pytest.fixture
+def stand_in(sandbox: Sandbox) -> EmarsysStandIn:
+    """The Emarsys stand-in of the module's sandbox (one built with ``emarsys_sandbox``)."""
+    return emarsys_stand_in.stand_in(sandbox)

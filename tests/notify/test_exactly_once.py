@@ -38,6 +38,7 @@ from tests.notify.conftest import (
     Clock,
     Queued,
     consenting_customer,
+    emarsys_overrides,
     ids_of,
     ledger_status,
     own_cart,
@@ -118,17 +119,7 @@ def notify_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, stand: S
     # A held answer costs one client timeout: keep it short (the sandbox answers in milliseconds).
     common: dict[str, Any] = {"http_timeout_seconds": 1.0}
     if stand.name == "emarsys":
-        values = emarsys.env(sandbox)
-        for name in ("EMARSYS_CLIENT_ID", "EMARSYS_CLIENT_SECRET"):
-            monkeypatch.setenv(name, values[name])
-        return {
-            **common,
-            "email_provider": "emarsys",
-            "emarsys_auth": "oauth",
-            "emarsys_api_url": values["EMARSYS_API_URL"],
-            "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
-            "emarsys_event_id": emarsys.EVENT_ID,
-        }
+        return {**common, **emarsys_overrides(sandbox, monkeypatch)}
     if stand.name == "sendgrid":
         values = sendgrid.env(sandbox)
         monkeypatch.setenv("SENDGRID_API_KEY", values["SENDGRID_API_KEY"])

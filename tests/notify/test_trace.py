@@ -13,7 +13,6 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from sandbox import emarsys as emarsys_stand_in
 from sandbox.emarsys import EmarsysStandIn
 from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry, journey
@@ -122,11 +121,6 @@ async def test_one_carts_trace_runs_from_the_timer_to_the_provider(
         (2, "notify_abandoned_cart"),
     ]
     assert any(span is trigger for _, span in tree)
-
-
-@pytest.fixture
-def stand_in(sandbox: Sandbox) -> EmarsysStandIn:
-    return emarsys_stand_in.stand_in(sandbox)
 
 
 async def test_a_version_1_message_is_still_accepted_and_starts_a_trace_of_its_own(
