@@ -13,15 +13,13 @@ import pytest
 from sandbox import fno, orders
 from sandbox.managed_identity import TOKEN_EXCHANGE_AUDIENCE
 from sandbox.server import Sandbox
-from shared.email.factory import EXTRAS_KEY
-from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import sandbox_settings
 
 # The customer tests' request body (a seeded customer's name with a new email and phone).
 from tests.customers.conftest import payload, seeded_person  # noqa: F401
 from tests.customers.helpers import call, http_request
-from tests.notify.conftest import NOTIFY_SETTINGS, NOW, RecordingProvider
+from tests.notify.conftest import NOTIFY_SETTINGS, NOW, clock, recorder  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -55,19 +53,6 @@ def settings(
         **federated_overrides,
     }
     return sandbox_settings(sandbox, tmp_path, **values)
-
-
-@pytest.fixture
-def recorder(runtime: Runtime) -> RecordingProvider:
-    provider = RecordingProvider()
-    runtime.extras[EXTRAS_KEY] = provider
-    return provider
-
-
-@pytest.fixture
-def at_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every invocation runs at the sandbox's NOW."""
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
 
 
 def identity_tokens(sandbox: Sandbox) -> int:

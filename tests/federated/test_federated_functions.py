@@ -27,7 +27,8 @@ from tests.notify.conftest import (
     run_notify,
 )
 
-pytestmark = pytest.mark.usefixtures("at_now")
+# Every invocation runs at the sandbox's NOW.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 async def test_detection_signs_in_with_the_managed_identity_and_reads_no_secret(
