@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,11 @@ _STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", Non
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a record got through ``extra=``: what Application Insights shows as custom dimensions."""
     return {key: value for key, value in vars(record).items() if key not in _STANDARD_RECORD_FIELDS}
+
+
+def event_records(records: Iterable[logging.LogRecord], event: str) -> list[dict[str, Any]]:
+    """The custom dimensions (:func:`extra_fields`) of the records whose ``event`` is ``event``."""
+    return [extra_fields(r) for r in records if getattr(r, "event", None) == event]
 
 
 class _Capture(logging.Handler):

@@ -22,7 +22,7 @@ from sandbox.telemetry import totals as metric_totals
 from shared.recovery.report import recovery_figures
 from shared.state.ledger import Ledger
 from shared.state.sqlite import SqliteStore
-from tests.conftest import exported_telemetry, extra_fields, personal_data_patterns
+from tests.conftest import event_records, exported_telemetry, extra_fields, personal_data_patterns
 from tests.infra.test_monitoring import CONTRACT_METRICS, CONTRACT_RECORDS
 
 
@@ -174,7 +174,7 @@ async def test_every_record_a_demo_run_emits_parses(
             if isinstance(value, str):
                 assert "[number]" not in value and "[email]" not in value, (key, value)
 
-    [run] = [extra_fields(r) for r in records if getattr(r, "event", None) == "detection_run"]
+    [run] = event_records(records, "detection_run")
     assert run["status"] == "succeeded" and run["channels_failed"] == 0
     channels = json.loads(run["channels"])
     assert set(channels) == {"128", "067"}
@@ -182,7 +182,7 @@ async def test_every_record_a_demo_run_emits_parses(
     assert run["carts_queued"] == sum(c["queued"] for c in channels.values())
     assert run["carts_skipped"] == sum(json.loads(run["skipped_by_reason"]).values())
 
-    outcomes = [extra_fields(r) for r in records if getattr(r, "event", None) == "notify_outcome"]
+    outcomes = event_records(records, "notify_outcome")
     assert len(outcomes) == run["carts_queued"] + run["carts_requeued"]
     ledger = Ledger(SqliteStore(scratch / demo.STATE_DIR / "connector.sqlite3"))
     for outcome in outcomes:
@@ -191,7 +191,7 @@ async def test_every_record_a_demo_run_emits_parses(
         assert found is not None, outcome
         assert found[0].status.value == outcome["outcome"]
         assert outcome["oun"] in {"128", "067"} and outcome["provider"] == "preview"
-    [created] = [extra_fields(r) for r in records if getattr(r, "event", None) == "create_customer"]
+    [created] = event_records(records, "create_customer")
     assert (created["status"], created["outcome"]) == (201, "created")
 
     # The fields the workbook and alerts read are on every record of their event.

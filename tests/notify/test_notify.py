@@ -24,7 +24,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerStatus
 from shared.store_commerce import parse_deep_link
-from tests.conftest import OutStub, extra_fields
+from tests.conftest import OutStub, event_records
 from tests.notify.conftest import (
     IMAGES,
     NOW,
@@ -717,9 +717,7 @@ async def test_poisoned_messages_are_counted_and_recorded(
         ("malformed", queue, 1.0),
         ("retries_exhausted", queue, 1.0),
     ]
-    records = [
-        extra_fields(r) for r in log_privacy_guard.records if getattr(r, "event", None) == "message_poisoned"
-    ]
+    records = event_records(log_privacy_guard.records, "message_poisoned")
     assert [(r["reason"], r["dequeue_count"]) for r in records] == [
         ("malformed", 1),
         ("retries_exhausted", max_dequeue_count()),
