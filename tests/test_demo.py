@@ -17,11 +17,12 @@ from sandbox import demo
 from sandbox.demo_customers import DEMO_CUSTOMER
 from sandbox.demo_recovery import RecoveryOptions
 from sandbox.server import Sandbox
-from sandbox.telemetry import LocalTelemetry, point_text, span_text
+from sandbox.telemetry import LocalTelemetry
+from sandbox.telemetry import totals as metric_totals
 from shared.recovery.report import recovery_figures
 from shared.state.ledger import Ledger
 from shared.state.sqlite import SqliteStore
-from tests.conftest import extra_fields, find_personal_data, personal_data_patterns
+from tests.conftest import event_records, exported_telemetry, extra_fields, personal_data_patterns
 from tests.infra.test_monitoring import CONTRACT_METRICS, CONTRACT_RECORDS
 
 
@@ -106,7 +107,7 @@ async def test_demo_with_telemetry_prints_one_carts_trace_and_the_run_metrics(
     points = telemetry.points()
     written = (scratch / "out/telemetry/metrics.jsonl").read_text().splitlines()
     assert written and all(json.loads(line)["name"].startswith("connector.") for line in written)
-    totals = local_totals(points)
+    totals = metric_totals(points)
     found = sum(v for (name, _), v in totals.items() if name == "connector.carts.found")
     queued = sum(v for (name, _), v in totals.items() if name == "connector.carts.queued")
     found_line = next(line for line in lines if line.strip().startswith("carts found"))
@@ -150,14 +151,9 @@ async def test_demo_with_telemetry_prints_one_carts_trace_and_the_run_metrics(
     # Nothing personal in any span or metric of the run.
     [sandbox] = demo_sandboxes
     patterns = personal_data(sandbox)
-    exported = [span_text(span) for span in telemetry.spans()] + [point_text(p) for p in points]
+    # Every span and every metric point (those read above and any since).
+    exported = exported_telemetry()
     assert not [text for text in exported if any(p.search(text) for p in patterns)]
-
-
-def local_totals(points: list[Any]) -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:
-    from sandbox.telemetry import totals
-
-    return totals(points)
 
 
 async def test_every_record_a_demo_run_emits_parses(
@@ -178,7 +174,7 @@ async def test_every_record_a_demo_run_emits_parses(
             if isinstance(value, str):
                 assert "[number]" not in value and "[email]" not in value, (key, value)
 
-    [run] = [extra_fields(r) for r in records if getattr(r, "event", None) == "detection_run"]
+    [run] = event_records(records, "detection_run")
     assert run["status"] == "succeeded" and run["channels_failed"] == 0
     channels = json.loads(run["channels"])
     assert set(channels) == {"128", "067"}
@@ -186,7 +182,7 @@ async def test_every_record_a_demo_run_emits_parses(
     assert run["carts_queued"] == sum(c["queued"] for c in channels.values())
     assert run["carts_skipped"] == sum(json.loads(run["skipped_by_reason"]).values())
 
-    outcomes = [extra_fields(r) for r in records if getattr(r, "event", None) == "notify_outcome"]
+    outcomes = event_records(records, "notify_outcome")
     assert len(outcomes) == run["carts_queued"] + run["carts_requeued"]
     ledger = Ledger(SqliteStore(scratch / demo.STATE_DIR / "connector.sqlite3"))
     for outcome in outcomes:
@@ -195,7 +191,7 @@ async def test_every_record_a_demo_run_emits_parses(
         assert found is not None, outcome
         assert found[0].status.value == outcome["outcome"]
         assert outcome["oun"] in {"128", "067"} and outcome["provider"] == "preview"
-    [created] = [extra_fields(r) for r in records if getattr(r, "event", None) == "create_customer"]
+    [created] = event_records(records, "create_customer")
     assert (created["status"], created["outcome"]) == (201, "created")
 
     # The fields the workbook and alerts read are on every record of their event.
@@ -209,9 +205,9 @@ async def test_every_record_a_demo_run_emits_parses(
     assert seen >= 3
 
     [sandbox] = demo_sandboxes
-    leaks = find_personal_data(log_privacy_guard.lines, sandbox)
+    # personal_data holds every pattern find_personal_data looks for, and the demo customer's.
     patterns = personal_data(sandbox)
-    leaks += [line for line in log_privacy_guard.lines if any(p.search(line) for p in patterns)]
+    leaks = [line for line in log_privacy_guard.lines if any(p.search(line) for p in patterns)]
     assert not leaks, leaks[:3]
 
 

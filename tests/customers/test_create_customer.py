@@ -23,7 +23,7 @@ from shared.secrets import CachedSecrets, KeyVaultSecrets
 from shared.settings import Settings
 from shared.state.store import StoreError
 from shared.store_commerce import parse_deep_link
-from tests.conftest import extra_fields
+from tests.conftest import event_records
 from tests.customers.conftest import create_route
 from tests.customers.helpers import body_of, call, http_request, principal, with_fno_token
 
@@ -883,9 +883,7 @@ async def test_each_answer_is_counted_timed_and_recorded_by_status_and_outcome(
     ]
     timed = [p for p in telemetry.points() if p.name == "connector.customers.duration"]
     assert sorted((p.attributes["status"], p.count) for p in timed) == [("201", 1), ("400", 1)]
-    records = [
-        extra_fields(r) for r in log_privacy_guard.records if getattr(r, "event", None) == "create_customer"
-    ]
+    records = event_records(log_privacy_guard.records, "create_customer")
     assert [(r["status"], r["outcome"]) for r in records] == [(201, "created"), (400, "invalid")]
     assert all(isinstance(r["duration_ms"], float) and r["correlation_id"] for r in records)
     # The invocation is a server span; the F&O call under it a client span with its route.

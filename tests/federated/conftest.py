@@ -9,20 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from sandbox import fno, orders
 from sandbox.managed_identity import TOKEN_EXCHANGE_AUDIENCE
 from sandbox.server import Sandbox
-from shared.email.factory import EXTRAS_KEY
-from shared.runtime import Runtime
 from shared.settings import Settings
-from tests.conftest import OutStub, sandbox_settings
+from tests.conftest import sandbox_settings
 
 # The customer tests' request body (a seeded customer's name with a new email and phone).
 from tests.customers.conftest import payload, seeded_person  # noqa: F401
 from tests.customers.helpers import call, http_request
-from tests.notify.conftest import NOTIFY_SETTINGS, NOW, RecordingProvider
+from tests.notify.conftest import NOTIFY_SETTINGS, NOW, clock, recorder  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -58,30 +55,9 @@ def settings(
     return sandbox_settings(sandbox, tmp_path, **values)
 
 
-@pytest.fixture
-def recorder(runtime: Runtime) -> RecordingProvider:
-    provider = RecordingProvider()
-    runtime.extras[EXTRAS_KEY] = provider
-    return provider
-
-
-@pytest.fixture
-def at_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every invocation runs at the sandbox's NOW."""
-    monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: NOW)
-
-
 def identity_tokens(sandbox: Sandbox) -> int:
     """How many tokens the managed-identity endpoint issued for the token exchange."""
     return sandbox.managed_identity.issued[TOKEN_EXCHANGE_AUDIENCE]
-
-
-async def run_detection(functions: dict[str, Any]) -> list[str]:
-    """The registered timer function, as the host calls it; the queue messages it wrote."""
-    out = OutStub()
-    await functions["detect_abandoned_carts"].get_user_function()(TimerRequest(past_due=False), out)
-    messages: list[str] | None = out.get()
-    return messages or []
 
 
 async def create_customer(functions: dict[str, Any], body: dict[str, Any], **headers: str) -> Any:

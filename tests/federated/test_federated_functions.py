@@ -15,18 +15,21 @@ from sandbox.server import Sandbox
 from shared.identity import scope_for
 from shared.runtime import Runtime, set_runtime
 from shared.settings import Settings
+from tests.conftest import event_records
 from tests.customers.helpers import body_of
-from tests.federated.conftest import create_customer, identity_tokens, run_detection
+from tests.federated.conftest import create_customer, identity_tokens
 from tests.notify.conftest import (
     RecordingProvider,
     consenting_customer,
     ledger_status,
     own_cart,
     put_on_ledger,
+    run_detection,
     run_notify,
 )
 
-pytestmark = pytest.mark.usefixtures("at_now")
+# Every invocation runs at the sandbox's NOW.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 async def test_detection_signs_in_with_the_managed_identity_and_reads_no_secret(
@@ -341,8 +344,8 @@ async def test_the_identity_token_request_is_a_client_span_counted_beside_entras
     ]
     entra = [s for s in telemetry.spans() if s.name == "POST /{tenant}/oauth2/v2.0/token"]
     assert [dict(s.attributes or {})["connector.status"] for s in entra] == ["ok"]
-    [record] = [r for r in log_privacy_guard.records if getattr(r, "event", None) == "token_failure"]
-    assert (getattr(record, "service", None), getattr(record, "error", None)) == (
+    [failure] = event_records(log_privacy_guard.records, "token_failure")
+    assert (failure["service"], failure["error"]) == (
         "managed_identity",
         "managed_identity_unavailable",
     )

@@ -240,7 +240,6 @@ class Report:
     tables: set[str] = field(default_factory=set)
     lets: set[str] = field(default_factory=set)
     defined: set[str] = field(default_factory=set)
-    strings: list[str] = field(default_factory=list)
 
 
 def tokens(query: str) -> list[Token]:
@@ -328,11 +327,15 @@ def _check_sources(items: list[Token], report: Report) -> None:
             continue
         if text == "|" and union_depth is not None and depth == union_depth:
             union_depth = None
-        if expect_source and token.kind == "name" and text != "print" and after != "(":
-            if text in WORKSPACE_TABLES:
-                raise KqlError(f"{text} is the workspace's name; in the component it is a classic table")
-            if text not in TABLES and text not in report.lets:
-                raise KqlError(f"{text!r} at offset {token.offset} is neither a table nor a let")
+        if (
+            expect_source
+            and token.kind == "name"
+            and text != "print"
+            and after != "("
+            and text not in TABLES
+            and text not in report.lets
+        ):
+            raise KqlError(f"{text!r} at offset {token.offset} is neither a table nor a let")
         expect_source = False
 
 
@@ -347,7 +350,6 @@ def check(query: str, *, known: frozenset[str] = frozenset()) -> Report:
     _check_brackets(items)
     report = Report()
     _collect_definitions(items, report)
-    report.strings = [token.text for token in items if token.kind in ("string", "verbatim")]
     for token in items:
         if token.kind == "name" and token.text in WORKSPACE_TABLES:
             raise KqlError(f"{token.text} is the workspace's name; in the component it is a classic table")

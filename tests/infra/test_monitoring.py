@@ -112,10 +112,7 @@ def _unescape_bicep(text: str) -> str:
 
 def _alerts_arguments(**main_overrides: Any) -> dict[str, Any]:
     """What main.bicep passes to infra/monitoring/alerts.bicep for a deployment with these values."""
-    root = main()
-    _, params = root.module("alerts")
-    arguments = {**MAIN_ARGUMENTS, **main_overrides}
-    return {name: root.evaluate(expression, arguments) for name, expression in params.items()}
+    return main().module_arguments("alerts", {**MAIN_ARGUMENTS, **main_overrides})
 
 
 def _rules() -> dict[str, dict[str, Any]]:

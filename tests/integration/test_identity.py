@@ -21,7 +21,7 @@ from shared.identity import (
     scope_for,
 )
 from shared.secrets import CachedSecrets, EnvironmentSecrets
-from tests.conftest import extra_fields
+from tests.conftest import event_records
 
 SCOPE = scope_for("https://commerce.dynamics.com")
 
@@ -285,8 +285,8 @@ async def test_token_requests_are_client_spans_counted_by_result(
         if p.name == "connector.tokens.acquired"
     )
     assert counted == [("retail_server", "invalid_client", 1.0), ("retail_server", "ok", 1.0)]
-    [record] = [r for r in log_privacy_guard.records if getattr(r, "event", None) == "token_failure"]
-    assert (extra_fields(record)["service"], extra_fields(record)["error"]) == (
+    [failure] = event_records(log_privacy_guard.records, "token_failure")
+    assert (failure["service"], failure["error"]) == (
         "retail_server",
         "invalid_client",
     )

@@ -4,6 +4,7 @@ registered queue function with a real ``func.QueueMessage``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage  # the host's class: it carries dequeue_count
+from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys as emarsys_stand_in
 from sandbox import orders
 from sandbox.data import CONTACT_EMAIL, Cart, Customer
+from sandbox.emarsys import EmarsysStandIn
 from sandbox.server import Sandbox
 from shared.abandoned_carts.messages import CartMessage
 from shared.email.base import EmailMessage, SendResult
@@ -186,6 +189,15 @@ async def run_notify(functions: dict[str, Any], body: str | bytes, *, dequeue_co
     return poison
 
 
+async def run_detection(functions: dict[str, Any], cart: Cart | None = None) -> list[str]:
+    """Call the registered timer function as the host would; the queue messages it wrote (only
+    ``cart``'s, when given), as written."""
+    out = OutStub()
+    await functions["detect_abandoned_carts"].get_user_function()(TimerRequest(past_due=False), out)
+    messages: list[str] = out.get() or []
+    return messages if cart is None else [m for m in messages if json.loads(m)["cartId"] == cart.id]
+
+
 async def ledger_status(runtime: Runtime, cart: Cart, step: int = 1) -> tuple[str, str | None]:
     found = await Ledger(runtime.store).get(cart.id, cart.version, step)
     assert found is not None
@@ -239,3 +251,9 @@ def emarsys_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> dict
         "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
         "emarsys_event_id": emarsys_stand_in.EVENT_ID,
     }
+
+
+@pytest.fixture
+def stand_in(sandbox: Sandbox) -> EmarsysStandIn:
+    """The Emarsys stand-in of the module's sandbox (one built with ``emarsys_sandbox``)."""
+    return emarsys_stand_in.stand_in(sandbox)

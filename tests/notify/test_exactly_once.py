@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from sandbox import emarsys, orders, sendgrid, webhook
 from sandbox.data import Cart
@@ -34,16 +33,17 @@ from shared.abandoned_carts.payload import dedup_key
 from shared.runtime import Runtime
 from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerEntry, LedgerStatus
 from shared.state.store import ContainerName, Document, DocumentStore, StoreError
-from tests.conftest import OutStub
 from tests.notify.conftest import (
     NOW,
     Clock,
     Queued,
     consenting_customer,
+    emarsys_overrides,
     ids_of,
     ledger_status,
     own_cart,
     put_on_ledger,
+    run_detection,
     run_notify,
 )
 
@@ -119,17 +119,7 @@ def notify_overrides(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, stand: S
     # A held answer costs one client timeout: keep it short (the sandbox answers in milliseconds).
     common: dict[str, Any] = {"http_timeout_seconds": 1.0}
     if stand.name == "emarsys":
-        values = emarsys.env(sandbox)
-        for name in ("EMARSYS_CLIENT_ID", "EMARSYS_CLIENT_SECRET"):
-            monkeypatch.setenv(name, values[name])
-        return {
-            **common,
-            "email_provider": "emarsys",
-            "emarsys_auth": "oauth",
-            "emarsys_api_url": values["EMARSYS_API_URL"],
-            "emarsys_auth_url": values["EMARSYS_AUTH_URL"],
-            "emarsys_event_id": emarsys.EVENT_ID,
-        }
+        return {**common, **emarsys_overrides(sandbox, monkeypatch)}
     if stand.name == "sendgrid":
         values = sendgrid.env(sandbox)
         monkeypatch.setenv("SENDGRID_API_KEY", values["SENDGRID_API_KEY"])
@@ -153,15 +143,6 @@ async def abandoned(sandbox: Sandbox, runtime: Runtime) -> tuple[Cart, Queued]:
 
 def key_of(cart: Cart) -> str:
     return dedup_key(cart.id, cart.version, 1)
-
-
-async def detect(registered_functions: dict[str, Any], cart: Cart) -> list[dict[str, Any]]:
-    """One run of the registered timer function; the messages it queued for ``cart``."""
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    return [m for m in map(json.loads, out.get() or []) if m["cartId"] == cart.id]
 
 
 class WorkerDied(BaseException):
@@ -245,7 +226,7 @@ async def assert_never_again(
     requests = sandbox.stats.requests[stand.route]
     await run_notify(registered_functions, queued.body, dequeue_count=2)
     clock.now = NOW + CLAIM_LEASE + timedelta(hours=1)
-    assert await detect(registered_functions, cart) == []
+    assert await run_detection(registered_functions, cart) == []
     await run_notify(registered_functions, queued.body, dequeue_count=3)
     assert sandbox.stats.requests[stand.route] == requests
     assert stand.emails(sandbox, key_of(cart)) == 1
@@ -395,7 +376,7 @@ async def test_sendgrid_accepted_but_the_ledger_cannot_record_it_is_never_sent_a
     assert stand.deliveries(sandbox, key_of(cart)) == 1
 
     clock.now = NOW + CLAIM_LEASE + timedelta(seconds=1)
-    assert await detect(registered_functions, cart) == []
+    assert await run_detection(registered_functions, cart) == []
     assert await ledger_status(runtime, cart) == ("uncertain", "stale_sending")
     await assert_never_again(sandbox, runtime, registered_functions, clock, cart, queued, stand)
 
@@ -427,14 +408,14 @@ async def test_worker_death_after_acceptance_then_the_stale_claim_sweep(
     assert stand.deliveries(sandbox, key_of(cart)) == 1
 
     clock.now = NOW + CLAIM_LEASE + timedelta(seconds=1)
-    again = await detect(registered_functions, cart)
+    again = await run_detection(registered_functions, cart)
     if not stand.deduplicates:
         assert again == []
         assert await ledger_status(runtime, cart) == ("uncertain", "stale_sending")
         await assert_never_again(sandbox, runtime, registered_functions, clock, cart, queued, stand)
         return
-    assert [ids_of(m) for m in again] == [ids_of(json.loads(queued.body))]
-    await run_notify(registered_functions, json.dumps(again[0]))
+    assert [ids_of(json.loads(m)) for m in again] == [ids_of(json.loads(queued.body))]
+    await run_notify(registered_functions, again[0])
     assert await ledger_status(runtime, cart) == ("sent", None)
     assert stand.emails(sandbox, key_of(cart)) == 1
     assert stand.deliveries(sandbox, key_of(cart)) == 2
@@ -459,9 +440,9 @@ async def test_worker_death_before_the_provider_call_is_taken_over_and_sent_once
     )
     await runtime.store.replace("ledger", cart.id, claimed.key, claimed.body(), etag=found[1])
 
-    again = await detect(registered_functions, cart)
-    assert [ids_of(m) for m in again] == [ids_of(json.loads(queued.body))]
-    await run_notify(registered_functions, json.dumps(again[0]))
+    again = await run_detection(registered_functions, cart)
+    assert [ids_of(json.loads(m)) for m in again] == [ids_of(json.loads(queued.body))]
+    await run_notify(registered_functions, again[0])
 
     assert await ledger_status(runtime, cart) == ("sent", None)
     assert stand.emails(sandbox, key_of(cart)) == 1

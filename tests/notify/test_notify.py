@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from sandbox.data import Cart
 from sandbox.server import Sandbox
@@ -25,7 +24,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.ledger import CLAIM_LEASE, Ledger, LedgerStatus
 from shared.store_commerce import parse_deep_link
-from tests.conftest import OutStub, extra_fields
+from tests.conftest import OutStub, event_records
 from tests.notify.conftest import (
     IMAGES,
     NOW,
@@ -37,6 +36,7 @@ from tests.notify.conftest import (
     ledger_status,
     own_cart,
     put_on_ledger,
+    run_detection,
     run_notify,
 )
 
@@ -463,11 +463,7 @@ def notify_overrides() -> dict[str, Any]:
 
 async def detect(registered_functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, at: Any) -> list[str]:
     monkeypatch.setattr("shared.abandoned_carts.blueprint.utcnow", lambda: at)
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    return list(out.get() or [])
+    return await run_detection(registered_functions)
 
 
 def for_cart(messages: list[str], cart: Cart) -> list[dict[str, Any]]:
@@ -721,9 +717,7 @@ async def test_poisoned_messages_are_counted_and_recorded(
         ("malformed", queue, 1.0),
         ("retries_exhausted", queue, 1.0),
     ]
-    records = [
-        extra_fields(r) for r in log_privacy_guard.records if getattr(r, "event", None) == "message_poisoned"
-    ]
+    records = event_records(log_privacy_guard.records, "message_poisoned")
     assert [(r["reason"], r["dequeue_count"]) for r in records] == [
         ("malformed", 1),
         ("retries_exhausted", max_dequeue_count()),

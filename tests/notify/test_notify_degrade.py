@@ -20,7 +20,7 @@ from shared.abandoned_carts.blueprint import notify_service
 from shared.runtime import Runtime
 from shared.state.ledger import Ledger
 from shared.store_commerce import DeepLinkTooLongError
-from tests.conftest import extra_fields
+from tests.conftest import event_records
 from tests.notify.conftest import (
     IMAGES,
     RecordingProvider,
@@ -63,7 +63,7 @@ def media_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 def outcome_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     """The custom dimensions of the ``notify outcome`` records."""
-    return [extra_fields(r) for r in caplog.records if getattr(r, "event", None) == "notify_outcome"]
+    return event_records(caplog.records, "notify_outcome")
 
 
 async def test_a_product_whose_media_answer_404_is_sent_without_its_image(

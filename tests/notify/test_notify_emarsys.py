@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from sandbox import emarsys as emarsys_stand_in
 from sandbox.data import Cart, Customer
 from sandbox.emarsys import EVENT_ID, UNCONNECTED_EVENT_ID, EmarsysStandIn
 from sandbox.server import Sandbox
@@ -62,11 +61,6 @@ def notify_overrides(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, emarsys_options: dict[str, Any]
 ) -> dict[str, Any]:
     return {**emarsys_overrides(sandbox, monkeypatch), **emarsys_options}
-
-
-@pytest.fixture
-def stand_in(sandbox: Sandbox) -> EmarsysStandIn:
-    return emarsys_stand_in.stand_in(sandbox)
 
 
 def trigger_path(event_id: int = EVENT_ID, version: str = "v3") -> str:

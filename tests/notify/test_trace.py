@@ -10,21 +10,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from azure.functions.timer import TimerRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from sandbox import emarsys as emarsys_stand_in
 from sandbox.emarsys import EmarsysStandIn
 from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry, journey
 from shared.runtime import Runtime
-from tests.conftest import OutStub
 from tests.notify.conftest import (
     consenting_customer,
     emarsys_overrides,
     emarsys_sandbox,
+    ids_of,
     own_cart,
+    run_detection,
     run_notify,
 )
 
@@ -72,11 +71,7 @@ async def test_one_carts_trace_runs_from_the_timer_to_the_provider(
     telemetry: LocalTelemetry,
 ) -> None:
     cart = own_cart(sandbox, consenting_customer(sandbox))
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    [body] = [m for m in out.get() or [] if json.loads(m)["cartId"] == cart.id]
+    [body] = await run_detection(registered_functions, cart)
     assert json.loads(body)["v"] == 2
 
     poison = await run_notify(registered_functions, body)
@@ -128,11 +123,6 @@ async def test_one_carts_trace_runs_from_the_timer_to_the_provider(
     assert any(span is trigger for _, span in tree)
 
 
-@pytest.fixture
-def stand_in(sandbox: Sandbox) -> EmarsysStandIn:
-    return emarsys_stand_in.stand_in(sandbox)
-
-
 async def test_a_version_1_message_is_still_accepted_and_starts_a_trace_of_its_own(
     sandbox: Sandbox,
     runtime: Runtime,
@@ -142,12 +132,8 @@ async def test_a_version_1_message_is_still_accepted_and_starts_a_trace_of_its_o
 ) -> None:
     """A message queued before the upgrade (version 1, no trace context) is sent as before."""
     cart = own_cart(sandbox, consenting_customer(sandbox))
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    [body] = [m for m in out.get() or [] if json.loads(m)["cartId"] == cart.id]
-    old = {key: value for key, value in json.loads(body).items() if key != "traceparent"} | {"v": 1}
+    [body] = await run_detection(registered_functions, cart)
+    old = ids_of(json.loads(body)) | {"v": 1}
     telemetry.clear()
 
     poison = await run_notify(registered_functions, json.dumps(old))
@@ -167,11 +153,7 @@ async def test_a_traceparent_that_cannot_be_read_costs_the_trace_never_the_email
     telemetry: LocalTelemetry,
 ) -> None:
     cart = own_cart(sandbox, consenting_customer(sandbox))
-    out = OutStub()
-    await registered_functions["detect_abandoned_carts"].get_user_function()(
-        TimerRequest(past_due=False), out
-    )
-    [body] = [m for m in out.get() or [] if json.loads(m)["cartId"] == cart.id]
+    [body] = await run_detection(registered_functions, cart)
     broken = json.loads(body) | {"traceparent": "00-not-a-trace-01"}
     telemetry.clear()
 

@@ -12,7 +12,7 @@ import pytest
 from sandbox import orders
 from sandbox.server import Sandbox
 from shared.runtime import Runtime
-from tests.conftest import extra_fields
+from tests.conftest import event_records
 from tests.notify.conftest import NOW, RecordingProvider
 from tests.recovery.conftest import Clock, bulk_carts, conversions, notify_all, report, track, tracked, window
 
@@ -106,7 +106,7 @@ async def test_a_retail_server_that_refuses_the_order_look_up_turns_tracking_off
     assert sandbox.stats.requests[route] == 6  # off: the next run does not ask
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "conversion tracking is off" in errors[0]
-    runs = [extra_fields(r) for r in caplog.records if getattr(r, "event", None) == "conversion_tracking"]
+    runs = event_records(caplog.records, "conversion_tracking")
     assert [(r["status"], r["off_reason"], r["carts_checked"]) for r in runs] == [
         ("off", "retail_server_401", 0),
         ("off", "retail_server_401", 0),

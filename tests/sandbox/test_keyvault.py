@@ -14,7 +14,7 @@ from sandbox.server import Sandbox
 from sandbox.telemetry import LocalTelemetry
 from shared.http import build_ssl_context, new_session
 from shared.secrets import KeyVaultOptions, KeyVaultSecrets, SecretNotFoundError, SecretUnavailableError
-from tests.conftest import extra_fields
+from tests.conftest import event_records
 from tests.key_vault import secret_reads
 
 API = {"api-version": "7.6"}
@@ -148,8 +148,8 @@ async def test_a_failed_read_is_a_client_span_a_metric_and_a_record_by_its_reaso
     assert "s3cret" not in str(caught.value)
     failures = [p for p in telemetry.points() if p.name == "connector.secrets.failures"]
     assert [(p.attributes, p.value) for p in failures] == [({"reason": reason}, 1.0)]
-    [record] = [r for r in log_privacy_guard.records if getattr(r, "event", None) == "secret_failure"]
-    assert (extra_fields(record)["reason"], extra_fields(record)["secret"]) == (reason, name)
+    [failure] = event_records(log_privacy_guard.records, "secret_failure")
+    assert (failure["reason"], failure["secret"]) == (reason, name)
     [span] = [s for s in telemetry.spans() if s.name == "GET /secrets/{name}"]
     attributes = dict(span.attributes or {})
     assert (attributes["connector.service"], attributes["connector.status"]) == ("key_vault", reason)

@@ -8,12 +8,11 @@ Each check runs in a fresh interpreter: this one has long since imported everyth
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+from tests.unit.fresh_interpreter import run_python
 
 # Loaded on first use only. hypothesis is a test tool: the app must never import it.
 LAZY = (
@@ -46,20 +45,13 @@ def _heavy(modules: list[str]) -> list[str]:
 
 
 def _run(code: str) -> dict[str, list[str]]:
-    done = subprocess.run(  # noqa: S603 - our own interpreter, our own code
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, list[str]] = json.loads(done.stdout)
+    result: dict[str, list[str]] = json.loads(run_python(code))
     return result
 
 
-def test_importing_the_app_loads_no_sdk_that_only_a_first_call_needs() -> None:
+@pytest.fixture(scope="module")
+def app_modules() -> list[str]:
+    """The modules a fresh interpreter has loaded after ``import function_app``."""
     loaded = _run(
         """
         import json, sys
@@ -67,7 +59,11 @@ def test_importing_the_app_loads_no_sdk_that_only_a_first_call_needs() -> None:
         print(json.dumps({"modules": sorted(sys.modules)}))
         """
     )
-    assert _heavy(loaded["modules"]) == []
+    return loaded["modules"]
+
+
+def test_importing_the_app_loads_no_sdk_that_only_a_first_call_needs(app_modules: list[str]) -> None:
+    assert _heavy(app_modules) == []
 
 
 # The cart pipeline loads with the first detection or notify invocation: an instance woken by a
@@ -81,15 +77,8 @@ PIPELINE = (
 )
 
 
-def test_importing_the_app_loads_no_part_of_the_cart_pipeline() -> None:
-    loaded = _run(
-        """
-        import json, sys
-        import function_app
-        print(json.dumps({"modules": sorted(sys.modules)}))
-        """
-    )
-    assert sorted(set(PIPELINE) & set(loaded["modules"])) == []
+def test_importing_the_app_loads_no_part_of_the_cart_pipeline(app_modules: list[str]) -> None:
+    assert sorted(set(PIPELINE) & set(app_modules)) == []
 
 
 def test_a_create_customer_call_loads_no_part_of_the_cart_pipeline(tmp_path: Path) -> None:

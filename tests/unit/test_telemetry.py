@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,8 +17,7 @@ from shared.state.sqlite import SqliteStore
 from shared.state.store import ConflictError, WriteOp
 from shared.state.traced import TracedStore
 from tests.regex_bounds import UNBOUNDED, quantifier_bounds
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.fresh_interpreter import ROOT, run_python
 
 
 @pytest.mark.parametrize(
@@ -231,16 +227,7 @@ def test_with_a_connection_string_the_distro_exports_as_the_managed_identity() -
         sys.stdout.flush()
         os._exit(0)
     """
-    done = subprocess.run(  # noqa: S603 - our own interpreter, our own code
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = json.loads(run_python(code).strip().splitlines()[-1])
     assert seen["provider"].startswith("opentelemetry.sdk")
     assert "1.0" in seen["sampler"] or "ratio" in seen["sampler"].lower()
     assert seen["credential"] == "ManagedIdentityCredential"
