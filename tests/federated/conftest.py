@@ -17,7 +17,7 @@ from shared.settings import Settings
 from tests.conftest import sandbox_settings
 
 # The customer tests' request body (a seeded customer's name with a new email and phone).
-from tests.customers.conftest import payload, seeded_person  # noqa: F401
+from tests.customers.conftest import extra_personal_data, payload, seeded_person  # noqa: F401
 from tests.customers.helpers import call, http_request
 from tests.notify.conftest import NOTIFY_SETTINGS, NOW, clock, recorder  # noqa: F401 (fixtures)
 
